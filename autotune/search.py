@@ -1,0 +1,126 @@
+"""The search for the largest batch whose compiled need fits a budget.
+
+The search only ever trusts compiled results. Guesses (an analytical estimate,
+the affine model of two compiles) choose *where* to compile next; whether a
+batch fits is decided by its compile alone. It keeps the largest batch proven
+to fit (`lo`) and the smallest proven not to (`hi`), and ends when they are
+neighbouring candidates, so the answer is exact for any need(batch) that
+grows with the batch, affine or not:
+
+1. compile the smallest candidate (it must fit) and a second, small one
+   placed by the analytical guess, well inside it;
+2. jump to the boundary of the affine model through the two, then confirm:
+   the boundary fits and the next candidate does not (4 compiles when XLA's
+   need is affine, as it is with XLA's rematerialization pass off);
+3. otherwise interpolate between the compiled points that bracket the
+   budget, halving the bracket instead whenever interpolation fails to.
+
+No candidate at or above a batch proven not to fit is ever compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from autotune.errors import TuneError
+
+
+@dataclasses.dataclass(frozen=True)
+class Bracket:
+    """What the compiles proved: `lo` fits, `hi` does not (None: not found)."""
+
+    lo: int | None
+    hi: int | None
+    interrupted: bool = False
+
+
+def _check_grid(multiple_of: int, max_batch: int) -> None:
+    for name, value in (("multiple_of", multiple_of), ("max_batch", max_batch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise TuneError(f"`{name}` (={value!r}) must be a positive integer")
+    if max_batch < multiple_of:
+        raise TuneError(
+            f"`max_batch` (={max_batch}) must be at least `multiple_of` "
+            f"(={multiple_of})")
+
+
+def _affine_boundary(p: tuple[int, int], q: tuple[int, int],
+                     budget: int) -> float | None:
+    """Batch at which the line through two (batch, need) points meets budget."""
+    (b0, n0), (b1, n1) = sorted((p, q))
+    if b1 == b0 or n1 <= n0:
+        return None
+    return b0 + (budget - n0) * (b1 - b0) / (n1 - n0)
+
+
+def search(measure: Callable[[int], int], budget: int, *, multiple_of: int = 8,
+           max_batch: int = 65536, guess: int | None = None) -> Bracket:
+    """Largest multiple of `multiple_of` up to `max_batch` with measure <= budget.
+
+    Args:
+        measure: batch -> bytes needed (one compile per new batch).
+        budget: bytes available.
+        multiple_of: candidates are its multiples.
+        max_batch: the largest candidate considered.
+        guess: an analytical estimate of the answer; it places the second
+            compile, never decides the answer.
+
+    Returns:
+        The bracket proven by compiles. `lo` is None if even the smallest
+        candidate does not fit; `hi` is None if `max_batch` fits.
+        A KeyboardInterrupt returns what was proven so far, marked
+        interrupted.
+    """
+    _check_grid(multiple_of, max_batch)
+    m = multiple_of
+    top = max_batch // m * m
+    fits: dict[int, int] = {}
+    over: dict[int, int] = {}
+
+    def probe(batch: int) -> bool:
+        need = measure(batch)
+        (fits if need <= budget else over)[batch] = need
+        return need <= budget
+
+    def bracket(interrupted: bool = False) -> Bracket:
+        return Bracket(max(fits, default=None), min(over, default=None),
+                       interrupted)
+
+    try:
+        if not probe(m):
+            return bracket()
+        if top == m:
+            return bracket()
+        probe(min(top, max(2 * m, (guess or 0) // 4 // m * m)))
+        misses = 0
+        width = None
+        while True:
+            lo, hi = max(fits), min(over, default=None)
+            if lo == top or (hi is not None and hi - lo == m):
+                return bracket()
+            if hi is None:
+                below = sorted(fits)[-2]
+                nxt = _grid(_affine_boundary((below, fits[below]),
+                                             (lo, fits[lo]), budget), m, top)
+                if nxt <= lo:
+                    nxt = min(top, lo + m * 2**misses)
+                    misses += 1
+            else:
+                halved = width is None or 2 * (hi - lo) <= width
+                width = hi - lo
+                guess_in = _affine_boundary((lo, fits[lo]), (hi, over[hi]),
+                                            budget)
+                nxt = (_grid(guess_in, m, hi - m) if halved
+                       else lo + (hi - lo) // 2 // m * m)
+                nxt = max(lo + m, nxt)
+            probe(nxt)
+    except KeyboardInterrupt:
+        return bracket(interrupted=True)
+
+
+def _grid(batch: float | None, m: int, ceiling: int) -> int:
+    """`batch` rounded down to a multiple of m, at most `ceiling`."""
+    if batch is None:
+        return ceiling
+    return min(ceiling, int(batch // m) * m)
