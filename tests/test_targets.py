@@ -1,0 +1,206 @@
+"""Targets: described GPUs compile on the CPU, budgets follow the measured model."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from autotune import targets
+from autotune.gpu_specs import GPU_SPECS
+from autotune.targets import TargetError, get_target, known_targets
+
+H200_BYTES_LIMIT = 112_583_507_968  # measured, fraction 0.75
+MIB = 1 << 20
+
+
+def _plugin_missing() -> str | None:
+    try:
+        targets.check_cuda_plugin()
+    except TargetError as e:
+        return str(e)
+    return None
+
+
+needs_plugin = pytest.mark.skipif(
+    _plugin_missing() is not None,
+    reason=f"deviceless compiles need the CUDA plugin: {_plugin_missing()}")
+
+
+@pytest.fixture(autouse=True)
+def _no_fraction_env(monkeypatch):
+    for name in targets.MEM_FRACTION_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def _mlp_grad_memory(target):
+    s = target.sharding()
+
+    def spec(*shape):
+        return jax.ShapeDtypeStruct(shape, jnp.float32, sharding=s)
+
+    def loss(params, x, y):
+        (w1, b1), (w2, b2) = params
+        h = jax.nn.relu(x @ w1 + b1)
+        return jnp.mean((h @ w2 + b2 - y) ** 2)
+
+    params = ((spec(784, 256), spec(256)), (spec(256, 10), spec(10)))
+    step = jax.jit(jax.value_and_grad(loss))
+    return step.lower(params, spec(64, 784), spec(64, 10)).compile().memory_analysis()
+
+
+@needs_plugin
+@pytest.mark.parametrize("name", known_targets())
+def test_named_target_compiles(name):
+    target = get_target(name)
+    devices = target.devices()
+    assert len(devices) == 1
+    assert devices[0].platform == "gpu"
+    assert devices[0].device_kind == GPU_SPECS[name].product
+    assert target.platform == "cuda" and target.deviceless
+    memory = _mlp_grad_memory(target)
+    assert memory.argument_size_in_bytes > 0
+    assert memory.temp_size_in_bytes > 0
+
+
+def test_required_names_are_known():
+    assert {"h100-sxm-80gb", "h100-pcie-80gb", "h200-141gb", "a100-40gb",
+            "a100-80gb", "l4-24gb"} <= set(known_targets())
+
+
+def test_h200_budget_reproduces_measured_limit():
+    target = get_target("h200-141gb")
+    assert target.memory_bytes == 143771 * MIB
+    assert target.budget.fraction == 0.75
+    assert abs(target.default_budget_bytes - H200_BYTES_LIMIT) <= 16 * MIB
+    assert target.budget.total_bytes - target.budget.reserve_bytes == (
+        target.budget.free_at_start_bytes)
+
+
+def test_fraction_scales_budget(monkeypatch):
+    base = get_target("h200-141gb").default_budget_bytes
+    half = get_target("h200-141gb", mem_fraction=0.375).default_budget_bytes
+    assert abs(half - base / 2) <= 1
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.9")
+    from_env = get_target("h200-141gb").default_budget_bytes
+    assert abs(from_env - base * 0.9 / 0.75) <= 1
+    assert get_target("h200-141gb", mem_fraction=0.375).default_budget_bytes == half
+
+
+@pytest.mark.parametrize("value", [0.0, 1.5, -0.1])
+def test_bad_fraction(value):
+    with pytest.raises(TargetError, match=rf"mem_fraction.*{value}"):
+        get_target("h200-141gb", mem_fraction=value)
+
+
+def test_bad_fraction_env(monkeypatch):
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "most")
+    with pytest.raises(TargetError, match="XLA_PYTHON_CLIENT_MEM_FRACTION.*most"):
+        get_target("a100-80gb")
+    monkeypatch.setenv("XLA_CLIENT_MEM_FRACTION", "0.5")
+    with pytest.raises(TargetError, match="both set"):
+        get_target("a100-80gb")
+
+
+def test_unknown_name_lists_known_targets():
+    with pytest.raises(TargetError) as raised:
+        get_target("h100")
+    message = str(raised.value)
+    assert "'h100'" in message
+    assert all(name in message for name in known_targets())
+
+
+def test_missing_config_file(tmp_path):
+    path = tmp_path / "nowhere.txtpb"
+    with pytest.raises(TargetError, match="does not exist") as raised:
+        get_target(str(path))
+    assert str(path) in str(raised.value)
+
+
+def test_config_file_without_required_fields(tmp_path):
+    path = tmp_path / "empty.txtpb"
+    path.write_text('platform_name: "CUDA"\n')
+    with pytest.raises(TargetError, match="threads_per_warp") as raised:
+        get_target(str(path))
+    assert str(path) in str(raised.value)
+
+
+@needs_plugin
+def test_config_file_that_does_not_parse(tmp_path):
+    path = tmp_path / "newer.txtpb"
+    config = targets.spec_config("h200-141gb")
+    path.write_text(config.replace(
+        "gpu_device_info {", "gpu_device_info {\n  no_such_field: 1", 1))
+    with pytest.raises(TargetError) as raised:
+        get_target(str(path)).devices()
+    message = str(raised.value)
+    assert str(path.resolve()) in message
+    assert "line 2" in message and "no_such_field" in message
+
+
+@pytest.mark.parametrize("installed,expected", [
+    ({"jaxlib": "0.10.2"}, "not installed"),
+    ({"jaxlib": "0.10.2", "jax-cuda13-plugin": "0.10.1",
+      "jax-cuda13-pjrt": "0.10.1"}, "0.10.1"),
+])
+def test_cuda_plugin_errors(monkeypatch, installed, expected):
+    monkeypatch.setattr(targets, "_installed_version", installed.get)
+    with pytest.raises(TargetError, match=expected) as raised:
+        get_target("l4-24gb").devices()
+    message = str(raised.value)
+    assert "'l4-24gb'" in message
+    assert 'pip install "jax[cuda13-local]==0.10.2"' in message
+
+
+@needs_plugin
+def test_config_file_round_trip(tmp_path):
+    path = tmp_path / "h200.txtpb"
+    path.write_text(f"# {targets.DUMP_BYTES_LIMIT}: {H200_BYTES_LIMIT}\n"
+                    f"# {targets.DUMP_MEM_FRACTION}: 0.75\n"
+                    + targets.spec_config("h200-141gb"))
+    target = get_target(str(path))
+    assert target.name == f"file:{path.resolve()}"
+    assert target.memory_bytes == GPU_SPECS["h200-141gb"].device_memory_size
+    assert target.default_budget_bytes == H200_BYTES_LIMIT
+    assert target.devices()[0].device_kind == "NVIDIA H200"
+    assert _mlp_grad_memory(target).temp_size_in_bytes > 0
+
+
+def test_config_file_without_budget(tmp_path):
+    path = tmp_path / "l4.txtpb"
+    path.write_text(targets.spec_config("l4-24gb"))
+    target = get_target(str(path))
+    assert target.default_budget_bytes is None
+    assert target.description.startswith("NVIDIA L4")
+
+
+def test_local_target_on_cpu():
+    target = get_target("local")
+    assert (target.name, target.platform) == ("local:cpu", "cpu")
+    assert target.default_budget_bytes is None and not target.deviceless
+    assert target.devices() == jax.devices()[:1]
+
+
+def test_target_is_hashable():
+    assert hash(get_target("a100-40gb")) == hash(get_target("a100-40gb"))
+
+
+@needs_plugin
+def test_described_target_is_quiet_without_jax_platforms():
+    code = ("from autotune.targets import get_target\n"
+            "import jax, jax.numpy as jnp\n"
+            "t = get_target('h100-sxm-80gb')\n"
+            "x = jax.ShapeDtypeStruct((8, 8), jnp.float32, sharding=t.sharding())\n"
+            "jax.jit(lambda x: x @ x).lower(x).compile()\n"
+            "print(jax.devices()[0].platform)\n")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    root = Path(__file__).resolve().parent.parent
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    run = subprocess.run([sys.executable, "-c", code], env=env, cwd=root,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "cpu"
+    assert "Traceback" not in run.stderr and "plugin" not in run.stderr.lower()
