@@ -1,0 +1,133 @@
+"""The `autotune` command: the largest VGG batch that fits a target."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="autotune",
+        description="Find the largest batch of a VGG train step that fits an "
+        "accelerator, from XLA's memory analysis of the compiled step. "
+        "Nothing is run and nothing is allocated on the device.")
+    p.add_argument("--model", default="vgg16",
+                   help="vgg11, vgg13, vgg16 or vgg19 (default: %(default)s)")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--channels", type=int, default=3)
+    p.add_argument("--classes", type=int, default=1000)
+    p.add_argument("--optimizer", default="sgd", help="sgd (momentum 0.9), adam or adamw")
+    p.add_argument("--dtype", default="float32", help="compute dtype: float32 or bfloat16")
+    p.add_argument("--param-dtype", default="float32")
+    p.add_argument("--remat", default="none,nothing_saveable",
+                   help="comma-separated remat choices, one row each: none or a "
+                   "jax.checkpoint_policies name per conv stage (default: %(default)s)")
+    p.add_argument("--remat-every", type=int, default=1,
+                   help="rematerialize every k-th conv stage only")
+    p.add_argument("--xla-remat-pass", choices=("off", "on", "both"), default="off",
+                   help="XLA's automatic rematerialization pass (default: off: "
+                   "need(batch) is then affine and exact; train with "
+                   "jax_compiler_enable_remat_pass=False to match)")
+    p.add_argument("--target", default="auto",
+                   help="auto (the local accelerator, else a described "
+                   "h100-sxm-80gb), local, a described GPU name, or a target "
+                   "config file dumped by scripts/dump_target_config.py")
+    p.add_argument("--mem-fraction", type=float, default=None,
+                   help="allocator fraction for a described target (default: "
+                   "XLA_PYTHON_CLIENT_MEM_FRACTION or 0.75)")
+    p.add_argument("--budget", default=None,
+                   help="bytes the step may use, e.g. 30GB or 32212254720; wins "
+                   "over the target's limit")
+    p.add_argument("--reserve", default="0",
+                   help="bytes kept free for other buffers, e.g. 2GB")
+    p.add_argument("--multiple-of", type=int, default=8)
+    p.add_argument("--max-batch", type=int, default=65536)
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="write the results as JSON for a training job")
+    p.add_argument("--explain", action="store_true",
+                   help="print the seed-style analytical breakdown beside XLA's numbers")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def _keep_cuda_plugin_quiet() -> None:
+    """Without a GPU, the installed CUDA plugin fails to start and says so at
+    length; described targets do not need it to start."""
+    if "JAX_PLATFORMS" in os.environ or os.path.exists("/dev/nvidiactl"):
+        return
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    if "jax" in sys.modules:  # read the variable at import: tell it directly
+        sys.modules["jax"].config.update("jax_platforms", "cpu")
+
+
+def _choices(args: argparse.Namespace) -> list:
+    from autotune.zoo import Choice
+
+    passes = {"off": (False,), "on": (True,), "both": (False, True)}[args.xla_remat_pass]
+    remats = [r.strip() for r in args.remat.split(",") if r.strip()]
+    return [Choice(r, args.remat_every, p) for r in remats for p in passes]
+
+
+def _progress(probe) -> None:
+    from autotune.units import format_bytes
+
+    print(f"  compiled batch {probe.batch:>6}: needs {format_bytes(probe.need_bytes):>9}"
+          f"  ({probe.compile_seconds:.1f} s)", file=sys.stderr, flush=True)
+
+
+def _report(results, args: argparse.Namespace) -> None:
+    from autotune.report import write_json
+    from autotune.result import comparison_table
+
+    print(comparison_table(results))
+    for r in results:
+        print()
+        print(r.render())
+    if args.json:
+        write_json(results, args.json)
+        print(f"\nwrote {args.json}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from autotune.units import parse_bytes
+    from autotune.zoo import resolve_target, tune_vgg
+
+    target = resolve_target(args.target, mem_fraction=args.mem_fraction)
+    print(f"target: {target.description}", file=sys.stderr)
+    results = tune_vgg(
+        args.model, choices=_choices(args), image_size=args.image_size,
+        channels=args.channels, num_classes=args.classes, optimizer=args.optimizer,
+        dtype=args.dtype, param_dtype=args.param_dtype, target=target,
+        budget_bytes=None if args.budget is None else parse_bytes("budget", args.budget),
+        reserve_bytes=parse_bytes("reserve", args.reserve),
+        multiple_of=args.multiple_of, max_batch=args.max_batch,
+        on_probe=None if args.quiet else _progress)
+    _report(results, args)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _keep_cuda_plugin_quiet()
+    from autotune.errors import SearchInterrupted
+
+    try:
+        return run(args)
+    except SearchInterrupted as e:
+        if e.results:
+            print("\nINTERRUPTED: the last row is partial (its batch fits; the "
+                  "boundary above it was not reached)", file=sys.stderr)
+            _report(e.results, args)
+        else:
+            print("autotune: interrupted before any batch was proven to fit",
+                  file=sys.stderr)
+        return 130
+    except ValueError as e:  # TuneError and the models' argument checks
+        print(f"autotune: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

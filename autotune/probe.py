@@ -1,0 +1,148 @@
+"""One probe: compile a step for one batch size and read XLA's memory analysis.
+
+Nothing is allocated: the step is lowered from `jax.ShapeDtypeStruct`
+arguments and compiled ahead of time. The bytes the device needs to run the
+program are `argument + output - alias + temp` (the fields of
+`compiled.memory_analysis()`); `peak_memory_in_bytes` is not used because the
+CPU backend reports only the argument size there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+
+from autotune.errors import TuneError
+
+# XLA's own rematerialization pass makes need(batch) non-affine near the limit
+# it aims for, and that limit differs between devices and described targets.
+REMAT_PASS_OFF = {"xla_disable_hlo_passes": "rematerialization"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """XLA's memory analysis of the step compiled for one batch size."""
+
+    batch: int
+    argument_bytes: int
+    output_bytes: int
+    alias_bytes: int
+    temp_bytes: int
+    compile_seconds: float
+    flops: float | None = None
+
+    @property
+    def need_bytes(self) -> int:
+        """Peak bytes the device needs to run the compiled step."""
+        return (self.argument_bytes + self.output_bytes - self.alias_bytes
+                        + self.temp_bytes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "need_bytes": self.need_bytes}
+
+
+def _as_struct(leaf: Any, sharding: Any) -> jax.ShapeDtypeStruct:
+    if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+        raise TuneError(
+                f"`args_for_batch` returned a leaf of type {type(leaf).__name__}; "
+                "every leaf must be a jax.ShapeDtypeStruct or an array")
+    own = getattr(leaf, "sharding", None)
+    if sharding is not None and own is None:
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        return leaf
+    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=own)
+
+
+def _flops(compiled: Any) -> float | None:
+    try:
+        analysis = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 - optional analysis, unsupported on some backends
+        return None
+    if isinstance(analysis, Sequence) and analysis:
+        analysis = analysis[0]
+    if not isinstance(analysis, Mapping) or "flops" not in analysis:
+        return None
+    return float(analysis["flops"])
+
+
+class Prober:
+    """Compiles `step` at batch sizes on demand and remembers every result.
+
+    Args:
+        step: the train step, plain or already jitted.
+        args_for_batch: batch size -> the step's positional arguments as pytrees
+            of `jax.ShapeDtypeStruct` (arrays are accepted and never copied).
+        sharding: placed on every leaf that carries none, to compile for a
+            described target; None compiles for the default device.
+        compiler_options: XLA debug options passed to `compile()`.
+        donate_argnums: used only when `step` is not jitted already.
+        on_probe: called with each new probe as soon as it is made.
+    """
+
+    def __init__(self, step: Callable[..., Any],
+                              args_for_batch: Callable[[int], Sequence[Any]], *,
+                              sharding: Any = None,
+                              compiler_options: Mapping[str, str] | None = None,
+                              donate_argnums: int | Sequence[int] = (),
+                              on_probe: Callable[[Probe], None] | None = None):
+        self._jitted = (step if hasattr(step, "lower")
+                                        else jax.jit(step, donate_argnums=donate_argnums))
+        self._args_for_batch = args_for_batch
+        self._sharding = sharding
+        self._compiler_options = dict(compiler_options or {})
+        self._on_probe = on_probe
+        self.probes: dict[int, Probe] = {}
+
+    @property
+    def compiles(self) -> int:
+        return len(self.probes)
+
+    def abstract_args(self, batch: int) -> tuple[Any, ...]:
+        """The step's arguments for `batch`, as placed structs."""
+        try:
+            args = self._args_for_batch(batch)
+        except TuneError:
+            raise
+        except Exception as e:
+            raise TuneError(
+                    f"`args_for_batch` raised {type(e).__name__} for batch={batch}: "
+                    f"{e}") from e
+        if not isinstance(args, (tuple, list)):
+            raise TuneError(
+                    f"`args_for_batch` must return a tuple of the step's positional "
+                    f"arguments; for batch={batch} it returned "
+                    f"{type(args).__name__}")
+        return tuple(jax.tree.map(lambda x: _as_struct(x, self._sharding), args))
+
+    def __call__(self, batch: int) -> Probe:
+        if batch in self.probes:
+            return self.probes[batch]
+        args = self.abstract_args(batch)
+        start = time.perf_counter()
+        compiled = self._jitted.lower(*args).compile(
+                compiler_options=self._compiler_options or None)
+        seconds = time.perf_counter() - start
+        analysis = compiled.memory_analysis()
+        if analysis is None:
+            raise TuneError(
+                    f"the {jax.default_backend()!r} backend returned no memory "
+                    "analysis for the compiled step (`memory_analysis()` is None); "
+                    "this backend cannot be tuned by compiling")
+        probe = Probe(
+                batch=batch,
+                argument_bytes=int(analysis.argument_size_in_bytes),
+                output_bytes=int(analysis.output_size_in_bytes),
+                alias_bytes=int(analysis.alias_size_in_bytes),
+                temp_bytes=int(analysis.temp_size_in_bytes),
+                compile_seconds=seconds,
+                flops=_flops(compiled),
+        )
+        self.probes[batch] = probe
+        if self._on_probe is not None:
+            self._on_probe(probe)
+        return probe

@@ -1,0 +1,151 @@
+"""The tuner's answer, and how it renders for people and programs."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from autotune.budget import Budget
+from autotune.probe import Probe
+from autotune.units import format_bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneResult:
+    """The largest batch that fits, with the evidence for it.
+
+    `batch` was compiled and needs `peak_bytes` <= `budget_bytes`;
+    `next_batch`, the next candidate, was compiled and needs more
+    (None when `batch` is `max_batch`, or when the search was interrupted
+    before the boundary was found: see `interrupted`).
+    """
+
+    label: str
+    batch: int
+    peak_bytes: int
+    budget: Budget
+    next_batch: int | None
+    next_peak_bytes: int | None
+    fixed_bytes: int
+    per_example_bytes: int
+    estimate_per_example_bytes: int | None
+    compiles: int
+    seconds: float
+    target: str
+    target_description: str
+    xla_settings: Mapping[str, Any]
+    multiple_of: int
+    max_batch: int
+    probes: tuple[Probe, ...]
+    interrupted: bool = False
+
+    @property
+    def budget_bytes(self) -> int:
+        return self.budget.bytes
+
+    @property
+    def headroom_bytes(self) -> int:
+        return self.budget.bytes - self.peak_bytes
+
+    @property
+    def exact(self) -> bool:
+        """True when the next candidate was proven not to fit."""
+        return self.next_batch is not None
+
+    @property
+    def probe(self) -> Probe:
+        """The compile at the answer."""
+        return next(p for p in self.probes if p.batch == self.batch)
+
+    @property
+    def estimate_error(self) -> float | None:
+        """(analytical - XLA) / XLA per-example bytes."""
+        if self.estimate_per_example_bytes is None or not self.per_example_bytes:
+            return None
+        return (self.estimate_per_example_bytes / self.per_example_bytes) - 1
+
+    def how(self) -> str:
+        """How the answer was obtained, in one line."""
+        batches = ", ".join(str(p.batch) for p in self.probes)
+        remat = "on" if self.xla_settings.get("remat_pass") else "off"
+        return (f"{self.compiles} compiles (batches {batches}) for "
+                f"{self.target_description}, XLA remat pass {remat}, "
+                f"jax {self.xla_settings.get('jax')}")
+
+    def render(self) -> str:
+        """A short report a person reads."""
+        if self.next_batch is not None:
+            nxt = (f"next candidate {self.next_batch} needs "
+                   f"{self.next_peak_bytes:,} B: does not fit")
+        elif self.interrupted:
+            nxt = "PARTIAL: interrupted before the boundary was proven"
+        else:
+            nxt = f"capped at max_batch={self.max_batch}"
+        lines = [
+            f"{self.label or 'step'} on {self.target}",
+            f"  max batch       {self.batch}  ({nxt})",
+            f"  predicted peak  {self.peak_bytes:,} B ({format_bytes(self.peak_bytes)})",
+            f"  budget          {self.budget_bytes:,} B ({format_bytes(self.budget_bytes)}); "
+            f"{self.budget.source}"
+            + (f", less {self.budget.reserve_bytes:,} B reserved"
+               if self.budget.reserve_bytes else ""),
+            f"  headroom        {self.headroom_bytes:,} B ({format_bytes(self.headroom_bytes)})",
+            f"  per example     {self.per_example_bytes:,} B from XLA"
+            + _estimate_text(self),
+            f"  fixed           {self.fixed_bytes:,} B",
+            f"  obtained by     {self.how()}, {self.seconds:.1f} s",
+        ]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (see `autotune.report` for the schema)."""
+        data = dataclasses.asdict(self)
+        data["budget"] = {**dataclasses.asdict(self.budget),
+                          "bytes": self.budget.bytes}
+        data["headroom_bytes"] = self.headroom_bytes
+        data["probes"] = [p.to_dict() for p in self.probes]
+        data["xla_settings"] = dict(self.xla_settings)
+        return data
+
+
+def _estimate_text(result: TuneResult) -> str:
+    error = result.estimate_error
+    if error is None:
+        return ""
+    return (f"; {result.estimate_per_example_bytes:,} B analytical "
+            f"({error:+.1%})")
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell; the first left-aligned."""
+    widths = [max(len(str(r[i])) for r in (headers, *rows))
+              for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        out = [str(c).ljust(w) if i == 0 else str(c).rjust(w)
+               for i, (c, w) in enumerate(zip(cells, widths))]
+        return "  ".join(out).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+COMPARISON_HEADERS = ("choice", "max batch", "peak", "budget", "headroom",
+                      "per example (XLA)", "analytical", "compiles", "seconds")
+
+
+def comparison_table(results: Sequence[TuneResult]) -> str:
+    """One row per result, in the spirit of the seed's table."""
+    rows = []
+    for r in results:
+        error = r.estimate_error
+        analytical = ("-" if error is None else
+                      f"{format_bytes(r.estimate_per_example_bytes)} ({error:+.0%})")
+        batch = str(r.batch) + ("" if r.exact else "*")
+        rows.append((r.label, batch, format_bytes(r.peak_bytes),
+                     format_bytes(r.budget_bytes),
+                     format_bytes(r.headroom_bytes),
+                     format_bytes(r.per_example_bytes), analytical,
+                     str(r.compiles), f"{r.seconds:.1f}"))
+    return render_table(COMPARISON_HEADERS, rows)

@@ -1,0 +1,223 @@
+"""find_max_batch on steps that are not ours: exact against brute-force compiles."""
+
+import flax.linen as linen
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+from autotune import SearchInterrupted, TuneError, compare, find_max_batch
+from autotune.estimate import Estimate
+from autotune.probe import REMAT_PASS_OFF
+from autotune.tuner import Variant
+
+D, H, C = 64, 256, 10
+
+
+def mlp_params():
+    return {"w1": jax.ShapeDtypeStruct((D, H), jnp.float32),
+            "w2": jax.ShapeDtypeStruct((H, C), jnp.float32)}
+
+
+def mlp_loss(params, x, y):
+    logits = jnp.tanh(x @ params["w1"]) @ params["w2"]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def mlp_step(params, x, y):
+    loss, grads = jax.value_and_grad(mlp_loss)(params, x, y)
+    return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), loss
+
+
+def mlp_args(batch):
+    return (mlp_params(), jax.ShapeDtypeStruct((batch, D), jnp.float32),
+            jax.ShapeDtypeStruct((batch,), jnp.int32))
+
+
+def padded_step(params, x, y):
+    """Pads the batch to the next power of two above it: need(batch) is a
+    staircase (monotone: the padded copy is made at every batch size)."""
+    b = x.shape[0]
+    size = 1 << b.bit_length()
+    x = jnp.pad(x, ((0, size - b), (0, 0)))
+    y = jnp.pad(y, (0, size - b))
+    return mlp_step(params, x, y)
+
+
+class CountingStep:
+    """A jitted step that counts its compiles and can raise Ctrl-C."""
+
+    def __init__(self, fn, interrupt_after=None):
+        self.jitted = jax.jit(fn, donate_argnums=(0,))
+        self.lowered = 0
+        self.interrupt_after = interrupt_after
+
+    def lower(self, *args):
+        if self.lowered == self.interrupt_after:
+            raise KeyboardInterrupt
+        self.lowered += 1
+        return self.jitted.lower(*args)
+
+
+def need_at(step, args_for_batch, batch):
+    jitted = step if hasattr(step, "lower") else jax.jit(step, donate_argnums=(0,))
+    compiled = jitted.lower(*args_for_batch(batch)).compile(
+        compiler_options=REMAT_PASS_OFF)
+    m = compiled.memory_analysis()
+    return (m.argument_size_in_bytes + m.output_size_in_bytes
+            - m.alias_size_in_bytes + m.temp_size_in_bytes)
+
+
+def brute_force(step, args_for_batch, budget, multiple_of, max_batch):
+    fits = [b for b in range(multiple_of, max_batch + 1, multiple_of)
+            if need_at(step, args_for_batch, b) <= budget]
+    return max(fits, default=None)
+
+
+@pytest.mark.parametrize("step", [mlp_step, padded_step], ids=["affine", "staircase"])
+@pytest.mark.parametrize("answer", [40, 72])
+def test_exact_against_brute_force(step, answer):
+    budget = need_at(step, mlp_args, answer) + 1
+    counting = CountingStep(step)
+    result = find_max_batch(counting, mlp_args, budget_bytes=budget,
+                            multiple_of=8, max_batch=128)
+    assert result.batch == brute_force(step, mlp_args, budget, 8, 128)
+    assert result.peak_bytes <= result.budget_bytes < result.next_peak_bytes
+    assert result.next_batch == result.batch + 8
+    assert result.headroom_bytes == budget - result.peak_bytes
+    assert result.compiles == counting.lowered == len(result.probes)
+
+
+def test_plain_step_is_jitted_with_donation():
+    budget = need_at(mlp_step, mlp_args, 64)
+    result = find_max_batch(mlp_step, mlp_args, budget_bytes=budget,
+                            donate_argnums=(0,), multiple_of=8, max_batch=256)
+    assert result.batch == 64
+    assert result.probe.alias_bytes > 0
+
+
+def test_flax_linen_model():
+    class CNN(linen.Module):
+        @linen.compact
+        def __call__(self, x):
+            x = linen.relu(linen.Conv(8, (3, 3))(x))
+            x = linen.avg_pool(x, (2, 2), (2, 2)).reshape(x.shape[0], -1)
+            return linen.Dense(C)(x)
+
+    model, tx = CNN(), optax.adam(1e-3)
+    params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+    opt_state = jax.eval_shape(tx.init, params)
+
+    @jax.jit
+    def step(params, opt_state, x, y):
+        def loss(p):
+            return optax.softmax_cross_entropy_with_integer_labels(
+                model.apply(p, x), y).mean()
+        grads = jax.grad(loss)(params)
+        updates, opt_state = tx.update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state
+
+    def args(batch):
+        return (params, opt_state, jax.ShapeDtypeStruct((batch, 16, 16, 3), jnp.float32),
+                jax.ShapeDtypeStruct((batch,), jnp.int32))
+
+    budget = need_at(step, args, 48) + 1
+    result = find_max_batch(step, args, budget_bytes=budget, multiple_of=16, max_batch=256)
+    assert result.batch == brute_force(step, args, budget, 16, 256) == 48
+
+
+def test_estimate_places_the_second_probe():
+    budget = need_at(mlp_step, mlp_args, 400)
+    exact = Estimate(fixed_bytes=0, per_example_bytes=budget // 400)
+    result = find_max_batch(mlp_step, mlp_args, budget_bytes=budget, estimate=exact,
+                            multiple_of=8, max_batch=4096)
+    assert [p.batch for p in result.probes][:2] == [8, 96]
+    assert result.estimate_per_example_bytes == exact.per_example_bytes
+
+
+def test_compare_gives_one_row_per_variant():
+    budget = need_at(mlp_step, mlp_args, 64)
+    results = compare({"plain": Variant(mlp_step, mlp_args),
+                       "padded": Variant(padded_step, mlp_args)},
+                      budget_bytes=budget, multiple_of=8, max_batch=256)
+    assert [r.label for r in results] == ["plain", "padded"]
+    assert results[0].batch == 64
+    assert results[1].batch == brute_force(padded_step, mlp_args, budget, 8, 256)
+
+
+def test_interrupt_keeps_the_best_batch_proven():
+    budget = need_at(padded_step, mlp_args, 200)
+    counting = CountingStep(padded_step, interrupt_after=3)
+    with pytest.raises(SearchInterrupted) as e:
+        find_max_batch(counting, mlp_args, budget_bytes=budget, multiple_of=8,
+                       max_batch=4096)
+    (partial,) = e.value.results
+    assert partial.interrupted and partial.next_batch is None
+    assert partial.compiles == 3
+    assert partial.peak_bytes <= budget
+    assert partial.batch == max(p.batch for p in partial.probes if p.need_bytes <= budget)
+
+
+def test_interrupt_in_compare_keeps_finished_rows():
+    budget = need_at(mlp_step, mlp_args, 64)
+    with pytest.raises(SearchInterrupted) as e:
+        compare({"done": Variant(mlp_step, mlp_args),
+                 "cut": Variant(CountingStep(mlp_step, interrupt_after=0), mlp_args)},
+                budget_bytes=budget, multiple_of=8, max_batch=256)
+    assert [r.label for r in e.value.results] == ["done"]
+
+
+def test_budget_below_the_arguments_is_refused_before_compiling():
+    counting = CountingStep(mlp_step)
+    with pytest.raises(TuneError, match=r"budget \(1,000 B.*smaller than the step's arguments"):
+        find_max_batch(counting, mlp_args, budget_bytes=1000)
+    assert counting.lowered == 0
+
+
+def test_step_that_does_not_fit_at_the_smallest_batch():
+    budget = need_at(mlp_step, mlp_args, 8) - 1
+    with pytest.raises(TuneError, match="does not fit at the smallest candidate batch=8"):
+        find_max_batch(mlp_step, mlp_args, budget_bytes=budget)
+
+
+def test_args_for_batch_that_raises():
+    def bad(batch):
+        raise RuntimeError("no data for you")
+
+    with pytest.raises(TuneError, match=r"`args_for_batch` raised RuntimeError for batch=8: no data"):
+        find_max_batch(mlp_step, bad, budget_bytes=10**9)
+
+
+def test_args_for_batch_with_the_wrong_structure():
+    with pytest.raises(TuneError, match="must return a tuple.*returned dict"):
+        find_max_batch(mlp_step, lambda b: {"x": 1}, budget_bytes=10**9)
+    with pytest.raises(TuneError, match="returned a leaf of type str"):
+        find_max_batch(mlp_step, lambda b: ("x",), budget_bytes=10**9)
+
+
+def test_backend_without_memory_analysis():
+    class NoAnalysis:
+        def lower(self, *args):
+            return self
+
+        def compile(self, **kwargs):
+            return self
+
+        def memory_analysis(self):
+            return None
+
+    with pytest.raises(TuneError, match="returned no memory analysis"):
+        find_max_batch(NoAnalysis(), mlp_args, budget_bytes=10**9)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(budget_bytes=0), r"`budget_bytes` \(=0\) must be positive"),
+    (dict(budget_bytes=-5), r"`budget_bytes` \(=-5\) must be positive"),
+    (dict(budget_bytes=10**9, reserve_bytes=-1), r"`reserve_bytes` \(=-1\) must be zero or positive"),
+    (dict(budget_bytes=10**9, reserve_bytes=10**9), r"`reserve_bytes` \(=1,000,000,000\) must be below"),
+    (dict(budget_bytes=10**9, multiple_of=0), r"`multiple_of` \(=0\) must be a positive integer"),
+    (dict(budget_bytes=10**9, max_batch=2.5), r"`max_batch` \(=2.5\) must be a positive integer"),
+])
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(TuneError, match=message):
+        find_max_batch(mlp_step, mlp_args, **kwargs)
