@@ -105,6 +105,14 @@ def run(args: argparse.Namespace) -> int:
         multiple_of=args.multiple_of, max_batch=args.max_batch,
         on_probe=None if args.quiet else _progress)
     _report(results, args)
+    if args.explain:
+        from autotune.explain import explain_vgg
+
+        for r in results:
+            print("\n" + explain_vgg(
+                r, args.model, image_size=args.image_size, channels=args.channels,
+                num_classes=args.classes, optimizer=args.optimizer,
+                dtype=args.dtype, param_dtype=args.param_dtype))
     return 0
 
 

@@ -117,13 +117,14 @@ def _estimate_text(result: TuneResult) -> str:
             f"({error:+.1%})")
 
 
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Columns padded to their widest cell; the first left-aligned."""
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
+                 left: int = 1) -> str:
+    """Columns padded to their widest cell; the first `left` left-aligned."""
     widths = [max(len(str(r[i])) for r in (headers, *rows))
               for i in range(len(headers))]
 
     def line(cells: Sequence[str]) -> str:
-        out = [str(c).ljust(w) if i == 0 else str(c).rjust(w)
+        out = [str(c).ljust(w) if i < left else str(c).rjust(w)
                for i, (c, w) in enumerate(zip(cells, widths))]
         return "  ".join(out).rstrip()
 
