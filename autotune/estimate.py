@@ -2,15 +2,28 @@
 
 The backward pass needs what the forward pass saved for it. JAX lists those
 values for any differentiable function (``saved_residuals``, which traces the
-function on abstract inputs and honours ``jax.checkpoint`` policies). Summing
-their bytes at two batch sizes separates a per-example part from a fixed
-part; the step's arguments add the parameters, their gradients, the optimizer
-state and the batch itself.
+function on abstract inputs and honours ``jax.checkpoint`` policies). The
+per-example activation memory is modelled as the peak, over the backward
+pass, of three terms:
 
-The estimate leaves out what the compiler adds beside the residuals (gradient
-buffers of the activations, convolution workspace, the working set of a
-recomputed segment), so it usually falls short of what XLA asks for.
-``saved_residuals`` is private to JAX: if it moves, the estimate is unavailable.
+- live residuals: at the start of the backward, all residuals of the loss;
+  when a checkpointed segment (a ``checkpoint``/``remat`` equation at the top
+  level of the loss's jaxpr) is recomputed, the residuals of everything
+  before it plus the residuals the segment saves for its own backward once
+  recomputed without its policy (its working set);
+- two gradient buffers of the largest floating activation: the cotangent an
+  operation receives and the one it produces;
+- the batch arguments.
+
+Measuring at two batch sizes separates a per-example from a fixed part; the
+step's arguments add the parameters, their gradients and the optimizer state.
+
+Not modelled: convolution workspace, XLA's fusion and scheduling choices
+(values it never materialises, or recomputation it moves), checkpointed
+segments nested inside other calls (their prefix is taken as empty), and
+residuals freed during the backward before a segment's recompute other than
+those after it. ``saved_residuals`` is private to JAX: if it moves, the
+estimate is unavailable.
 """
 
 from __future__ import annotations
@@ -21,6 +34,8 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+from jax.extend import core as jax_core
 
 try:
     from jax._src.ad_checkpoint import saved_residuals as _saved_residuals
@@ -28,6 +43,8 @@ except ImportError:
     _saved_residuals = None
 
 _EXISTING_SOURCE_PREFIX = "from "
+_CHECKPOINT_PRIMITIVES = frozenset({"checkpoint", "remat2", "remat"})
+_GRADIENT_BUFFERS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +117,79 @@ def _check_probe(probe_batches: tuple[int, int]) -> None:
         )
 
 
+def _aval_bytes(aval: Any) -> int:
+    return math.prod(aval.shape) * aval.dtype.itemsize
+
+
+def _activation_sizes(jaxpr: jax_core.Jaxpr) -> list[int]:
+    """Bytes of every floating value the jaxpr and its sub-jaxprs compute, in order."""
+    sizes = []
+    for eqn in jaxpr.eqns:
+        for var in eqn.outvars:
+            aval = var.aval
+            if hasattr(aval, "shape") and jnp.issubdtype(aval.dtype, jnp.inexact):
+                sizes.append(_aval_bytes(aval))
+        for sub in jax_core.jaxprs_in_params(eqn.params):
+            sizes.extend(_activation_sizes(sub))
+    return sizes
+
+
+def _is_checkpoint(eqn: jax_core.JaxprEqn) -> bool:
+    return eqn.primitive.name in _CHECKPOINT_PRIMITIVES and "jaxpr" in eqn.params
+
+
+def _abstract(avals: Any) -> list[jax.ShapeDtypeStruct]:
+    return [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals]
+
+
+def _recompute_residual_bytes(closed: jax_core.ClosedJaxpr, index: int) -> int:
+    """Residuals live while the checkpointed equation ``index`` is recomputed.
+
+    They are those of a function running the equations before it, then its
+    inner jaxpr without checkpointing, returning every value used later.
+    """
+    jaxpr = closed.jaxpr
+    eqn = jaxpr.eqns[index]
+    inner = eqn.params["jaxpr"]
+    if isinstance(inner, jax_core.ClosedJaxpr):
+        inner_consts, inner = inner.consts, inner.jaxpr
+    else:
+        inner_consts = ()
+    defined = {v for e in jaxpr.eqns[:index] for v in e.outvars}
+    used_later = [v for e in jaxpr.eqns[index + 1:] for v in e.invars] + [
+        v for v in jaxpr.outvars if not isinstance(v, jax_core.Literal)]
+    live_out = list(dict.fromkeys(
+        v for v in [*eqn.invars, *used_later]
+        if not isinstance(v, jax_core.Literal) and v in defined))
+    debug = jaxpr.debug_info
+    prefix = jaxpr.replace(
+        eqns=jaxpr.eqns[:index], outvars=live_out,
+        debug_info=debug._replace(result_paths=None) if debug is not None else None)
+    run_prefix = jax_core.jaxpr_as_fun(jax_core.ClosedJaxpr(prefix, closed.consts))
+    run_segment = jax_core.jaxpr_as_fun(jax_core.ClosedJaxpr(inner, inner_consts))
+
+    def before_and_segment(*args: Any) -> tuple:
+        env = dict(zip(jaxpr.invars, args))
+        outs = run_prefix(*args)
+        env.update(zip(live_out, outs))
+        ins = [v.val if isinstance(v, jax_core.Literal) else env[v] for v in eqn.invars]
+        return tuple(outs), tuple(run_segment(*ins))
+
+    return residual_bytes(before_and_segment, *_abstract(v.aval for v in jaxpr.invars))
+
+
+def _activation_profile(loss_fn: Callable[..., Any], args: tuple) -> tuple[int, list[int]]:
+    """(peak live residual bytes over the backward, floating activation sizes)."""
+    leaves, tree = jax.tree.flatten(args)
+    flat_loss = lambda *flat: loss_fn(*jax.tree.unflatten(tree, flat))
+    closed = jax.make_jaxpr(flat_loss)(*leaves)
+    peak = residual_bytes(loss_fn, *args)
+    for index, eqn in enumerate(closed.jaxpr.eqns):
+        if _is_checkpoint(eqn):
+            peak = max(peak, _recompute_residual_bytes(closed, index))
+    return peak, _activation_sizes(closed.jaxpr)
+
+
 def estimate_step(loss_fn: Callable[..., Any], params: Any,
                   batch_args_for: Callable[[int], tuple], *, state_bytes: int = 0,
                   grads: bool = True,
@@ -107,21 +197,34 @@ def estimate_step(loss_fn: Callable[..., Any], params: Any,
     """Estimates a step's memory from ``loss_fn(params, *batch_args_for(b))``.
 
     ``batch_args_for(b)`` returns the batch arguments (abstract or concrete)
-    for ``b`` examples. Residuals and batch-argument bytes are measured at the
-    two ``probe_batches`` and split into a per-example and a fixed part;
+    for ``b`` examples. Each term is measured at the two ``probe_batches``
+    and split into a per-example and a fixed part (see the module docstring):
 
     - fixed = params + params (gradients, if ``grads``) + ``state_bytes``
-      + fixed residuals + fixed batch-argument bytes;
-    - per_example = residual bytes per example + batch-argument bytes per example.
+      + fixed part of the peak live residuals + fixed batch-argument bytes;
+    - per_example = peak live residuals per example + two gradient buffers of
+      the activation that grows most per example + batch-argument bytes per
+      example.
+
+    Only tracing: nothing is compiled.
     """
     _check_probe(probe_batches)
     small, large = probe_batches
     args_small, args_large = batch_args_for(small), batch_args_for(large)
-    res_per, res_fixed = _split_affine(
-        residual_bytes(loss_fn, params, *args_small),
-        residual_bytes(loss_fn, params, *args_large), small, large)
+    peak_small, sizes_small = _activation_profile(loss_fn, (params, *args_small))
+    peak_large, sizes_large = _activation_profile(loss_fn, (params, *args_large))
+    res_per, res_fixed = _split_affine(peak_small, peak_large, small, large)
+    if len(sizes_small) != len(sizes_large):
+        raise ValueError(
+            f"`loss_fn` traced to {len(sizes_small)} and {len(sizes_large)} floating"
+            f" values at `probe_batches` (={probe_batches!r}); the same computation"
+            " must run at every batch size")
+    growth = max((-(-(b - a) // (large - small)) for a, b in zip(sizes_small, sizes_large)),
+                 default=0)
+    cotangent_per = _GRADIENT_BUFFERS * max(0, growth)
     arg_per, arg_fixed = _split_affine(
         tree_bytes(args_small), tree_bytes(args_large), small, large)
     param_bytes = tree_bytes(params)
     fixed = param_bytes * (2 if grads else 1) + state_bytes + res_fixed + arg_fixed
-    return Estimate(fixed_bytes=fixed, per_example_bytes=res_per + arg_per)
+    return Estimate(fixed_bytes=fixed,
+                    per_example_bytes=res_per + cotangent_per + arg_per)
