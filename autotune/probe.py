@@ -96,6 +96,7 @@ class Prober:
         self._sharding = sharding
         self._compiler_options = dict(compiler_options or {})
         self._on_probe = on_probe
+        self._lowered: dict[int, Any] = {}
         self.probes: dict[int, Probe] = {}
 
     @property
@@ -119,13 +120,19 @@ class Prober:
                     f"{type(args).__name__}")
         return tuple(jax.tree.map(lambda x: _as_struct(x, self._sharding), args))
 
+    def lower(self, batch: int) -> Any:
+        """The step lowered for `batch` (traced once, kept for the compile)."""
+        if batch not in self._lowered:
+            self._lowered[batch] = self._jitted.lower(*self.abstract_args(batch))
+        return self._lowered[batch]
+
     def __call__(self, batch: int) -> Probe:
         if batch in self.probes:
             return self.probes[batch]
-        args = self.abstract_args(batch)
         start = time.perf_counter()
-        compiled = self._jitted.lower(*args).compile(
-                compiler_options=self._compiler_options or None)
+        compiled = self.lower(batch).compile(
+            compiler_options=self._compiler_options or None)
+        del self._lowered[batch]
         seconds = time.perf_counter() - start
         analysis = compiled.memory_analysis()
         if analysis is None:

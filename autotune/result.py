@@ -39,6 +39,7 @@ class TuneResult:
     max_batch: int
     probes: tuple[Probe, ...]
     interrupted: bool = False
+    from_cache: bool = False
 
     @property
     def budget_bytes(self) -> int:
@@ -69,7 +70,8 @@ class TuneResult:
         """How the answer was obtained, in one line."""
         batches = ", ".join(str(p.batch) for p in self.probes)
         remat = "on" if self.xla_settings.get("remat_pass") else "off"
-        return (f"{self.compiles} compiles (batches {batches}) for "
+        cached = "from the cache: " if self.from_cache else ""
+        return (f"{cached}{self.compiles} compiles (batches {batches}) for "
                 f"{self.target_description}, XLA remat pass {remat}, "
                 f"jax {self.xla_settings.get('jax')}")
 
@@ -97,6 +99,19 @@ class TuneResult:
             f"  obtained by     {self.how()}, {self.seconds:.1f} s",
         ]
         return "\n".join(lines)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TuneResult:
+        """The inverse of `to_dict`."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        budget = {k: v for k, v in data["budget"].items() if k != "bytes"}
+        probe_fields = {f.name for f in dataclasses.fields(Probe)}
+        values["budget"] = Budget(**budget)
+        values["probes"] = tuple(
+            Probe(**{k: v for k, v in p.items() if k in probe_fields})
+            for p in data["probes"])
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (see `autotune.report` for the schema)."""

@@ -35,7 +35,7 @@ class Bracket:
     interrupted: bool = False
 
 
-def _check_grid(multiple_of: int, max_batch: int) -> None:
+def check_grid(multiple_of: int, max_batch: int) -> None:
     for name, value in (("multiple_of", multiple_of), ("max_batch", max_batch)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise TuneError(f"`{name}` (={value!r}) must be a positive integer")
@@ -72,7 +72,7 @@ def search(measure: Callable[[int], int], budget: int, *, multiple_of: int = 8,
         A KeyboardInterrupt returns what was proven so far, marked
         interrupted.
     """
-    _check_grid(multiple_of, max_batch)
+    check_grid(multiple_of, max_batch)
     m = multiple_of
     top = max_batch // m * m
     fits: dict[int, int] = {}

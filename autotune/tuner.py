@@ -12,11 +12,12 @@ import jax
 import jaxlib
 
 from autotune.budget import Budget, resolve_budget
+from autotune.cache import ResultCache, cache_key
 from autotune.errors import SearchInterrupted, TuneError
 from autotune.estimate import Estimate, tree_bytes
 from autotune.probe import REMAT_PASS_OFF, Probe, Prober
 from autotune.result import TuneResult
-from autotune.search import search
+from autotune.search import check_grid, search
 from autotune.targets import Target, get_target
 from autotune.units import format_bytes
 
@@ -36,6 +37,7 @@ def find_max_batch(
     estimate: Estimate | None = None,
     on_probe: Callable[[Probe], None] | None = None,
     label: str = "",
+    cache: ResultCache | None = None,
 ) -> TuneResult:
     """Largest batch whose compiled step fits the target's memory.
 
@@ -58,6 +60,8 @@ def find_max_batch(
         estimate: an analytical estimate; it places the first probes.
         on_probe: called after each compile (progress).
         label: names the result (a model or remat choice).
+        cache: answer from, and store into, this cache (a hit compiles
+            nothing; see `autotune.cache` for what the key covers).
 
     Returns:
         A `TuneResult`: the batch, its peak, the budget, the headroom, and
@@ -70,6 +74,7 @@ def find_max_batch(
             proven to fit so far, marked `interrupted`.
     """
     start = time.perf_counter()
+    check_grid(multiple_of, max_batch)
     tgt = target if isinstance(target, Target) else get_target(target)
     budget = resolve_budget(
         budget_bytes=budget_bytes, reserve_bytes=reserve_bytes,
@@ -83,6 +88,17 @@ def find_max_batch(
                     compiler_options=options, donate_argnums=donate_argnums,
                     on_probe=on_probe)
     _check_arguments_fit(prober, multiple_of, budget)
+    settings = xla_settings(xla_remat_pass, options)
+    key = None
+    if cache is not None:
+        key = cache_key(prober.lower(multiple_of).as_text(), {
+            "target": tgt.name, "target_description": tgt.description,
+            "target_config": tgt.target_config, "budget": budget,
+            "multiple_of": multiple_of, "max_batch": max_batch, **settings})
+        hit = cache.get(key)
+        if hit is not None:
+            return dataclasses.replace(hit, label=label, from_cache=True,
+                                       seconds=time.perf_counter() - start)
     guess = (estimate.max_batch(budget.bytes)
              if estimate and estimate.per_example_bytes > 0 else None)
     bracket = search(lambda b: prober(b).need_bytes, budget.bytes,
@@ -110,7 +126,7 @@ def find_max_batch(
         seconds=time.perf_counter() - start,
         target=tgt.name,
         target_description=tgt.description,
-        xla_settings=xla_settings(xla_remat_pass, options),
+        xla_settings=settings,
         multiple_of=multiple_of,
         max_batch=max_batch,
         probes=tuple(prober.probes.values()),
@@ -118,6 +134,8 @@ def find_max_batch(
     )
     if result.interrupted:
         raise SearchInterrupted((result,))
+    if cache is not None:
+        cache.put(key, result)
     return result
 
 

@@ -8,70 +8,8 @@ import pytest
 
 from autotune import SearchInterrupted, TuneError, compare, find_max_batch
 from autotune.estimate import Estimate
-from autotune.probe import REMAT_PASS_OFF
 from autotune.tuner import Variant
-
-D, H, C = 64, 256, 10
-
-
-def mlp_params():
-    return {"w1": jax.ShapeDtypeStruct((D, H), jnp.float32),
-            "w2": jax.ShapeDtypeStruct((H, C), jnp.float32)}
-
-
-def mlp_loss(params, x, y):
-    logits = jnp.tanh(x @ params["w1"]) @ params["w2"]
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-
-def mlp_step(params, x, y):
-    loss, grads = jax.value_and_grad(mlp_loss)(params, x, y)
-    return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), loss
-
-
-def mlp_args(batch):
-    return (mlp_params(), jax.ShapeDtypeStruct((batch, D), jnp.float32),
-            jax.ShapeDtypeStruct((batch,), jnp.int32))
-
-
-def padded_step(params, x, y):
-    """Pads the batch to the next power of two above it: need(batch) is a
-    staircase (monotone: the padded copy is made at every batch size)."""
-    b = x.shape[0]
-    size = 1 << b.bit_length()
-    x = jnp.pad(x, ((0, size - b), (0, 0)))
-    y = jnp.pad(y, (0, size - b))
-    return mlp_step(params, x, y)
-
-
-class CountingStep:
-    """A jitted step that counts its compiles and can raise Ctrl-C."""
-
-    def __init__(self, fn, interrupt_after=None):
-        self.jitted = jax.jit(fn, donate_argnums=(0,))
-        self.lowered = 0
-        self.interrupt_after = interrupt_after
-
-    def lower(self, *args):
-        if self.lowered == self.interrupt_after:
-            raise KeyboardInterrupt
-        self.lowered += 1
-        return self.jitted.lower(*args)
-
-
-def need_at(step, args_for_batch, batch):
-    jitted = step if hasattr(step, "lower") else jax.jit(step, donate_argnums=(0,))
-    compiled = jitted.lower(*args_for_batch(batch)).compile(
-        compiler_options=REMAT_PASS_OFF)
-    m = compiled.memory_analysis()
-    return (m.argument_size_in_bytes + m.output_size_in_bytes
-            - m.alias_size_in_bytes + m.temp_size_in_bytes)
-
-
-def brute_force(step, args_for_batch, budget, multiple_of, max_batch):
-    fits = [b for b in range(multiple_of, max_batch + 1, multiple_of)
-            if need_at(step, args_for_batch, b) <= budget]
-    return max(fits, default=None)
+from steps import C, CountingStep, brute_force, mlp_args, mlp_step, need_at, padded_step
 
 
 @pytest.mark.parametrize("step", [mlp_step, padded_step], ids=["affine", "staircase"])
@@ -85,7 +23,7 @@ def test_exact_against_brute_force(step, answer):
     assert result.peak_bytes <= result.budget_bytes < result.next_peak_bytes
     assert result.next_batch == result.batch + 8
     assert result.headroom_bytes == budget - result.peak_bytes
-    assert result.compiles == counting.lowered == len(result.probes)
+    assert result.compiles == counting.compiles == len(result.probes)
 
 
 def test_plain_step_is_jitted_with_donation():
@@ -171,7 +109,7 @@ def test_budget_below_the_arguments_is_refused_before_compiling():
     counting = CountingStep(mlp_step)
     with pytest.raises(TuneError, match=r"budget \(1,000 B.*smaller than the step's arguments"):
         find_max_batch(counting, mlp_args, budget_bytes=1000)
-    assert counting.lowered == 0
+    assert counting.compiles == 0
 
 
 def test_step_that_does_not_fit_at_the_smallest_batch():
