@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -48,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="write the results as JSON for a training job")
     p.add_argument("--explain", action="store_true",
                    help="print the seed-style analytical breakdown beside XLA's numbers")
+    p.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write the result cache")
+    p.add_argument("--cache-dir", default=None,
+                   help="result cache directory (default: $XDG_CACHE_HOME/"
+                   "jax-batch-autotune or ~/.cache/jax-batch-autotune)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -91,9 +97,14 @@ def _report(results, args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from autotune.cache import ResultCache
+    from autotune.errors import TuneError
     from autotune.units import parse_bytes
     from autotune.zoo import resolve_target, tune_vgg
 
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise TuneError(f"`--json` (={args.json!r}): the directory "
+                        f"{str(Path(args.json).parent)!r} does not exist")
     target = resolve_target(args.target, mem_fraction=args.mem_fraction)
     print(f"target: {target.description}", file=sys.stderr)
     results = tune_vgg(
@@ -103,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         budget_bytes=None if args.budget is None else parse_bytes("budget", args.budget),
         reserve_bytes=parse_bytes("reserve", args.reserve),
         multiple_of=args.multiple_of, max_batch=args.max_batch,
-        on_probe=None if args.quiet else _progress)
+        on_probe=None if args.quiet else _progress,
+        cache=None if args.no_cache else ResultCache(args.cache_dir))
     _report(results, args)
     if args.explain:
         from autotune.explain import explain_vgg

@@ -1,0 +1,69 @@
+"""The `autotune` command as a user runs it."""
+
+import json
+
+import pytest
+
+from autotune import load_batch_size
+from autotune.cli import main
+
+TINY = ["--model", "vgg-tiny", "--image-size", "16", "--classes", "10",
+        "--target", "local", "--budget", "4MB", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+
+def test_one_row_per_remat_choice_and_a_json_report(tmp_path, capsys):
+    out = tmp_path / "tune.json"
+    assert main([*TINY, "--remat", "none,nothing_saveable", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "vgg-tiny remat=none " in printed and "vgg-tiny remat=nothing_saveable" in printed
+    rows = json.loads(out.read_text())["results"]
+    assert [r["label"] for r in rows] == ["vgg-tiny remat=none",
+                                          "vgg-tiny remat=nothing_saveable"]
+    for row in rows:
+        assert row["peak_bytes"] <= row["budget"]["bytes"] < row["next_peak_bytes"]
+        assert load_batch_size(out, row["label"]) == row["batch"]
+
+
+def test_second_run_comes_from_the_cache(capsys):
+    assert main([*TINY, "--remat", "none"]) == 0
+    capsys.readouterr()
+    assert main([*TINY, "--remat", "none"]) == 0
+    assert "from the cache" in capsys.readouterr().out
+
+
+def test_explain_prints_the_seed_table_beside_xla(capsys):
+    args = ["--model", "vgg11", "--image-size", "32", "--classes", "10",
+            "--target", "local", "--budget", "1GB", "--remat", "none", "--quiet",
+            "--explain", "--multiple-of", "64"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "CONV3-64: [32x32x64]  memory: 32*32*64=66K" in printed
+    assert "temporaries" in printed and "the seed's estimate" in printed
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "vgg17"], "`name` (='vgg17') must be one of"),
+    (["--target", "b200-192gb"], "b200-192gb"),
+    (["--optimizer", "lion"], "`optimizer` (='lion') must be one of"),
+    (["--dtype", "float8"], "float8"),
+    (["--remat", "sometimes"], "sometimes"),
+    (["--budget=-3GB"], "`budget` (='-3GB')"),
+    (["--budget", "0"], "`budget_bytes` (=0) must be positive"),
+    (["--budget", "lots"], "`budget` (='lots') must be a byte count"),
+    (["--reserve", "5MB"], "`reserve_bytes` (=5,242,880) must be below"),
+    (["--budget", "1KB"], "smaller than the step's arguments alone"),
+    (["--image-size", "18"], "`image_size` (=18)"),
+    (["--multiple-of", "0"], "`multiple_of` (=0) must be a positive integer"),
+    (["--max-batch", "4", "--multiple-of", "8"], "`max_batch` (=4) must be at least"),
+    (["--json", "/nonexistent/dir/out.json"], "`--json` (='/nonexistent/dir/out.json')"),
+])
+def test_bad_input_is_one_clear_line(args, message, capsys):
+    assert main([*TINY, *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
