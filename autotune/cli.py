@@ -84,15 +84,19 @@ def _progress(probe) -> None:
 
 
 def _report(results, args: argparse.Namespace) -> None:
+    from autotune.recommend import recommend
     from autotune.report import write_json
     from autotune.result import comparison_table
 
+    best = recommend(results)
     print(comparison_table(results))
+    if best is not None:
+        print(best.render())
     for r in results:
         print()
         print(r.render())
     if args.json:
-        write_json(results, args.json)
+        write_json(results, args.json, best)
         print(f"\nwrote {args.json}")
 
 

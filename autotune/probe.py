@@ -58,9 +58,10 @@ def _as_struct(leaf: Any, sharding: Any) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=own)
 
 
-def _flops(compiled: Any) -> float | None:
+def _flops(program: Any) -> float | None:
+    """FLOPs from a compiled or lowered program's cost analysis, if it has one."""
     try:
-        analysis = compiled.cost_analysis()
+        analysis = program.cost_analysis()
     except Exception:  # noqa: BLE001 - optional analysis, unsupported on some backends
         return None
     if isinstance(analysis, Sequence) and analysis:
@@ -119,6 +120,16 @@ class Prober:
                     f"arguments; for batch={batch} it returned "
                     f"{type(args).__name__}")
         return tuple(jax.tree.map(lambda x: _as_struct(x, self._sharding), args))
+
+    def host_flops(self, batch: int) -> float | None:
+        """FLOPs of the step lowered for the host backend, before XLA's
+        optimizations: for targets whose compiled program has no cost
+        analysis (described GPUs)."""
+        try:
+            args = self._args_for_batch(batch)
+            return _flops(self._jitted.lower(*args))
+        except Exception:  # noqa: BLE001 - an estimate of cost, never required
+            return None
 
     def lower(self, batch: int) -> Any:
         """The step lowered for `batch` (traced once, kept for the compile)."""

@@ -24,14 +24,20 @@ Schema (version 1)::
           "probes": [{"batch": 8, "argument_bytes": ..., "output_bytes": ...,
                       "alias_bytes": ..., "temp_bytes": ..., "need_bytes": ...,
                       "compile_seconds": ..., "flops": ...}, ...],
-          "interrupted": false
+          "interrupted": false,
+          "from_cache": false,               # answered from the result cache
+          "flops_per_example": 9.0e10,       # or null
+          "flops_source": "..."              # which cost analysis gave it
         }
-      ]
+      ],
+      "recommendation": {"label": ..., "batch": ..., "basis": "...",   # optional
+                         "samples_per_second": null}
     }
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -40,15 +46,20 @@ from pathlib import Path
 from typing import Any
 
 from autotune.errors import TuneError
+from autotune.recommend import Recommendation
 from autotune.result import TuneResult
 
 SCHEMA = "autotune.result"
 VERSION = 1
 
 
-def to_json(results: Sequence[TuneResult]) -> dict[str, Any]:
-    return {"schema": SCHEMA, "version": VERSION,
+def to_json(results: Sequence[TuneResult],
+            recommendation: Recommendation | None = None) -> dict[str, Any]:
+    data = {"schema": SCHEMA, "version": VERSION,
             "results": [r.to_dict() for r in results]}
+    if recommendation is not None:
+        data["recommendation"] = dataclasses.asdict(recommendation)
+    return data
 
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -68,9 +79,10 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
         raise
 
 
-def write_json(results: Sequence[TuneResult], path: str | os.PathLike[str]) -> None:
+def write_json(results: Sequence[TuneResult], path: str | os.PathLike[str],
+               recommendation: Recommendation | None = None) -> None:
     """Write the results report to `path` atomically."""
-    write_atomic(path, json.dumps(to_json(results), indent=2) + "\n")
+    write_atomic(path, json.dumps(to_json(results, recommendation), indent=2) + "\n")
 
 
 def read_json(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -40,6 +40,8 @@ class TuneResult:
     probes: tuple[Probe, ...]
     interrupted: bool = False
     from_cache: bool = False
+    flops_per_example: float | None = None
+    flops_source: str = ""
 
     @property
     def budget_bytes(self) -> int:
@@ -96,6 +98,9 @@ class TuneResult:
             f"  per example     {self.per_example_bytes:,} B from XLA"
             + _estimate_text(self),
             f"  fixed           {self.fixed_bytes:,} B",
+            f"  FLOPs/example   " + (f"{self.flops_per_example:.4g} ({self.flops_source})"
+                                     if self.flops_per_example is not None
+                                     else self.flops_source),
             f"  obtained by     {self.how()}, {self.seconds:.1f} s",
         ]
         return "\n".join(lines)
@@ -132,6 +137,12 @@ def _estimate_text(result: TuneResult) -> str:
             f"({error:+.1%})")
 
 
+def _flops_cells(flops: float | None, least: float | None) -> tuple[str, str]:
+    if not flops or not least:
+        return "-", "-"
+    return f"{flops / 1e9:.1f}", f"{flops / least - 1:+.0%}"
+
+
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
                  left: int = 1) -> str:
     """Columns padded to their widest cell; the first `left` left-aligned."""
@@ -148,11 +159,14 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
 
 
 COMPARISON_HEADERS = ("choice", "max batch", "peak", "budget", "headroom",
-                      "per example (XLA)", "analytical", "compiles", "seconds")
+                      "per example (XLA)", "analytical", "GFLOP/ex", "recompute",
+                      "compiles", "seconds")
 
 
 def comparison_table(results: Sequence[TuneResult]) -> str:
     """One row per result, in the spirit of the seed's table."""
+    known = [r.flops_per_example for r in results if r.flops_per_example]
+    least = min(known, default=None)
     rows = []
     for r in results:
         error = r.estimate_error
@@ -163,5 +177,6 @@ def comparison_table(results: Sequence[TuneResult]) -> str:
                      format_bytes(r.budget_bytes),
                      format_bytes(r.headroom_bytes),
                      format_bytes(r.per_example_bytes), analytical,
+                     *_flops_cells(r.flops_per_example, least),
                      str(r.compiles), f"{r.seconds:.1f}"))
     return render_table(COMPARISON_HEADERS, rows)

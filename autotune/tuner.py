@@ -122,6 +122,7 @@ def find_max_batch(
         fixed_bytes=answer.need_bytes - per_example * answer.batch,
         per_example_bytes=per_example,
         estimate_per_example_bytes=estimate.per_example_bytes if estimate else None,
+        **_flops_per_example(prober, answer),
         compiles=prober.compiles,
         seconds=time.perf_counter() - start,
         target=tgt.name,
@@ -137,6 +138,19 @@ def find_max_batch(
     if cache is not None:
         cache.put(key, result)
     return result
+
+
+def _flops_per_example(prober: Prober, answer: Probe) -> dict[str, Any]:
+    if answer.flops is not None:
+        return {"flops_per_example": answer.flops / answer.batch,
+                "flops_source": "compiled program's cost analysis"}
+    flops = prober.host_flops(answer.batch)
+    if flops is not None:
+        return {"flops_per_example": flops / answer.batch,
+                "flops_source": "lowered program on the host, before XLA's "
+                                "optimizations (the target's has no cost analysis)"}
+    return {"flops_per_example": None,
+            "flops_source": "unavailable: no cost analysis on this backend"}
 
 
 def _slope(small: Probe, large: Probe) -> int:

@@ -21,9 +21,13 @@ def test_one_row_per_remat_choice_and_a_json_report(tmp_path, capsys):
     assert main([*TINY, "--remat", "none,nothing_saveable", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "vgg-tiny remat=none " in printed and "vgg-tiny remat=nothing_saveable" in printed
-    rows = json.loads(out.read_text())["results"]
+    report = json.loads(out.read_text())
+    rows = report["results"]
+    assert report["recommendation"]["label"] in [r["label"] for r in rows]
     assert [r["label"] for r in rows] == ["vgg-tiny remat=none",
                                           "vgg-tiny remat=nothing_saveable"]
+    none, remat = rows
+    assert remat["flops_per_example"] > none["flops_per_example"] > 0
     for row in rows:
         assert row["peak_bytes"] <= row["budget"]["bytes"] < row["next_peak_bytes"]
         assert load_batch_size(out, row["label"]) == row["batch"]
