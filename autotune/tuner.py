@@ -148,7 +148,7 @@ def _flops_per_example(prober: Prober, answer: Probe) -> dict[str, Any]:
     if flops is not None:
         return {"flops_per_example": flops / answer.batch,
                 "flops_source": "lowered program on the host, before XLA's "
-                                "optimizations (the target's has no cost analysis)"}
+                                "optimizations; the target's has no cost analysis"}
     return {"flops_per_example": None,
             "flops_source": "unavailable: no cost analysis on this backend"}
 
