@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=65536)
     p.add_argument("--json", default=None, metavar="PATH",
                    help="write the results as JSON for a training job")
+    p.add_argument("--plot", default=None, metavar="PATH",
+                   help="write a PNG of need(batch) per choice against the budget "
+                   "(needs matplotlib: the [plot] extra)")
     p.add_argument("--explain", action="store_true",
                    help="print the seed-style analytical breakdown beside XLA's numbers")
     p.add_argument("--no-cache", action="store_true",
@@ -98,6 +101,11 @@ def _report(results, args: argparse.Namespace) -> None:
     if args.json:
         write_json(results, args.json, best)
         print(f"\nwrote {args.json}")
+    if args.plot:
+        from autotune.plot import plot_results
+
+        plot_results(results, args.plot)
+        print(f"wrote {args.plot}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,9 +114,10 @@ def run(args: argparse.Namespace) -> int:
     from autotune.units import parse_bytes
     from autotune.zoo import resolve_target, tune_vgg
 
-    if args.json and not Path(args.json).resolve().parent.is_dir():
-        raise TuneError(f"`--json` (={args.json!r}): the directory "
-                        f"{str(Path(args.json).parent)!r} does not exist")
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise TuneError(f"`{flag}` (={path!r}): the directory "
+                            f"{str(Path(path).parent)!r} does not exist")
     target = resolve_target(args.target, mem_fraction=args.mem_fraction)
     print(f"target: {target.description}", file=sys.stderr)
     results = tune_vgg(

@@ -102,6 +102,11 @@ def read_json(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return data["results"]
 
 
+def read_results(path: str | os.PathLike[str]) -> tuple[TuneResult, ...]:
+    """The results of a report, as `TuneResult`s."""
+    return tuple(TuneResult.from_dict(row) for row in read_json(path))
+
+
 def load_batch_size(path: str | os.PathLike[str], label: str | None = None) -> int:
     """The tuned batch size from a report: `load_batch_size("tune.json")`.
 

@@ -2,6 +2,7 @@
 
 import json
 
+import matplotlib.image
 import pytest
 
 from autotune import load_batch_size
@@ -17,8 +18,12 @@ def private_cache(tmp_path, monkeypatch):
 
 
 def test_one_row_per_remat_choice_and_a_json_report(tmp_path, capsys):
-    out = tmp_path / "tune.json"
-    assert main([*TINY, "--remat", "none,nothing_saveable", "--json", str(out)]) == 0
+    out, png = tmp_path / "tune.json", tmp_path / "need.png"
+    assert main([*TINY, "--remat", "none,nothing_saveable", "--json", str(out),
+                 "--plot", str(png)]) == 0
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    image = matplotlib.image.imread(png)
+    assert image.shape[0] > 100 and image.shape[1] > 100
     printed = capsys.readouterr().out
     assert "vgg-tiny remat=none " in printed and "vgg-tiny remat=nothing_saveable" in printed
     report = json.loads(out.read_text())
@@ -65,6 +70,7 @@ def test_explain_prints_the_seed_table_beside_xla(capsys):
     (["--multiple-of", "0"], "`multiple_of` (=0) must be a positive integer"),
     (["--max-batch", "4", "--multiple-of", "8"], "`max_batch` (=4) must be at least"),
     (["--json", "/nonexistent/dir/out.json"], "`--json` (='/nonexistent/dir/out.json')"),
+    (["--plot", "/nonexistent/need.png"], "`--plot` (='/nonexistent/need.png')"),
 ])
 def test_bad_input_is_one_clear_line(args, message, capsys):
     assert main([*TINY, *args]) == 2
