@@ -95,6 +95,7 @@ def search(measure: Callable[[int], int], budget: int, *, multiple_of: int = 8,
         probe(min(top, max(2 * m, (guess or 0) // 4 // m * m)))
         misses = 0
         width = None
+        confirmations = 0
         while True:
             lo, hi = max(fits), min(over, default=None)
             if lo == top or (hi is not None and hi - lo == m):
@@ -107,13 +108,13 @@ def search(measure: Callable[[int], int], budget: int, *, multiple_of: int = 8,
                     nxt = min(top, lo + m * 2**misses)
                     misses += 1
             else:
-                halved = width is None or 2 * (hi - lo) <= width
+                nxt = max(lo + m, _grid(_affine_boundary(
+                    (lo, fits[lo]), (hi, over[hi]), budget), m, hi - m))
+                confirming = nxt in (lo + m, hi - m) and confirmations < 2
+                if width is not None and 2 * (hi - lo) > width and not confirming:
+                    nxt = lo + (hi - lo) // 2 // m * m
+                confirmations = confirmations + 1 if confirming else 0
                 width = hi - lo
-                guess_in = _affine_boundary((lo, fits[lo]), (hi, over[hi]),
-                                            budget)
-                nxt = (_grid(guess_in, m, hi - m) if halved
-                       else lo + (hi - lo) // 2 // m * m)
-                nxt = max(lo + m, nxt)
             probe(nxt)
     except KeyboardInterrupt:
         return bracket(interrupted=True)
