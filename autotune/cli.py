@@ -57,6 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None,
                    help="result cache directory (default: $XDG_CACHE_HOME/"
                    "jax-batch-autotune or ~/.cache/jax-batch-autotune)")
+    p.add_argument("--verify", action="store_true",
+                   help="run each answer for real (2 steps) in a child process and "
+                   "compare its peak with the prediction")
+    p.add_argument("--verify-boundary", action="store_true",
+                   help="also run the next candidate, which must fail (implies --verify)")
+    p.add_argument("--time", action="store_true",
+                   help="measure samples/s at each answer in the child; the "
+                   "recommendation then uses the measurement")
+    p.add_argument("--verify-timeout", type=float, default=600.0,
+                   help="seconds each child may run (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -86,12 +96,39 @@ def _progress(probe) -> None:
           f"  ({probe.compile_seconds:.1f} s)", file=sys.stderr, flush=True)
 
 
-def _report(results, args: argparse.Namespace) -> None:
+def _verify(results, args: argparse.Namespace, *, deviceless: bool) -> dict[str, float]:
+    """Runs each answer for real; returns the measured samples/s by label."""
+    from autotune.verify import verify_result
+
+    if deviceless:
+        print("\nnote: these runs use this machine's device, not the described "
+              "target", file=sys.stderr)
+    print("\nrun for real (child process, XLA remat pass as tuned):")
+    rates = {}
+    for r, choice in zip(results, _choices(args)):
+        config = {"model": args.model, "image_size": args.image_size,
+                  "channels": args.channels, "num_classes": args.classes,
+                  "optimizer": args.optimizer, "dtype": args.dtype,
+                  "param_dtype": args.param_dtype, "remat": choice.remat,
+                  "remat_every": choice.remat_every,
+                  "xla_remat_pass": choice.xla_remat_pass}
+        checks = verify_result(r, config, boundary=args.verify_boundary,
+                               timeout_s=args.verify_timeout,
+                               time_steps=5 if args.time else 0)
+        for v in checks:
+            print(f"  {r.label}: {v.render(r.budget_bytes)}")
+        if checks[0].throughput is not None:
+            rates[r.label] = checks[0].throughput.samples_per_second
+    return rates
+
+
+def _report(results, args: argparse.Namespace, rates: dict[str, float]) -> None:
     from autotune.recommend import recommend
     from autotune.report import write_json
     from autotune.result import comparison_table
 
-    best = recommend(results)
+    best = recommend(results, rates)
+    print()
     print(comparison_table(results))
     if best is not None:
         print(best.render())
@@ -129,7 +166,10 @@ def run(args: argparse.Namespace) -> int:
         multiple_of=args.multiple_of, max_batch=args.max_batch,
         on_probe=None if args.quiet else _progress,
         cache=None if args.no_cache else ResultCache(args.cache_dir))
-    _report(results, args)
+    rates = {}
+    if args.verify or args.verify_boundary or args.time:
+        rates = _verify(results, args, deviceless=target.deviceless)
+    _report(results, args, rates)
     if args.explain:
         from autotune.explain import explain_vgg
 
@@ -152,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if e.results:
             print("\nINTERRUPTED: the last row is partial (its batch fits; the "
                   "boundary above it was not reached)", file=sys.stderr)
-            _report(e.results, args)
+            _report(e.results, args, {})
         else:
             print("autotune: interrupted before any batch was proven to fit",
                   file=sys.stderr)
