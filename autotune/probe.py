@@ -9,18 +9,37 @@ CPU backend reports only the argument size there.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
 
 from autotune.errors import TuneError
 
-# XLA's own rematerialization pass makes need(batch) non-affine near the limit
-# it aims for, and that limit differs between devices and described targets.
+REMAT_PASS_FLAG = "jax_compiler_enable_remat_pass"
+# The XLA option that flag sets, for compiles made outside `xla_remat_pass`.
 REMAT_PASS_OFF = {"xla_disable_hlo_passes": "rematerialization"}
+
+
+@contextlib.contextmanager
+def xla_remat_pass(enabled: bool) -> Iterator[None]:
+    """XLA's automatic rematerialization pass on or off for the compiles inside.
+
+    The pass makes need(batch) non-affine near the limit it aims for, and that
+    limit differs between devices and described targets. It is switched with
+    JAX's own flag, as a training job does
+    (`jax.config.update("jax_compiler_enable_remat_pass", False)`), so both
+    compile the same program and share JAX's persistent compilation cache.
+    """
+    before = getattr(jax.config, REMAT_PASS_FLAG)
+    jax.config.update(REMAT_PASS_FLAG, enabled)
+    try:
+        yield
+    finally:
+        jax.config.update(REMAT_PASS_FLAG, before)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +99,8 @@ class Prober:
             of `jax.ShapeDtypeStruct` (arrays are accepted and never copied).
         sharding: placed on every leaf that carries none, to compile for a
             described target; None compiles for the default device.
-        compiler_options: XLA debug options passed to `compile()`.
+        xla_remat_pass: XLA's automatic rematerialization pass on or off.
+        compiler_options: extra XLA debug options passed to `compile()`.
         donate_argnums: used only when `step` is not jitted already.
         on_probe: called with each new probe as soon as it is made.
     """
@@ -88,13 +108,15 @@ class Prober:
     def __init__(self, step: Callable[..., Any],
                               args_for_batch: Callable[[int], Sequence[Any]], *,
                               sharding: Any = None,
-                              compiler_options: Mapping[str, str] | None = None,
+                              xla_remat_pass: bool = False,
+                 compiler_options: Mapping[str, str] | None = None,
                               donate_argnums: int | Sequence[int] = (),
                               on_probe: Callable[[Probe], None] | None = None):
         self._jitted = (step if hasattr(step, "lower")
                                         else jax.jit(step, donate_argnums=donate_argnums))
         self._args_for_batch = args_for_batch
         self._sharding = sharding
+        self._remat_pass = xla_remat_pass
         self._compiler_options = dict(compiler_options or {})
         self._on_probe = on_probe
         self._lowered: dict[int, Any] = {}
@@ -141,8 +163,9 @@ class Prober:
         if batch in self.probes:
             return self.probes[batch]
         start = time.perf_counter()
-        compiled = self.lower(batch).compile(
-            compiler_options=self._compiler_options or None)
+        with xla_remat_pass(self._remat_pass):
+            compiled = self.lower(batch).compile(
+                compiler_options=self._compiler_options or None)
         del self._lowered[batch]
         seconds = time.perf_counter() - start
         analysis = compiled.memory_analysis()

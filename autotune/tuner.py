@@ -15,7 +15,7 @@ from autotune.budget import Budget, resolve_budget
 from autotune.cache import ResultCache, cache_key
 from autotune.errors import SearchInterrupted, TuneError
 from autotune.estimate import Estimate, tree_bytes
-from autotune.probe import REMAT_PASS_OFF, Probe, Prober
+from autotune.probe import Probe, Prober
 from autotune.result import TuneResult
 from autotune.search import check_grid, search
 from autotune.targets import Target, get_target
@@ -81,11 +81,10 @@ def find_max_batch(
         target_limit=tgt.default_budget_bytes,
         target_source=tgt.budget_source, platform=tgt.platform)
     options = dict(compiler_options or {})
-    if not xla_remat_pass:
-        options.update(REMAT_PASS_OFF)
     prober = Prober(step, args_for_batch,
                     sharding=tgt.sharding() if tgt.deviceless else None,
-                    compiler_options=options, donate_argnums=donate_argnums,
+                    xla_remat_pass=xla_remat_pass, compiler_options=options,
+                    donate_argnums=donate_argnums,
                     on_probe=on_probe)
     _check_arguments_fit(prober, multiple_of, budget)
     settings = xla_settings(xla_remat_pass, options)
