@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
                    "(needs matplotlib: the [plot] extra)")
     p.add_argument("--explain", action="store_true",
                    help="print the seed-style analytical breakdown beside XLA's numbers")
+    p.add_argument("--compilation-cache-dir", default=None, metavar="DIR",
+                   help="JAX's persistent compilation cache: the compile at the "
+                   "answer lands there, so a training job on the same device "
+                   "that points jax_compilation_cache_dir at DIR (and turns "
+                   "the remat pass off) does not compile it again")
     p.add_argument("--no-cache", action="store_true",
                    help="neither read nor write the result cache")
     p.add_argument("--cache-dir", default=None,
@@ -155,6 +160,10 @@ def run(args: argparse.Namespace) -> int:
         if path and not Path(path).resolve().parent.is_dir():
             raise TuneError(f"`{flag}` (={path!r}): the directory "
                             f"{str(Path(path).parent)!r} does not exist")
+    if args.compilation_cache_dir:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", args.compilation_cache_dir)
     target = resolve_target(args.target, mem_fraction=args.mem_fraction)
     print(f"target: {target.description}", file=sys.stderr)
     results = tune_vgg(
