@@ -24,6 +24,14 @@ a described target cannot be built later in that process. Two ways avoid it:
 If JAX's backends were started before (e.g. by `jax.devices()`) without
 `JAX_PLATFORMS=cpu`, `devices()` raises `TargetError` saying so.
 
+Several described GPUs: `get_target("h100-sxm-80gb", devices=8)`, or the
+name "8xh100-sxm-80gb", describes 8 such GPUs. The topology is one host with
+up to `GPUS_PER_HOST` GPUs ("1x1xN"), or N / 8 hosts of 8 ("1xHx8"); up to
+`MAX_DESCRIBED_DEVICES` were compiled for. `devices()` then returns them all,
+to build a `jax.sharding.Mesh` from; `memory_analysis()` of a program
+compiled for that mesh gives one device's bytes. `local_target(devices=N)`
+takes the first N local devices.
+
 An incomplete config can kill the process (a zero `threads_per_warp` or
 `block_dim_limit_x` is a floating-point exception inside XLA), so a config
 file must carry `REQUIRED_FIELDS` before it reaches XLA. XLA's own parse
@@ -73,6 +81,10 @@ DUMP_MEM_FRACTION = "mem_fraction"
 
 _PLUGINS = ("cuda13", "cuda12")
 
+GPUS_PER_HOST = 8
+MAX_DESCRIBED_DEVICES = 1024
+_COUNT_PREFIX = re.compile(r"(\d+)x(.+)")
+
 
 class TargetError(TuneError):
     """A target that cannot be built; the message names the input and the rule."""
@@ -116,20 +128,21 @@ class Target:
     target_config: str | None = None   # GpuTargetConfigProto text, deviceless only
     budget: MemoryBudget | None = None
     budget_source: str = "unknown"
+    device_count: int = 1
 
     def devices(self) -> list[Any]:
-        """The JAX devices to compile for (one)."""
+        """The JAX devices to compile for (`device_count` of them)."""
         if not self.deviceless:
-            import jax
-            return jax.devices()[:1]
+            return _local_devices(self.device_count)
         try:
             check_cuda_plugin()
-            return list(_topology_devices(self.target_config))
+            return list(_topology_devices(self.target_config,
+                                          topology(self.device_count)))
         except TargetError as e:
             raise TargetError(f"target {self.name!r}: {e}") from e
 
     def sharding(self) -> Any:
-        """A replicated single-device `NamedSharding` on this target."""
+        """A `NamedSharding` replicated over this target's devices."""
         return _replicated_sharding(tuple(self.devices()))
 
 
@@ -139,38 +152,75 @@ def known_targets() -> tuple[str, ...]:
 
 
 def get_target(name_or_path: str | os.PathLike, *,
-               mem_fraction: float | None = None) -> Target:
+               mem_fraction: float | None = None, devices: int = 1) -> Target:
     """The target named "local", a GPU from `known_targets()`, or a config file.
 
     `mem_fraction` (default: `XLA_CLIENT_MEM_FRACTION` or
     `XLA_PYTHON_CLIENT_MEM_FRACTION` if set, else 0.75) sets the budget.
+    `devices` (or a name prefix "<N>x", as in "8xh100-sxm-80gb") asks for
+    that many devices; the budget stays one device's.
     """
     name_or_path = os.fspath(name_or_path)
+    prefixed = _COUNT_PREFIX.fullmatch(name_or_path)
+    if prefixed and prefixed.group(2) in GPU_SPECS:
+        if devices != 1:
+            raise TargetError(
+                f"`target` (={name_or_path!r}) names a device count and "
+                f"`devices` (={devices!r}) gives another; give one of them")
+        name_or_path, devices = prefixed.group(2), int(prefixed.group(1))
     if name_or_path == "local":
-        return local_target(mem_fraction=mem_fraction)
+        return local_target(mem_fraction=mem_fraction, devices=devices)
     if name_or_path in GPU_SPECS:
-        return described_target(name_or_path, mem_fraction=mem_fraction)
+        return described_target(name_or_path, mem_fraction=mem_fraction,
+                                devices=devices)
     if _looks_like_path(name_or_path):
-        return file_target(name_or_path, mem_fraction=mem_fraction)
+        return file_target(name_or_path, mem_fraction=mem_fraction,
+                           devices=devices)
     raise _unknown_target(name_or_path)
 
 
-def described_target(name: str, *, mem_fraction: float | None = None) -> Target:
-    """The named GPU from the hardware table."""
+def topology(devices: int) -> str:
+    """The described topology of `devices` GPUs: "1x1xN", or "1xHx8" hosts of 8."""
+    _check_device_count(devices)
+    if devices > MAX_DESCRIBED_DEVICES:
+        raise TargetError(
+            f"`devices` (={devices}) exceeds the {MAX_DESCRIBED_DEVICES} "
+            "described GPUs this tool compiles for")
+    if devices <= GPUS_PER_HOST:
+        return f"1x1x{devices}"
+    if devices % GPUS_PER_HOST:
+        raise TargetError(
+            f"`devices` (={devices}) must be at most {GPUS_PER_HOST} (one host) "
+            f"or a multiple of {GPUS_PER_HOST} (hosts of {GPUS_PER_HOST} GPUs) "
+            "for a described topology")
+    return f"1x{devices // GPUS_PER_HOST}x{GPUS_PER_HOST}"
+
+
+def _counted(name: str, description: str, devices: int) -> tuple[str, str]:
+    if devices == 1:
+        return name, description
+    return f"{devices}x{name}", f"{devices} x {description}, topology {topology(devices)}"
+
+
+def described_target(name: str, *, mem_fraction: float | None = None,
+                     devices: int = 1) -> Target:
+    """The named GPU from the hardware table; `devices` of them."""
     if name not in GPU_SPECS:
         raise _unknown_target(name)
+    topology(devices)
     spec = GPU_SPECS[name]
     budget = MemoryBudget(
         total_bytes=spec.memory_bytes, reserve_bytes=H200_RESERVE_BYTES,
         fraction=resolve_mem_fraction(mem_fraction),
         source="reserve measured on an H200")
+    name, description = _counted(
+        name, f"{spec.product} (described, deviceless compile)", devices)
     return Target(
-        name=name, platform="cuda",
-        description=f"{spec.product} (described, deviceless compile)",
+        name=name, platform="cuda", description=description,
         memory_bytes=spec.memory_bytes,
         default_budget_bytes=budget.limit_bytes, deviceless=True,
         target_config=render_target_config(spec), budget=budget,
-        budget_source=budget.describe())
+        budget_source=budget.describe(), device_count=devices)
 
 
 def spec_config(name: str) -> str:
@@ -180,13 +230,15 @@ def spec_config(name: str) -> str:
     return render_target_config(GPU_SPECS[name])
 
 
-def file_target(path: str | os.PathLike, *, mem_fraction: float | None = None) -> Target:
+def file_target(path: str | os.PathLike, *, mem_fraction: float | None = None,
+                devices: int = 1) -> Target:
     """A GPU described by a config file, e.g. one dumped on the real device.
 
     The budget comes from the `bytes_limit` and `mem_fraction` comments that
     scripts/dump_target_config.py writes; without them it is None.
     """
     text = str(path)
+    topology(devices)
     file = Path(text.removeprefix("file:")).expanduser()
     if not file.is_file():
         raise TargetError(
@@ -196,34 +248,58 @@ def file_target(path: str | os.PathLike, *, mem_fraction: float | None = None) -
     memory = fields["device_memory_size"]
     budget = _dumped_budget(config, memory, resolve_mem_fraction(mem_fraction), file)
     product = _string_field(config, "device_description_str") or "GPU"
+    name, description = _counted(
+        f"file:{file.resolve()}", f"{product} (from {file}, deviceless compile)",
+        devices)
     return Target(
-        name=f"file:{file.resolve()}", platform="cuda",
-        description=f"{product} (from {file}, deviceless compile)",
+        name=name, platform="cuda", description=description,
         memory_bytes=memory,
         default_budget_bytes=budget.limit_bytes if budget else None,
         deviceless=True, target_config=config, budget=budget,
-        budget_source=budget.describe() if budget else "unknown")
+        budget_source=budget.describe() if budget else "unknown",
+        device_count=devices)
 
 
-def local_target(*, mem_fraction: float | None = None) -> Target:
-    """`jax.devices()[0]`; its budget is the allocator's `bytes_limit`.
+def local_target(*, mem_fraction: float | None = None, devices: int = 1) -> Target:
+    """The first `devices` of `jax.devices()`; the budget is the first's
+    allocator `bytes_limit`.
 
     With `mem_fraction` the limit is rescaled from the fraction in effect
     (the environment's or 0.75) to the one given.
     """
-    import jax
-    device = jax.devices()[0]
+    device = _local_devices(devices)[0]
     limit = (_memory_stats(device) or {}).get("bytes_limit")
     budget = None if limit is None else _local_budget(limit, mem_fraction)
     kind = device.platform
     platform = getattr(device.client, "platform", kind)
+    where = (f"local device {device.id}" if devices == 1
+             else f"local devices {device.id}..{device.id + devices - 1}")
     return Target(
-        name=f"local:{kind}", platform=platform,
-        description=f"{device.device_kind} (local device {device.id})",
+        name=f"local:{kind}" if devices == 1 else f"local:{devices}x{kind}",
+        platform=platform,
+        description=f"{device.device_kind} ({where})",
         memory_bytes=None,
         default_budget_bytes=budget.limit_bytes if budget else None,
         deviceless=False, budget=budget,
-        budget_source=budget.describe() if budget else "unknown")
+        budget_source=budget.describe() if budget else "unknown",
+        device_count=devices)
+
+
+def _local_devices(count: int) -> list[Any]:
+    import jax
+    _check_device_count(count)
+    present = jax.devices()
+    if count > len(present):
+        raise TargetError(
+            f"`devices` (={count}) asks for a mesh larger than the devices "
+            f"present ({len(present)} {present[0].platform} device(s)); ask "
+            "for at most that many, or a described GPU target")
+    return present[:count]
+
+
+def _check_device_count(devices: Any) -> None:
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise TargetError(f"`devices` (={devices!r}) must be a positive integer")
 
 
 def _local_budget(bytes_limit: int, mem_fraction: float | None) -> MemoryBudget:
@@ -353,12 +429,12 @@ def _dumped_budget(config: str, total: int, fraction: float,
 
 
 @functools.cache
-def _topology_devices(config: str) -> tuple[Any, ...]:
+def _topology_devices(config: str, shape: str = "1x1x1") -> tuple[Any, ...]:
     from jax.experimental import topologies
     with _cpu_only_plugin_start(), _captured_stderr() as stderr:
         try:
             topology = topologies.get_topology_desc(
-                platform="cuda", target_config=config, topology="1x1x1")
+                platform="cuda", target_config=config, topology=shape)
         except NotImplementedError as e:
             raise TargetError(
                 "JAX has no CUDA topology: its backends started before this "
@@ -427,5 +503,5 @@ def _cpu_only_plugin_start() -> Iterator[None]:
 def _replicated_sharding(devices: tuple[Any, ...]) -> Any:
     import jax
     import numpy as np
-    mesh = jax.sharding.Mesh(np.array(devices[:1]), ("d",))
+    mesh = jax.sharding.Mesh(np.array(devices), ("d",))
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

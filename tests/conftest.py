@@ -3,3 +3,8 @@
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+
+# Eight CPU devices for the mesh tests; single-device tests use the first.
+jax.config.update("jax_num_cpu_devices", 8)
