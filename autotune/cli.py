@@ -35,6 +35,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="auto (the local accelerator, else a described "
                    "h100-sxm-80gb), local, a described GPU name, or a target "
                    "config file dumped by scripts/dump_target_config.py")
+    p.add_argument("--mesh", type=int, default=1, metavar="N",
+                   help="data-parallel devices: N described GPUs of --target, or "
+                   "the first N local devices; the batch is then global and "
+                   "split over them, memory is per device (default: 1)")
+    p.add_argument("--layout", default="dp",
+                   help="with --mesh: dp (parameters and optimizer state "
+                   "replicated) or fsdp (split too) (default: %(default)s)")
+    p.add_argument("--accumulate-to", type=int, default=None, metavar="GLOBAL",
+                   help="a desired global batch: print the gradient-accumulation "
+                   "steps and micro-batch that reach it with each answer")
     p.add_argument("--mem-fraction", type=float, default=None,
                    help="allocator fraction for a described target (default: "
                    "XLA_PYTHON_CLIENT_MEM_FRACTION or 0.75)")
@@ -43,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                    "over the target's limit")
     p.add_argument("--reserve", default="0",
                    help="bytes kept free for other buffers, e.g. 2GB")
-    p.add_argument("--multiple-of", type=int, default=8)
+    p.add_argument("--multiple-of", type=int, default=None,
+                   help="candidate (global) batches are its multiples "
+                   "(default: lcm(8, --mesh))")
     p.add_argument("--max-batch", type=int, default=65536)
     p.add_argument("--json", default=None, metavar="PATH",
                    help="write the results as JSON for a training job")
@@ -140,6 +152,10 @@ def _report(results, args: argparse.Namespace, rates: dict[str, float]) -> None:
     for r in results:
         print()
         print(r.render())
+    if args.accumulate_to is not None:
+        print()
+        for r in results:
+            print(_accumulation_line(r, args.accumulate_to))
     if args.json:
         write_json(results, args.json, best)
         print(f"\nwrote {args.json}")
@@ -148,6 +164,15 @@ def _report(results, args: argparse.Namespace, rates: dict[str, float]) -> None:
 
         plot_results(results, args.plot)
         print(f"wrote {args.plot}")
+
+
+def _accumulation_line(result, desired: int) -> str:
+    from models.parallel import accumulation_plan
+
+    steps, micro = accumulation_plan(desired, result.batch, result.data_parallel_size)
+    per_device = micro // result.data_parallel_size
+    return (f"{result.label}: global batch {desired} = {steps} accumulation "
+            f"step(s) x micro-batch {micro} ({per_device} per device)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -164,7 +189,14 @@ def run(args: argparse.Namespace) -> int:
         import jax
 
         jax.config.update("jax_compilation_cache_dir", args.compilation_cache_dir)
-    target = resolve_target(args.target, mem_fraction=args.mem_fraction)
+    if args.accumulate_to is not None and (
+            args.accumulate_to < 1 or args.accumulate_to % max(args.mesh, 1)):
+        raise TuneError(
+            f"`--accumulate-to` (={args.accumulate_to}) must be a positive "
+            f"multiple of `--mesh` (={args.mesh}): equal micro-batches split "
+            "over the devices add up only to such batches")
+    target = resolve_target(args.target, mem_fraction=args.mem_fraction,
+                            devices=args.mesh)
     print(f"target: {target.description}", file=sys.stderr)
     results = tune_vgg(
         args.model, choices=_choices(args), image_size=args.image_size,
@@ -172,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype, param_dtype=args.param_dtype, target=target,
         budget_bytes=None if args.budget is None else parse_bytes("budget", args.budget),
         reserve_bytes=parse_bytes("reserve", args.reserve),
-        multiple_of=args.multiple_of, max_batch=args.max_batch,
+        layout=args.layout, max_batch=args.max_batch,
+        **({} if args.multiple_of is None else {"multiple_of": args.multiple_of}),
         on_probe=None if args.quiet else _progress,
         cache=None if args.no_cache else ResultCache(args.cache_dir))
     rates = {}

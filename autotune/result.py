@@ -19,6 +19,9 @@ class TuneResult:
     `next_batch`, the next candidate, was compiled and needs more
     (None when `batch` is `max_batch`, or when the search was interrupted
     before the boundary was found: see `interrupted`).
+
+    With `data_parallel_size` > 1, batches are global (split over that many
+    devices: `per_device_batch` each) and byte counts are one device's.
     """
 
     label: str
@@ -40,12 +43,18 @@ class TuneResult:
     probes: tuple[Probe, ...]
     interrupted: bool = False
     from_cache: bool = False
+    data_parallel_size: int = 1
     flops_per_example: float | None = None
     flops_source: str = ""
 
     @property
     def budget_bytes(self) -> int:
         return self.budget.bytes
+
+    @property
+    def per_device_batch(self) -> int:
+        """Examples each data-parallel device holds at `batch`."""
+        return self.batch // self.data_parallel_size
 
     @property
     def headroom_bytes(self) -> int:
@@ -89,6 +98,7 @@ class TuneResult:
         lines = [
             f"{self.label or 'step'} on {self.target}",
             f"  max batch       {self.batch}  ({nxt})",
+            *_per_device_lines(self),
             f"  predicted peak  {self.peak_bytes:,} B ({format_bytes(self.peak_bytes)})",
             f"  budget          {self.budget_bytes:,} B ({format_bytes(self.budget_bytes)}); "
             f"{self.budget.source}"
@@ -124,9 +134,18 @@ class TuneResult:
         data["budget"] = {**dataclasses.asdict(self.budget),
                           "bytes": self.budget.bytes}
         data["headroom_bytes"] = self.headroom_bytes
+        data["per_device_batch"] = self.per_device_batch
         data["probes"] = [p.to_dict() for p in self.probes]
         data["xla_settings"] = dict(self.xla_settings)
         return data
+
+
+def _per_device_lines(result: TuneResult) -> list[str]:
+    n = result.data_parallel_size
+    if n == 1:
+        return []
+    return [f"  per device      {result.per_device_batch} examples on each of {n} "
+            "devices (the batch above is global; bytes below are per device)"]
 
 
 def _estimate_text(result: TuneResult) -> str:
@@ -167,16 +186,22 @@ def comparison_table(results: Sequence[TuneResult]) -> str:
     """One row per result, in the spirit of the seed's table."""
     known = [r.flops_per_example for r in results if r.flops_per_example]
     least = min(known, default=None)
+    sharded = any(r.data_parallel_size > 1 for r in results)
     rows = []
     for r in results:
         error = r.estimate_error
         analytical = ("-" if error is None else
                       f"{format_bytes(r.estimate_per_example_bytes)} ({error:+.0%})")
         batch = str(r.batch) + ("" if r.exact else "*")
-        rows.append((r.label, batch, format_bytes(r.peak_bytes),
+        per_device = ((f"{r.per_device_batch} x {r.data_parallel_size}",)
+                      if sharded else ())
+        rows.append((r.label, batch, *per_device, format_bytes(r.peak_bytes),
                      format_bytes(r.budget_bytes),
                      format_bytes(r.headroom_bytes),
                      format_bytes(r.per_example_bytes), analytical,
                      *_flops_cells(r.flops_per_example, least),
                      str(r.compiles), f"{r.seconds:.1f}"))
-    return render_table(COMPARISON_HEADERS, rows)
+    headers = COMPARISON_HEADERS
+    if sharded:
+        headers = ("choice", "global batch", "per device", *headers[2:])
+    return render_table(headers, rows)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import jaxlib
 
 from autotune.budget import Budget, resolve_budget
 from autotune.cache import ResultCache, cache_key
 from autotune.errors import SearchInterrupted, TuneError
-from autotune.estimate import Estimate, tree_bytes
+from autotune.estimate import Estimate
 from autotune.probe import Probe, Prober
 from autotune.result import TuneResult
 from autotune.search import check_grid, search
@@ -38,6 +40,7 @@ def find_max_batch(
     on_probe: Callable[[Probe], None] | None = None,
     label: str = "",
     cache: ResultCache | None = None,
+    data_parallel_size: int = 1,
 ) -> TuneResult:
     """Largest batch whose compiled step fits the target's memory.
 
@@ -62,6 +65,9 @@ def find_max_batch(
         label: names the result (a model or remat choice).
         cache: answer from, and store into, this cache (a hit compiles
             nothing; see `autotune.cache` for what the key covers).
+        data_parallel_size: devices the batch is split over (a mesh's data
+            axis). Batches are then global, multiples of it (so must
+            `multiple_of` be), and every byte count is one device's.
 
     Returns:
         A `TuneResult`: the batch, its peak, the budget, the headroom, and
@@ -75,6 +81,7 @@ def find_max_batch(
     """
     start = time.perf_counter()
     check_grid(multiple_of, max_batch)
+    _check_data_parallel(data_parallel_size, multiple_of)
     tgt = target if isinstance(target, Target) else get_target(target)
     budget = resolve_budget(
         budget_bytes=budget_bytes, reserve_bytes=reserve_bytes,
@@ -93,7 +100,8 @@ def find_max_batch(
         key = cache_key(prober.lower(multiple_of).as_text(), {
             "target": tgt.name, "target_description": tgt.description,
             "target_config": tgt.target_config, "budget": budget,
-            "multiple_of": multiple_of, "max_batch": max_batch, **settings})
+            "multiple_of": multiple_of, "max_batch": max_batch,
+            "data_parallel_size": data_parallel_size, **settings})
         hit = cache.get(key)
         if hit is not None:
             return dataclasses.replace(hit, label=label, from_cache=True,
@@ -121,7 +129,7 @@ def find_max_batch(
         fixed_bytes=answer.need_bytes - per_example * answer.batch,
         per_example_bytes=per_example,
         estimate_per_example_bytes=estimate.per_example_bytes if estimate else None,
-        **_flops_per_example(prober, answer),
+        **_flops_per_example(prober, answer, data_parallel_size),
         compiles=prober.compiles,
         seconds=time.perf_counter() - start,
         target=tgt.name,
@@ -131,6 +139,7 @@ def find_max_batch(
         max_batch=max_batch,
         probes=tuple(prober.probes.values()),
         interrupted=bracket.interrupted,
+        data_parallel_size=data_parallel_size,
     )
     if result.interrupted:
         raise SearchInterrupted((result,))
@@ -139,9 +148,10 @@ def find_max_batch(
     return result
 
 
-def _flops_per_example(prober: Prober, answer: Probe) -> dict[str, Any]:
-    if answer.flops is not None:
-        return {"flops_per_example": answer.flops / answer.batch,
+def _flops_per_example(prober: Prober, answer: Probe,
+                       data_parallel_size: int) -> dict[str, Any]:
+    if answer.flops is not None:  # one device's program: its share of the batch
+        return {"flops_per_example": answer.flops * data_parallel_size / answer.batch,
                 "flops_source": "compiled program's cost analysis"}
     flops = prober.host_flops(answer.batch)
     if flops is not None:
@@ -158,15 +168,35 @@ def _slope(small: Probe, large: Probe) -> int:
     return round((large.need_bytes - small.need_bytes) / (large.batch - small.batch))
 
 
+def _check_data_parallel(size: int, multiple_of: int) -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise TuneError(f"`data_parallel_size` (={size!r}) must be a positive integer")
+    if multiple_of % size:
+        raise TuneError(
+            f"`multiple_of` (={multiple_of}) must be a multiple of "
+            f"`data_parallel_size` (={size}): every candidate global batch is "
+            "split evenly over the data-parallel devices")
+
+
+def device_bytes(tree: Any) -> int:
+    """Bytes one device holds of a pytree: each leaf's shard, or all of it."""
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        sharding = getattr(leaf, "sharding", None)
+        shape = leaf.shape if sharding is None else sharding.shard_shape(leaf.shape)
+        total += math.prod(shape) * jnp.dtype(leaf.dtype).itemsize
+    return total
+
+
 def _check_arguments_fit(prober: Prober, batch: int, budget: Budget) -> None:
     """Refuse, before any compile, a budget below the step's own arguments."""
     args = prober.abstract_args(batch)
-    needed = tree_bytes(args)
+    needed = device_bytes(args)
     if needed > budget.bytes:
         raise TuneError(
             f"the budget ({budget.bytes:,} B = {format_bytes(budget.bytes)}; "
             f"{budget.source}) is smaller than the step's arguments alone at "
-            f"batch={batch} ({needed:,} B = {format_bytes(needed)}: "
+            f"batch={batch} ({needed:,} B = {format_bytes(needed)} on one device: "
             "parameters, optimizer state and the batch); the budget must "
             "exceed them")
 
