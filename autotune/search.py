@@ -7,11 +7,15 @@ to fit (`lo`) and the smallest proven not to (`hi`), and ends when they are
 neighbouring candidates, so the answer is exact for any need(batch) that
 grows with the batch, affine or not:
 
-1. compile the smallest candidate (it must fit) and a second, small one
-   placed by the analytical guess, well inside it;
-2. jump to the boundary of the affine model through the two, then confirm:
-   the boundary fits and the next candidate does not (4 compiles when XLA's
-   need is affine, as it is with XLA's rematerialization pass off);
+1. with an analytical estimate: compile a batch a quarter of the way to
+   its guess (safely inside), then jump to where the estimate's per-example
+   bytes, added to that compile's need, meet the budget; without one, or if
+   the first compile does not fit: compile the smallest candidate and a
+   second small one;
+2. jump to the boundary of the affine model through the compiled points,
+   then confirm: the boundary fits and the next candidate does not (3 or 4
+   compiles when XLA's need is affine, as it is with XLA's rematerialization
+   pass off);
 3. otherwise interpolate between the compiled points that bracket the
    budget, halving the bracket instead whenever interpolation fails to.
 
@@ -55,7 +59,8 @@ def _affine_boundary(p: tuple[int, int], q: tuple[int, int],
 
 
 def search(measure: Callable[[int], int], budget: int, *, multiple_of: int = 8,
-           max_batch: int = 65536, guess: int | None = None) -> Bracket:
+           max_batch: int = 65536, guess: int | None = None,
+           per_example: float | None = None) -> Bracket:
     """Largest multiple of `multiple_of` up to `max_batch` with measure <= budget.
 
     Args:
@@ -63,8 +68,10 @@ def search(measure: Callable[[int], int], budget: int, *, multiple_of: int = 8,
         budget: bytes available.
         multiple_of: candidates are its multiples.
         max_batch: the largest candidate considered.
-        guess: an analytical estimate of the answer; it places the second
-            compile, never decides the answer.
+        guess: an analytical estimate of the answer; it places the first
+            compiles, never decides the answer.
+        per_example: the estimate's bytes per example; with `guess`, it
+            places the jump after the first compile.
 
     Returns:
         The bracket proven by compiles. `lo` is None if even the smallest
@@ -88,11 +95,18 @@ def search(measure: Callable[[int], int], budget: int, *, multiple_of: int = 8,
                        interrupted)
 
     try:
-        if not probe(m):
+        if guess and per_example and per_example > 0:
+            first = min(top, max(m, int(guess) // 4 // m * m))
+            if probe(first) and first < top:
+                jump = first + (budget - fits[first]) / per_example
+                probe(max(first + m, _grid(jump, m, top)))
+        if not fits:
+            if m in over or not probe(m) or top == m:
+                return bracket()
+            if not over:
+                probe(min(top, max(2 * m, int(guess or 0) // 4 // m * m)))
+        if max(fits) == top:
             return bracket()
-        if top == m:
-            return bracket()
-        probe(min(top, max(2 * m, (guess or 0) // 4 // m * m)))
         misses = 0
         width = None
         confirmations = 0

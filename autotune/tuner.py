@@ -106,10 +106,11 @@ def find_max_batch(
         if hit is not None:
             return dataclasses.replace(hit, label=label, from_cache=True,
                                        seconds=time.perf_counter() - start)
-    guess = (estimate.max_batch(budget.bytes)
-             if estimate and estimate.per_example_bytes > 0 else None)
+    hint = estimate if estimate and estimate.per_example_bytes > 0 else None
     bracket = search(lambda b: prober(b).need_bytes, budget.bytes,
-                     multiple_of=multiple_of, max_batch=max_batch, guess=guess)
+                     multiple_of=multiple_of, max_batch=max_batch,
+                     guess=hint.max_batch(budget.bytes) if hint else None,
+                     per_example=hint.per_example_bytes if hint else None)
     if bracket.lo is None:
         if bracket.interrupted:
             raise SearchInterrupted()
@@ -117,7 +118,7 @@ def find_max_batch(
     answer = prober.probes[bracket.lo]
     proven_next = bracket.hi is not None and bracket.hi - bracket.lo == multiple_of
     nxt = prober.probes[bracket.hi] if proven_next else None
-    smallest = prober.probes[multiple_of]
+    smallest = min(prober.probes.values(), key=lambda p: p.batch)
     per_example = _slope(smallest, answer)
     result = TuneResult(
         label=label,

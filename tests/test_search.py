@@ -109,3 +109,34 @@ def test_bad_grid(kwargs, message):
     with pytest.raises(TuneError) as e:
         search(affine, 10_000, **kwargs)
     assert str(e.value) == message
+
+
+@pytest.mark.parametrize("need", CURVES, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("error", [0.125, 0.9, 1.0, 1.1, 8.0])
+@pytest.mark.parametrize("budget", [50_000, 123_456])
+def test_exact_whatever_the_estimate(need, error, budget):
+    """An estimate of any quality places compiles; it never changes the answer."""
+    per_example = 137 * error
+    guess = int((budget - 1_000) / per_example)
+    measure = Recorder(need)
+    bracket = search(measure, budget, multiple_of=8, max_batch=4096, guess=guess,
+                     per_example=per_example)
+    assert bracket.lo == brute_force(need, budget, 8, 4096)
+    assert len(measure.calls) == len(set(measure.calls))
+
+
+@pytest.mark.parametrize("budget", [50_000, 123_456])
+def test_an_exact_estimate_saves_the_smallest_compile(budget):
+    measure = Recorder(affine)
+    bracket = search(measure, budget, multiple_of=8, max_batch=65536,
+                     guess=(budget - 1_000) // 137, per_example=137)
+    assert len(measure.calls) == 3
+    assert measure.calls[-2:] == [bracket.lo, bracket.hi]
+
+
+@pytest.mark.parametrize("error", [0.9, 1.1])
+def test_a_close_estimate_takes_four_compiles(error):
+    measure = Recorder(affine)
+    search(measure, 123_456, multiple_of=8, max_batch=65536,
+           guess=int(122_456 / (137 * error)), per_example=137 * error)
+    assert len(measure.calls) == 4

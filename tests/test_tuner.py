@@ -64,13 +64,17 @@ def test_flax_linen_model():
     assert result.batch == brute_force(step, args, budget, 16, 256) == 48
 
 
-def test_estimate_places_the_second_probe():
+def test_estimate_places_the_first_probes():
     budget = need_at(mlp_step, mlp_args, 400)
-    exact = Estimate(fixed_bytes=0, per_example_bytes=budget // 400)
-    result = find_max_batch(mlp_step, mlp_args, budget_bytes=budget, estimate=exact,
-                            multiple_of=8, max_batch=4096)
-    assert [p.batch for p in result.probes][:2] == [8, 96]
-    assert result.estimate_per_example_bytes == exact.per_example_bytes
+    estimate = Estimate(fixed_bytes=0, per_example_bytes=budget // 400)
+    result = find_max_batch(mlp_step, mlp_args, budget_bytes=budget, estimate=estimate,
+                            donate_argnums=(0,), multiple_of=8, max_batch=4096)
+    first = result.probes[0]
+    assert first.batch == 96
+    jump = first.batch + (budget - first.need_bytes) / estimate.per_example_bytes
+    assert result.probes[1].batch == int(jump) // 8 * 8
+    assert result.batch == brute_force(mlp_step, mlp_args, budget, 8, 512)
+    assert result.estimate_per_example_bytes == estimate.per_example_bytes
 
 
 def test_compare_gives_one_row_per_variant():
