@@ -72,19 +72,22 @@ class MemoryBreakdown:
         p = DTYPE_BYTES[self.param_dtype or self.dtype]
         slots = OPTIMIZER_SLOTS[self.optimizer]
         rows = [
-            ("activations",
-             f"2 x {self.batch} x {self.activation_values:,} x {d} B",
-             self.activations_bytes),
+            (
+                "activations",
+                f"2 x {self.batch} x {self.activation_values:,} x {d} B",
+                self.activations_bytes,
+            ),
             ("params", f"{self.param_count:,} x {p} B", self.params_bytes),
             ("gradients", f"{self.param_count:,} x {p} B", self.grads_bytes),
             ("optimizer", f"{slots} x {self.param_count:,} x {p} B", self.optimizer_bytes),
-            ("data",
-             f"{self.batch} x ({self.input_values:,} x {d} B + {LABEL_BYTES} B)",
-             self.data_bytes),
+            (
+                "data",
+                f"{self.batch} x ({self.input_values:,} x {d} B + {LABEL_BYTES} B)",
+                self.data_bytes,
+            ),
             ("total", "", self.total_bytes),
         ]
-        header = (f"{self.model or 'model'}, batch {self.batch}, {self.optimizer},"
-                  f" {self.dtype}")
+        header = f"{self.model or 'model'}, batch {self.batch}, {self.optimizer}, {self.dtype}"
         if self.param_dtype and self.param_dtype != self.dtype:
             header += f" (params {self.param_dtype})"
         width = max(len(formula) for _, formula, _ in rows)
@@ -96,9 +99,7 @@ class MemoryBreakdown:
 
 def _check_choice(argument: str, value: str, allowed: dict[str, int]) -> None:
     if value not in allowed:
-        raise ValueError(
-            f"Unknown `{argument}`: {value!r}; allowed: {', '.join(allowed)}"
-        )
+        raise ValueError(f"Unknown `{argument}`: {value!r}; allowed: {', '.join(allowed)}")
 
 
 def _check_batch(batch: int) -> None:
@@ -106,9 +107,14 @@ def _check_batch(batch: int) -> None:
         raise ValueError(f"`batch` (={batch!r}) must be a positive integer")
 
 
-def training_memory(table: LayerTable, batch: int, *, optimizer: str = "sgd",
-                    dtype: str = "float32",
-                    param_dtype: str | None = None) -> MemoryBreakdown:
+def training_memory(
+    table: LayerTable,
+    batch: int,
+    *,
+    optimizer: str = "sgd",
+    dtype: str = "float32",
+    param_dtype: str | None = None,
+) -> MemoryBreakdown:
     """Training memory of ``table`` at ``batch`` by the formulas of this module.
 
     ``param_dtype`` defaults to ``dtype``.

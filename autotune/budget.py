@@ -40,9 +40,14 @@ def physical_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def resolve_budget(*, budget_bytes: int | None, reserve_bytes: int,
-                   target_limit: int | None, target_source: str,
-                   platform: str) -> Budget:
+def resolve_budget(
+    *,
+    budget_bytes: int | None,
+    reserve_bytes: int,
+    target_limit: int | None,
+    target_source: str,
+    platform: str,
+) -> Budget:
     """The budget: an explicit `budget_bytes` wins over the target's limit.
 
     `reserve_bytes` (other live buffers: prefetched batches, eval state) is
@@ -57,14 +62,15 @@ def resolve_budget(*, budget_bytes: int | None, reserve_bytes: int,
         limit, source = target_limit, target_source
     elif platform == "cpu":
         limit = int(CPU_MEMORY_SHARE * physical_memory_bytes())
-        source = (f"default for a CPU: {CPU_MEMORY_SHARE:g} x physical memory "
-                  f"({physical_memory_bytes():,} B)")
+        source = (
+            f"default for a CPU: {CPU_MEMORY_SHARE:g} x physical memory "
+            f"({physical_memory_bytes():,} B)"
+        )
     else:
-        raise TuneError(
-            f"the target ({platform}) reports no memory limit; give "
-            "`budget_bytes`")
+        raise TuneError(f"the target ({platform}) reports no memory limit; give `budget_bytes`")
     if reserve >= limit:
         raise TuneError(
             f"`reserve_bytes` (={reserve:,}) must be below the budget's limit "
-            f"(={limit:,}, {source})")
+            f"(={limit:,}, {source})"
+        )
     return Budget(limit, reserve, source)

@@ -65,8 +65,11 @@ class ResultCache:
                 raise ValueError("not an entry of this cache format")
             return TuneResult.from_dict(data["result"])
         except (OSError, ValueError, KeyError, TypeError) as e:
-            warnings.warn(f"ignoring the unreadable cache entry {str(path)!r}: {e}",
-                          RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"ignoring the unreadable cache entry {str(path)!r}: {e}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             return None
 
     def put(self, key: str, result: TuneResult) -> None:

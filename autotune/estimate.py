@@ -75,7 +75,7 @@ def tree_bytes(tree: Any) -> int:
     total = 0
     for leaf in jax.tree.leaves(tree):
         if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
-            leaf = jax.eval_shape(lambda: leaf)
+            leaf = jax.eval_shape(lambda x=leaf: x)
         total += math.prod(leaf.shape) * leaf.dtype.itemsize
     return total
 
@@ -96,13 +96,14 @@ def residual_bytes(loss_fn: Callable[..., Any], *args: Any) -> int:
     left out: they exist whether or not the backward pass runs.
     """
     residuals = _require_saved_residuals()(loss_fn, *args)
-    return sum(aval.size * aval.dtype.itemsize
-               for aval, source in residuals
-               if not source.startswith(_EXISTING_SOURCE_PREFIX))
+    return sum(
+        aval.size * aval.dtype.itemsize
+        for aval, source in residuals
+        if not source.startswith(_EXISTING_SOURCE_PREFIX)
+    )
 
 
-def _split_affine(small_value: int, large_value: int, small: int,
-                  large: int) -> tuple[int, int]:
+def _split_affine(small_value: int, large_value: int, small: int, large: int) -> tuple[int, int]:
     """(per_example, fixed) of a quantity measured at two batch sizes."""
     per_example = -(-(large_value - small_value) // (large - small))
     return per_example, max(0, small_value - per_example * small)
@@ -112,8 +113,7 @@ def _check_probe(probe_batches: tuple[int, int]) -> None:
     small, large = probe_batches
     if not (isinstance(small, int) and isinstance(large, int) and 0 < small < large):
         raise ValueError(
-            f"`probe_batches` (={probe_batches!r}) must be two increasing"
-            " positive integers"
+            f"`probe_batches` (={probe_batches!r}) must be two increasing positive integers"
         )
 
 
@@ -156,15 +156,22 @@ def _recompute_residual_bytes(closed: jax_core.ClosedJaxpr, index: int) -> int:
     else:
         inner_consts = ()
     defined = {v for e in jaxpr.eqns[:index] for v in e.outvars}
-    used_later = [v for e in jaxpr.eqns[index + 1:] for v in e.invars] + [
-        v for v in jaxpr.outvars if not isinstance(v, jax_core.Literal)]
-    live_out = list(dict.fromkeys(
-        v for v in [*eqn.invars, *used_later]
-        if not isinstance(v, jax_core.Literal) and v in defined))
+    used_later = [v for e in jaxpr.eqns[index + 1 :] for v in e.invars] + [
+        v for v in jaxpr.outvars if not isinstance(v, jax_core.Literal)
+    ]
+    live_out = list(
+        dict.fromkeys(
+            v
+            for v in [*eqn.invars, *used_later]
+            if not isinstance(v, jax_core.Literal) and v in defined
+        )
+    )
     debug = jaxpr.debug_info
     prefix = jaxpr.replace(
-        eqns=jaxpr.eqns[:index], outvars=live_out,
-        debug_info=debug._replace(result_paths=None) if debug is not None else None)
+        eqns=jaxpr.eqns[:index],
+        outvars=live_out,
+        debug_info=debug._replace(result_paths=None) if debug is not None else None,
+    )
     run_prefix = jax_core.jaxpr_as_fun(jax_core.ClosedJaxpr(prefix, closed.consts))
     run_segment = jax_core.jaxpr_as_fun(jax_core.ClosedJaxpr(inner, inner_consts))
 
@@ -181,7 +188,10 @@ def _recompute_residual_bytes(closed: jax_core.ClosedJaxpr, index: int) -> int:
 def _activation_profile(loss_fn: Callable[..., Any], args: tuple) -> tuple[int, list[int]]:
     """(peak live residual bytes over the backward, floating activation sizes)."""
     leaves, tree = jax.tree.flatten(args)
-    flat_loss = lambda *flat: loss_fn(*jax.tree.unflatten(tree, flat))
+
+    def flat_loss(*flat: Any) -> Any:
+        return loss_fn(*jax.tree.unflatten(tree, flat))
+
     closed = jax.make_jaxpr(flat_loss)(*leaves)
     peak = residual_bytes(loss_fn, *args)
     for index, eqn in enumerate(closed.jaxpr.eqns):
@@ -190,10 +200,15 @@ def _activation_profile(loss_fn: Callable[..., Any], args: tuple) -> tuple[int, 
     return peak, _activation_sizes(closed.jaxpr)
 
 
-def estimate_step(loss_fn: Callable[..., Any], params: Any,
-                  batch_args_for: Callable[[int], tuple], *, state_bytes: int = 0,
-                  grads: bool = True,
-                  probe_batches: tuple[int, int] = (1, 2)) -> Estimate:
+def estimate_step(
+    loss_fn: Callable[..., Any],
+    params: Any,
+    batch_args_for: Callable[[int], tuple],
+    *,
+    state_bytes: int = 0,
+    grads: bool = True,
+    probe_batches: tuple[int, int] = (1, 2),
+) -> Estimate:
     """Estimates a step's memory from ``loss_fn(params, *batch_args_for(b))``.
 
     ``batch_args_for(b)`` returns the batch arguments (abstract or concrete)
@@ -218,13 +233,13 @@ def estimate_step(loss_fn: Callable[..., Any], params: Any,
         raise ValueError(
             f"`loss_fn` traced to {len(sizes_small)} and {len(sizes_large)} floating"
             f" values at `probe_batches` (={probe_batches!r}); the same computation"
-            " must run at every batch size")
-    growth = max((-(-(b - a) // (large - small)) for a, b in zip(sizes_small, sizes_large)),
-                 default=0)
+            " must run at every batch size"
+        )
+    growth = max(
+        (-(-(b - a) // (large - small)) for a, b in zip(sizes_small, sizes_large)), default=0
+    )
     cotangent_per = _GRADIENT_BUFFERS * max(0, growth)
-    arg_per, arg_fixed = _split_affine(
-        tree_bytes(args_small), tree_bytes(args_large), small, large)
+    arg_per, arg_fixed = _split_affine(tree_bytes(args_small), tree_bytes(args_large), small, large)
     param_bytes = tree_bytes(params)
     fixed = param_bytes * (2 if grads else 1) + state_bytes + res_fixed + arg_fixed
-    return Estimate(fixed_bytes=fixed,
-                    per_example_bytes=res_per + cotangent_per + arg_per)
+    return Estimate(fixed_bytes=fixed, per_example_bytes=res_per + cotangent_per + arg_per)

@@ -23,17 +23,17 @@ MIB = 1 << 20
 class GpuSpec:
     """One GPU model, in the units `GpuDeviceInfoProto` uses."""
 
-    product: str                 # the name CUDA reports; jax's `device_kind`
+    product: str  # the name CUDA reports; jax's `device_kind`
     compute_capability: tuple[int, int]
-    sm_count: int                # `core_count`
-    fp32_lanes_per_sm: int       # `fpus_per_core`
-    clock_ghz: float             # boost clock
-    memory_bandwidth: int        # bytes/s
+    sm_count: int  # `core_count`
+    fp32_lanes_per_sm: int  # `fpus_per_core`
+    clock_ghz: float  # boost clock
+    memory_bandwidth: int  # bytes/s
     l2_cache_bytes: int
     shared_memory_per_sm: int
     shared_memory_per_block_optin: int
     threads_per_sm: int
-    nvidia_smi_memory_mib: int   # the card's total as nvidia-smi shows it
+    nvidia_smi_memory_mib: int  # the card's total as nvidia-smi shows it
     cuda_memory_bytes: int | None = None  # cuDeviceTotalMem from a device dump
     shared_memory_per_block: int = 48 * 1024
     threads_per_block: int = 1024
@@ -54,40 +54,79 @@ class GpuSpec:
         return self.cuda_memory_bytes or self.memory_bytes
 
 
-_HOPPER = dict(compute_capability=(9, 0), fp32_lanes_per_sm=128,
-               shared_memory_per_sm=228 * 1024,
-               shared_memory_per_block_optin=227 * 1024, threads_per_sm=2048,
-               l2_cache_bytes=50 * MIB)
-_A100 = dict(compute_capability=(8, 0), fp32_lanes_per_sm=64, sm_count=108,
-             clock_ghz=1.41, shared_memory_per_sm=164 * 1024,
-             shared_memory_per_block_optin=163 * 1024, threads_per_sm=2048,
-             l2_cache_bytes=40 * MIB)
+_HOPPER = dict(
+    compute_capability=(9, 0),
+    fp32_lanes_per_sm=128,
+    shared_memory_per_sm=228 * 1024,
+    shared_memory_per_block_optin=227 * 1024,
+    threads_per_sm=2048,
+    l2_cache_bytes=50 * MIB,
+)
+_A100 = dict(
+    compute_capability=(8, 0),
+    fp32_lanes_per_sm=64,
+    sm_count=108,
+    clock_ghz=1.41,
+    shared_memory_per_sm=164 * 1024,
+    shared_memory_per_block_optin=163 * 1024,
+    threads_per_sm=2048,
+    l2_cache_bytes=40 * MIB,
+)
 
 GPU_SPECS: dict[str, GpuSpec] = {
     "h100-sxm-80gb": GpuSpec(
-        product="NVIDIA H100 80GB HBM3", sm_count=132, clock_ghz=1.98,
-        memory_bandwidth=3_352_320_000_000, nvidia_smi_memory_mib=81559,
-        cuda_memory_bytes=84_978_434_048, **_HOPPER),
+        product="NVIDIA H100 80GB HBM3",
+        sm_count=132,
+        clock_ghz=1.98,
+        memory_bandwidth=3_352_320_000_000,
+        nvidia_smi_memory_mib=81559,
+        cuda_memory_bytes=84_978_434_048,
+        **_HOPPER,
+    ),
     "h100-pcie-80gb": GpuSpec(
-        product="NVIDIA H100 PCIe", sm_count=114, clock_ghz=1.755,
-        memory_bandwidth=2_039_040_000_000, nvidia_smi_memory_mib=81559,
-        cuda_memory_bytes=84_942_979_072, **_HOPPER),
+        product="NVIDIA H100 PCIe",
+        sm_count=114,
+        clock_ghz=1.755,
+        memory_bandwidth=2_039_040_000_000,
+        nvidia_smi_memory_mib=81559,
+        cuda_memory_bytes=84_942_979_072,
+        **_HOPPER,
+    ),
     "h200-141gb": GpuSpec(
-        product="NVIDIA H200", sm_count=132, clock_ghz=1.98,
-        memory_bandwidth=4_800_000_000_000, nvidia_smi_memory_mib=143771,
-        **_HOPPER),
+        product="NVIDIA H200",
+        sm_count=132,
+        clock_ghz=1.98,
+        memory_bandwidth=4_800_000_000_000,
+        nvidia_smi_memory_mib=143771,
+        **_HOPPER,
+    ),
     "a100-40gb": GpuSpec(
-        product="NVIDIA A100-SXM4-40GB", memory_bandwidth=1_555_200_000_000,
-        nvidia_smi_memory_mib=40960, cuda_memory_bytes=42_331_013_120, **_A100),
+        product="NVIDIA A100-SXM4-40GB",
+        memory_bandwidth=1_555_200_000_000,
+        nvidia_smi_memory_mib=40960,
+        cuda_memory_bytes=42_331_013_120,
+        **_A100,
+    ),
     "a100-80gb": GpuSpec(
-        product="NVIDIA A100-SXM4-80GB", memory_bandwidth=2_039_040_000_000,
-        nvidia_smi_memory_mib=81920, cuda_memory_bytes=85_100_068_864, **_A100),
+        product="NVIDIA A100-SXM4-80GB",
+        memory_bandwidth=2_039_040_000_000,
+        nvidia_smi_memory_mib=81920,
+        cuda_memory_bytes=85_100_068_864,
+        **_A100,
+    ),
     "l4-24gb": GpuSpec(
-        product="NVIDIA L4", compute_capability=(8, 9), sm_count=58,
-        fp32_lanes_per_sm=128, clock_ghz=2.04, memory_bandwidth=300_000_000_000,
-        l2_cache_bytes=48 * MIB, shared_memory_per_sm=100 * 1024,
-        shared_memory_per_block_optin=99 * 1024, threads_per_sm=1536,
-        nvidia_smi_memory_mib=23034),
+        product="NVIDIA L4",
+        compute_capability=(8, 9),
+        sm_count=58,
+        fp32_lanes_per_sm=128,
+        clock_ghz=2.04,
+        memory_bandwidth=300_000_000_000,
+        l2_cache_bytes=48 * MIB,
+        shared_memory_per_sm=100 * 1024,
+        shared_memory_per_block_optin=99 * 1024,
+        threads_per_sm=1536,
+        nvidia_smi_memory_mib=23034,
+    ),
 }
 
 
@@ -116,8 +155,10 @@ def render_target_config(spec: GpuSpec) -> str:
     ]
     lines = ["gpu_device_info {"]
     lines += [f"  {field}: {value}" for field, value in info]
-    lines += [f"  cuda_compute_capability {{ major: {major} minor: {minor} }}",
-              "}",
-              'platform_name: "CUDA"',
-              f'device_description_str: "{spec.product}"']
+    lines += [
+        f"  cuda_compute_capability {{ major: {major} minor: {minor} }}",
+        "}",
+        'platform_name: "CUDA"',
+        f'device_description_str: "{spec.product}"',
+    ]
     return "\n".join(lines) + "\n"

@@ -20,12 +20,47 @@ VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
     "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "vgg13": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "vgg16": (
-        64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
-        512, 512, 512, "M", 512, 512, 512, "M",
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        "M",
     ),
     "vgg19": (
-        64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-        512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
     ),
 }
 
@@ -75,16 +110,14 @@ class LayerTable:
 
     def render(self, dtype_bytes: int = 4) -> str:
         """The table in the seed's layout, with totals that sum its rows."""
-        lines = [_render_row(row, previous)
-                 for previous, row in zip((None, *self.rows), self.rows)]
+        lines = [_render_row(row, previous) for previous, row in zip((None, *self.rows), self.rows)]
         forward = self.total_activations * dtype_bytes
         lines.append(
             f"TOTAL memory: {self.total_activations:,} * {dtype_bytes} bytes"
             f" ~= {format_bytes(forward)} / image (only forward! ~*2 for bwd)"
         )
         lines.append(
-            f"TOTAL params: {self.total_weights:,} weights"
-            f" ({self.total_params:,} with biases)"
+            f"TOTAL params: {self.total_weights:,} weights ({self.total_params:,} with biases)"
         )
         return "\n".join(lines)
 
@@ -116,14 +149,17 @@ def _check_positive(argument: str, value: int) -> None:
         raise ValueError(f"`{argument}` (={value!r}) must be a positive integer")
 
 
-def _check_arguments(name: str, image_size: int, channels: int, num_classes: int,
-                     hidden: int) -> None:
+def _check_arguments(
+    name: str, image_size: int, channels: int, num_classes: int, hidden: int
+) -> None:
     if name not in VGG_CONFIGS:
-        raise ValueError(
-            f"Unknown `name`: {name!r}; known: {', '.join(sorted(VGG_CONFIGS))}"
-        )
-    if (isinstance(image_size, bool) or not isinstance(image_size, int)
-            or image_size <= 0 or image_size % _DOWNSAMPLING):
+        raise ValueError(f"Unknown `name`: {name!r}; known: {', '.join(sorted(VGG_CONFIGS))}")
+    if (
+        isinstance(image_size, bool)
+        or not isinstance(image_size, int)
+        or image_size <= 0
+        or image_size % _DOWNSAMPLING
+    ):
         raise ValueError(
             f"`image_size` (={image_size!r}) must be a positive multiple of"
             f" {_DOWNSAMPLING} (VGG halves it five times)"
@@ -151,8 +187,14 @@ def _fc_row(fan_in: int, fan_out: int) -> LayerRow:
     return LayerRow("FC", (1, 1, fan_out), fan_out, fan_in * fan_out, fan_out)
 
 
-def vgg_layer_table(name: str = "vgg16", *, image_size: int = 224, channels: int = 3,
-                    num_classes: int = 1000, hidden: int = 4096) -> LayerTable:
+def vgg_layer_table(
+    name: str = "vgg16",
+    *,
+    image_size: int = 224,
+    channels: int = 3,
+    num_classes: int = 1000,
+    hidden: int = 4096,
+) -> LayerTable:
     """The seed's per-layer table for a VGG configuration and input size.
 
     Raises:

@@ -26,12 +26,20 @@ def plot_results(results: Sequence[TuneResult], path: str | os.PathLike[str]) ->
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     right = 1.15 * max(max(p.batch for p in r.probes) for r in results)
     for r in results:
-        color = ax.plot([0, right], [r.fixed_bytes / GIB,
-                                     (r.fixed_bytes + r.per_example_bytes * right) / GIB],
-                        linestyle=":", linewidth=1)[0].get_color()
+        color = ax.plot(
+            [0, right],
+            [r.fixed_bytes / GIB, (r.fixed_bytes + r.per_example_bytes * right) / GIB],
+            linestyle=":",
+            linewidth=1,
+        )[0].get_color()
         probes = sorted(r.probes, key=lambda p: p.batch)
-        ax.plot([p.batch for p in probes], [p.need_bytes / GIB for p in probes],
-                "o", color=color, label=f"{r.label}: {r.batch}")
+        ax.plot(
+            [p.batch for p in probes],
+            [p.need_bytes / GIB for p in probes],
+            "o",
+            color=color,
+            label=f"{r.label}: {r.batch}",
+        )
         ax.plot([r.batch], [r.peak_bytes / GIB], "*", color=color, markersize=14)
     budget = results[0].budget_bytes
     ax.axhline(budget / GIB, color="black", linewidth=1.2, label="budget")

@@ -57,8 +57,7 @@ class Probe:
     @property
     def need_bytes(self) -> int:
         """Peak bytes the device needs to run the compiled step."""
-        return (self.argument_bytes + self.output_bytes - self.alias_bytes
-                        + self.temp_bytes)
+        return self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "need_bytes": self.need_bytes}
@@ -67,8 +66,9 @@ class Probe:
 def _as_struct(leaf: Any, sharding: Any) -> jax.ShapeDtypeStruct:
     if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
         raise TuneError(
-                f"`args_for_batch` returned a leaf of type {type(leaf).__name__}; "
-                "every leaf must be a jax.ShapeDtypeStruct or an array")
+            f"`args_for_batch` returned a leaf of type {type(leaf).__name__}; "
+            "every leaf must be a jax.ShapeDtypeStruct or an array"
+        )
     own = getattr(leaf, "sharding", None)
     if sharding is not None and own is None:
         return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
@@ -105,15 +105,20 @@ class Prober:
         on_probe: called with each new probe as soon as it is made.
     """
 
-    def __init__(self, step: Callable[..., Any],
-                              args_for_batch: Callable[[int], Sequence[Any]], *,
-                              sharding: Any = None,
-                              xla_remat_pass: bool = False,
-                 compiler_options: Mapping[str, str] | None = None,
-                              donate_argnums: int | Sequence[int] = (),
-                              on_probe: Callable[[Probe], None] | None = None):
-        self._jitted = (step if hasattr(step, "lower")
-                                        else jax.jit(step, donate_argnums=donate_argnums))
+    def __init__(
+        self,
+        step: Callable[..., Any],
+        args_for_batch: Callable[[int], Sequence[Any]],
+        *,
+        sharding: Any = None,
+        xla_remat_pass: bool = False,
+        compiler_options: Mapping[str, str] | None = None,
+        donate_argnums: int | Sequence[int] = (),
+        on_probe: Callable[[Probe], None] | None = None,
+    ):
+        self._jitted = (
+            step if hasattr(step, "lower") else jax.jit(step, donate_argnums=donate_argnums)
+        )
         self._args_for_batch = args_for_batch
         self._sharding = sharding
         self._remat_pass = xla_remat_pass
@@ -134,13 +139,14 @@ class Prober:
             raise
         except Exception as e:
             raise TuneError(
-                    f"`args_for_batch` raised {type(e).__name__} for batch={batch}: "
-                    f"{e}") from e
+                f"`args_for_batch` raised {type(e).__name__} for batch={batch}: {e}"
+            ) from e
         if not isinstance(args, (tuple, list)):
             raise TuneError(
-                    f"`args_for_batch` must return a tuple of the step's positional "
-                    f"arguments; for batch={batch} it returned "
-                    f"{type(args).__name__}")
+                f"`args_for_batch` must return a tuple of the step's positional "
+                f"arguments; for batch={batch} it returned "
+                f"{type(args).__name__}"
+            )
         return tuple(jax.tree.map(lambda x: _as_struct(x, self._sharding), args))
 
     def host_flops(self, batch: int) -> float | None:
@@ -164,24 +170,24 @@ class Prober:
             return self.probes[batch]
         start = time.perf_counter()
         with xla_remat_pass(self._remat_pass):
-            compiled = self.lower(batch).compile(
-                compiler_options=self._compiler_options or None)
+            compiled = self.lower(batch).compile(compiler_options=self._compiler_options or None)
         del self._lowered[batch]
         seconds = time.perf_counter() - start
         analysis = compiled.memory_analysis()
         if analysis is None:
             raise TuneError(
-                    f"the {jax.default_backend()!r} backend returned no memory "
-                    "analysis for the compiled step (`memory_analysis()` is None); "
-                    "this backend cannot be tuned by compiling")
+                f"the {jax.default_backend()!r} backend returned no memory "
+                "analysis for the compiled step (`memory_analysis()` is None); "
+                "this backend cannot be tuned by compiling"
+            )
         probe = Probe(
-                batch=batch,
-                argument_bytes=int(analysis.argument_size_in_bytes),
-                output_bytes=int(analysis.output_size_in_bytes),
-                alias_bytes=int(analysis.alias_size_in_bytes),
-                temp_bytes=int(analysis.temp_size_in_bytes),
-                compile_seconds=seconds,
-                flops=_flops(compiled),
+            batch=batch,
+            argument_bytes=int(analysis.argument_size_in_bytes),
+            output_bytes=int(analysis.output_size_in_bytes),
+            alias_bytes=int(analysis.alias_size_in_bytes),
+            temp_bytes=int(analysis.temp_size_in_bytes),
+            compile_seconds=seconds,
+            flops=_flops(compiled),
         )
         self.probes[batch] = probe
         if self._on_probe is not None:

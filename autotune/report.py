@@ -53,10 +53,10 @@ SCHEMA = "autotune.result"
 VERSION = 1
 
 
-def to_json(results: Sequence[TuneResult],
-            recommendation: Recommendation | None = None) -> dict[str, Any]:
-    data = {"schema": SCHEMA, "version": VERSION,
-            "results": [r.to_dict() for r in results]}
+def to_json(
+    results: Sequence[TuneResult], recommendation: Recommendation | None = None
+) -> dict[str, Any]:
+    data = {"schema": SCHEMA, "version": VERSION, "results": [r.to_dict() for r in results]}
     if recommendation is not None:
         data["recommendation"] = dataclasses.asdict(recommendation)
     return data
@@ -66,10 +66,10 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write `text` to `path` whole or not at all."""
     path = Path(path)
     if not path.parent.is_dir():
-        raise TuneError(f"`path` (={str(path)!r}): the directory "
-                        f"{str(path.parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                               suffix=".tmp")
+        raise TuneError(
+            f"`path` (={str(path)!r}): the directory {str(path.parent)!r} does not exist"
+        )
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -79,8 +79,11 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
         raise
 
 
-def write_json(results: Sequence[TuneResult], path: str | os.PathLike[str],
-               recommendation: Recommendation | None = None) -> None:
+def write_json(
+    results: Sequence[TuneResult],
+    path: str | os.PathLike[str],
+    recommendation: Recommendation | None = None,
+) -> None:
     """Write the results report to `path` atomically."""
     write_atomic(path, json.dumps(to_json(results, recommendation), indent=2) + "\n")
 
@@ -94,11 +97,14 @@ def read_json(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     except json.JSONDecodeError as e:
         raise TuneError(f"`path` (={str(path)!r}) is not valid JSON: {e}") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise TuneError(f"`path` (={str(path)!r}) is not an autotune report "
-                        f"(its 'schema' must be {SCHEMA!r})")
+        raise TuneError(
+            f"`path` (={str(path)!r}) is not an autotune report (its 'schema' must be {SCHEMA!r})"
+        )
     if data.get("version") != VERSION:
-        raise TuneError(f"`path` (={str(path)!r}) has report version "
-                        f"{data.get('version')!r}; this reader knows {VERSION}")
+        raise TuneError(
+            f"`path` (={str(path)!r}) has report version "
+            f"{data.get('version')!r}; this reader knows {VERSION}"
+        )
     return data["results"]
 
 
@@ -116,8 +122,9 @@ def load_batch_size(path: str | os.PathLike[str], label: str | None = None) -> i
     labels = ", ".join(repr(r["label"]) for r in rows)
     if label is None:
         if len(rows) != 1:
-            raise TuneError(f"`label` (=None): {str(path)!r} holds {len(rows)} "
-                            f"results ({labels}); name one")
+            raise TuneError(
+                f"`label` (=None): {str(path)!r} holds {len(rows)} results ({labels}); name one"
+            )
         return int(rows[0]["batch"])
     for row in rows:
         if row["label"] == label:

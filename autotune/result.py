@@ -82,15 +82,16 @@ class TuneResult:
         batches = ", ".join(str(p.batch) for p in self.probes)
         remat = "on" if self.xla_settings.get("remat_pass") else "off"
         cached = "from the cache: " if self.from_cache else ""
-        return (f"{cached}{self.compiles} compiles (batches {batches}) for "
-                f"{self.target_description}, XLA remat pass {remat}, "
-                f"jax {self.xla_settings.get('jax')}")
+        return (
+            f"{cached}{self.compiles} compiles (batches {batches}) for "
+            f"{self.target_description}, XLA remat pass {remat}, "
+            f"jax {self.xla_settings.get('jax')}"
+        )
 
     def render(self) -> str:
         """A short report a person reads."""
         if self.next_batch is not None:
-            nxt = (f"next candidate {self.next_batch} needs "
-                   f"{self.next_peak_bytes:,} B: does not fit")
+            nxt = f"next candidate {self.next_batch} needs {self.next_peak_bytes:,} B: does not fit"
         elif self.interrupted:
             nxt = "PARTIAL: interrupted before the boundary was proven"
         else:
@@ -102,15 +103,20 @@ class TuneResult:
             f"  predicted peak  {self.peak_bytes:,} B ({format_bytes(self.peak_bytes)})",
             f"  budget          {self.budget_bytes:,} B ({format_bytes(self.budget_bytes)}); "
             f"{self.budget.source}"
-            + (f", less {self.budget.reserve_bytes:,} B reserved"
-               if self.budget.reserve_bytes else ""),
+            + (
+                f", less {self.budget.reserve_bytes:,} B reserved"
+                if self.budget.reserve_bytes
+                else ""
+            ),
             f"  headroom        {self.headroom_bytes:,} B ({format_bytes(self.headroom_bytes)})",
-            f"  per example     {self.per_example_bytes:,} B from XLA"
-            + _estimate_text(self),
+            f"  per example     {self.per_example_bytes:,} B from XLA" + _estimate_text(self),
             f"  fixed           {self.fixed_bytes:,} B",
-            f"  FLOPs/example   " + (f"{self.flops_per_example:.4g} ({self.flops_source})"
-                                     if self.flops_per_example is not None
-                                     else self.flops_source),
+            "  FLOPs/example   "
+            + (
+                f"{self.flops_per_example:.4g} ({self.flops_source})"
+                if self.flops_per_example is not None
+                else self.flops_source
+            ),
             f"  obtained by     {self.how()}, {self.seconds:.1f} s",
         ]
         return "\n".join(lines)
@@ -124,15 +130,14 @@ class TuneResult:
         probe_fields = {f.name for f in dataclasses.fields(Probe)}
         values["budget"] = Budget(**budget)
         values["probes"] = tuple(
-            Probe(**{k: v for k, v in p.items() if k in probe_fields})
-            for p in data["probes"])
+            Probe(**{k: v for k, v in p.items() if k in probe_fields}) for p in data["probes"]
+        )
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (see `autotune.report` for the schema)."""
         data = dataclasses.asdict(self)
-        data["budget"] = {**dataclasses.asdict(self.budget),
-                          "bytes": self.budget.bytes}
+        data["budget"] = {**dataclasses.asdict(self.budget), "bytes": self.budget.bytes}
         data["headroom_bytes"] = self.headroom_bytes
         data["per_device_batch"] = self.per_device_batch
         data["probes"] = [p.to_dict() for p in self.probes]
@@ -144,16 +149,17 @@ def _per_device_lines(result: TuneResult) -> list[str]:
     n = result.data_parallel_size
     if n == 1:
         return []
-    return [f"  per device      {result.per_device_batch} examples on each of {n} "
-            "devices (the batch above is global; bytes below are per device)"]
+    return [
+        f"  per device      {result.per_device_batch} examples on each of {n} "
+        "devices (the batch above is global; bytes below are per device)"
+    ]
 
 
 def _estimate_text(result: TuneResult) -> str:
     error = result.estimate_error
     if error is None:
         return ""
-    return (f"; {result.estimate_per_example_bytes:,} B analytical "
-            f"({error:+.1%})")
+    return f"; {result.estimate_per_example_bytes:,} B analytical ({error:+.1%})"
 
 
 def _flops_cells(flops: float | None, least: float | None) -> tuple[str, str]:
@@ -162,24 +168,34 @@ def _flops_cells(flops: float | None, least: float | None) -> tuple[str, str]:
     return f"{flops / 1e9:.1f}", f"{flops / least - 1:+.0%}"
 
 
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
-                 left: int = 1) -> str:
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
     """Columns padded to their widest cell; the first `left` left-aligned."""
-    widths = [max(len(str(r[i])) for r in (headers, *rows))
-              for i in range(len(headers))]
+    widths = [max(len(str(r[i])) for r in (headers, *rows)) for i in range(len(headers))]
 
     def line(cells: Sequence[str]) -> str:
-        out = [str(c).ljust(w) if i < left else str(c).rjust(w)
-               for i, (c, w) in enumerate(zip(cells, widths))]
+        out = [
+            str(c).ljust(w) if i < left else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths))
+        ]
         return "  ".join(out).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
-COMPARISON_HEADERS = ("choice", "max batch", "peak", "budget", "headroom",
-                      "per example (XLA)", "analytical", "GFLOP/ex", "recompute",
-                      "compiles", "seconds")
+COMPARISON_HEADERS = (
+    "choice",
+    "max batch",
+    "peak",
+    "budget",
+    "headroom",
+    "per example (XLA)",
+    "analytical",
+    "GFLOP/ex",
+    "recompute",
+    "compiles",
+    "seconds",
+)
 
 
 def comparison_table(results: Sequence[TuneResult]) -> str:
@@ -190,17 +206,26 @@ def comparison_table(results: Sequence[TuneResult]) -> str:
     rows = []
     for r in results:
         error = r.estimate_error
-        analytical = ("-" if error is None else
-                      f"{format_bytes(r.estimate_per_example_bytes)} ({error:+.0%})")
+        analytical = (
+            "-" if error is None else f"{format_bytes(r.estimate_per_example_bytes)} ({error:+.0%})"
+        )
         batch = str(r.batch) + ("" if r.exact else "*")
-        per_device = ((f"{r.per_device_batch} x {r.data_parallel_size}",)
-                      if sharded else ())
-        rows.append((r.label, batch, *per_device, format_bytes(r.peak_bytes),
-                     format_bytes(r.budget_bytes),
-                     format_bytes(r.headroom_bytes),
-                     format_bytes(r.per_example_bytes), analytical,
-                     *_flops_cells(r.flops_per_example, least),
-                     str(r.compiles), f"{r.seconds:.1f}"))
+        per_device = (f"{r.per_device_batch} x {r.data_parallel_size}",) if sharded else ()
+        rows.append(
+            (
+                r.label,
+                batch,
+                *per_device,
+                format_bytes(r.peak_bytes),
+                format_bytes(r.budget_bytes),
+                format_bytes(r.headroom_bytes),
+                format_bytes(r.per_example_bytes),
+                analytical,
+                *_flops_cells(r.flops_per_example, least),
+                str(r.compiles),
+                f"{r.seconds:.1f}",
+            )
+        )
     headers = COMPARISON_HEADERS
     if sharded:
         headers = ("choice", "global batch", "per device", *headers[2:])

@@ -45,12 +45,11 @@ def check_grid(multiple_of: int, max_batch: int) -> None:
             raise TuneError(f"`{name}` (={value!r}) must be a positive integer")
     if max_batch < multiple_of:
         raise TuneError(
-            f"`max_batch` (={max_batch}) must be at least `multiple_of` "
-            f"(={multiple_of})")
+            f"`max_batch` (={max_batch}) must be at least `multiple_of` (={multiple_of})"
+        )
 
 
-def _affine_boundary(p: tuple[int, int], q: tuple[int, int],
-                     budget: int) -> float | None:
+def _affine_boundary(p: tuple[int, int], q: tuple[int, int], budget: int) -> float | None:
     """Batch at which the line through two (batch, need) points meets budget."""
     (b0, n0), (b1, n1) = sorted((p, q))
     if b1 == b0 or n1 <= n0:
@@ -58,9 +57,15 @@ def _affine_boundary(p: tuple[int, int], q: tuple[int, int],
     return b0 + (budget - n0) * (b1 - b0) / (n1 - n0)
 
 
-def search(measure: Callable[[int], int], budget: int, *, multiple_of: int = 8,
-           max_batch: int = 65536, guess: int | None = None,
-           per_example: float | None = None) -> Bracket:
+def search(
+    measure: Callable[[int], int],
+    budget: int,
+    *,
+    multiple_of: int = 8,
+    max_batch: int = 65536,
+    guess: int | None = None,
+    per_example: float | None = None,
+) -> Bracket:
     """Largest multiple of `multiple_of` up to `max_batch` with measure <= budget.
 
     Args:
@@ -91,8 +96,7 @@ def search(measure: Callable[[int], int], budget: int, *, multiple_of: int = 8,
         return need <= budget
 
     def bracket(interrupted: bool = False) -> Bracket:
-        return Bracket(max(fits, default=None), min(over, default=None),
-                       interrupted)
+        return Bracket(max(fits, default=None), min(over, default=None), interrupted)
 
     try:
         if guess and per_example and per_example > 0:
@@ -116,14 +120,15 @@ def search(measure: Callable[[int], int], budget: int, *, multiple_of: int = 8,
                 return bracket()
             if hi is None:
                 below = sorted(fits)[-2]
-                nxt = _grid(_affine_boundary((below, fits[below]),
-                                             (lo, fits[lo]), budget), m, top)
+                nxt = _grid(_affine_boundary((below, fits[below]), (lo, fits[lo]), budget), m, top)
                 if nxt <= lo:
                     nxt = min(top, lo + m * 2**misses)
                     misses += 1
             else:
-                nxt = max(lo + m, _grid(_affine_boundary(
-                    (lo, fits[lo]), (hi, over[hi]), budget), m, hi - m))
+                nxt = max(
+                    lo + m,
+                    _grid(_affine_boundary((lo, fits[lo]), (hi, over[hi]), budget), m, hi - m),
+                )
                 confirming = nxt in (lo + m, hi - m) and confirmations < 2
                 if width is not None and 2 * (hi - lo) > width and not confirming:
                     nxt = lo + (hi - lo) // 2 // m * m

@@ -72,8 +72,13 @@ MEM_FRACTION_ENV = ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION")
 H200_RESERVE_BYTES = 643_476_138
 
 # Without these (or with a zero) XLA crashes the process or fails the compile.
-REQUIRED_FIELDS = ("threads_per_warp", "block_dim_limit_x", "core_count",
-                   "shared_memory_per_block_optin", "device_memory_size")
+REQUIRED_FIELDS = (
+    "threads_per_warp",
+    "block_dim_limit_x",
+    "core_count",
+    "shared_memory_per_block_optin",
+    "device_memory_size",
+)
 
 # Written as comments by scripts/dump_target_config.py.
 DUMP_BYTES_LIMIT = "bytes_limit"
@@ -110,8 +115,7 @@ class MemoryBudget:
     def describe(self) -> str:
         free = f"{self.free_at_start_bytes:,} B"
         if self.reserve_bytes:
-            free += (f" = {self.total_bytes:,} B total - {self.reserve_bytes:,} B"
-                     " reserve")
+            free += f" = {self.total_bytes:,} B total - {self.reserve_bytes:,} B reserve"
         return f"{self.fraction:g} x free at start ({free}; {self.source})"
 
 
@@ -119,13 +123,13 @@ class MemoryBudget:
 class Target:
     """A device to compile for, real or described; holds no live JAX objects."""
 
-    name: str                      # "h200-141gb", "local:gpu", "local:cpu", "file:/path"
-    platform: str                  # "cuda", "cpu", ...
+    name: str  # "h200-141gb", "local:gpu", "local:cpu", "file:/path"
+    platform: str  # "cuda", "cpu", ...
     description: str
-    memory_bytes: int | None       # card total: nvidia-smi's (named), CUDA's (file)
+    memory_bytes: int | None  # card total: nvidia-smi's (named), CUDA's (file)
     default_budget_bytes: int | None
     deviceless: bool
-    target_config: str | None = None   # GpuTargetConfigProto text, deviceless only
+    target_config: str | None = None  # GpuTargetConfigProto text, deviceless only
     budget: MemoryBudget | None = None
     budget_source: str = "unknown"
     device_count: int = 1
@@ -136,8 +140,7 @@ class Target:
             return _local_devices(self.device_count)
         try:
             check_cuda_plugin()
-            return list(_topology_devices(self.target_config,
-                                          topology(self.device_count)))
+            return list(_topology_devices(self.target_config, topology(self.device_count)))
         except TargetError as e:
             raise TargetError(f"target {self.name!r}: {e}") from e
 
@@ -151,8 +154,9 @@ def known_targets() -> tuple[str, ...]:
     return tuple(GPU_SPECS)
 
 
-def get_target(name_or_path: str | os.PathLike, *,
-               mem_fraction: float | None = None, devices: int = 1) -> Target:
+def get_target(
+    name_or_path: str | os.PathLike, *, mem_fraction: float | None = None, devices: int = 1
+) -> Target:
     """The target named "local", a GPU from `known_targets()`, or a config file.
 
     `mem_fraction` (default: `XLA_CLIENT_MEM_FRACTION` or
@@ -166,16 +170,15 @@ def get_target(name_or_path: str | os.PathLike, *,
         if devices != 1:
             raise TargetError(
                 f"`target` (={name_or_path!r}) names a device count and "
-                f"`devices` (={devices!r}) gives another; give one of them")
+                f"`devices` (={devices!r}) gives another; give one of them"
+            )
         name_or_path, devices = prefixed.group(2), int(prefixed.group(1))
     if name_or_path == "local":
         return local_target(mem_fraction=mem_fraction, devices=devices)
     if name_or_path in GPU_SPECS:
-        return described_target(name_or_path, mem_fraction=mem_fraction,
-                                devices=devices)
+        return described_target(name_or_path, mem_fraction=mem_fraction, devices=devices)
     if _looks_like_path(name_or_path):
-        return file_target(name_or_path, mem_fraction=mem_fraction,
-                           devices=devices)
+        return file_target(name_or_path, mem_fraction=mem_fraction, devices=devices)
     raise _unknown_target(name_or_path)
 
 
@@ -185,14 +188,16 @@ def topology(devices: int) -> str:
     if devices > MAX_DESCRIBED_DEVICES:
         raise TargetError(
             f"`devices` (={devices}) exceeds the {MAX_DESCRIBED_DEVICES} "
-            "described GPUs this tool compiles for")
+            "described GPUs this tool compiles for"
+        )
     if devices <= GPUS_PER_HOST:
         return f"1x1x{devices}"
     if devices % GPUS_PER_HOST:
         raise TargetError(
             f"`devices` (={devices}) must be at most {GPUS_PER_HOST} (one host) "
             f"or a multiple of {GPUS_PER_HOST} (hosts of {GPUS_PER_HOST} GPUs) "
-            "for a described topology")
+            "for a described topology"
+        )
     return f"1x{devices // GPUS_PER_HOST}x{GPUS_PER_HOST}"
 
 
@@ -202,25 +207,31 @@ def _counted(name: str, description: str, devices: int) -> tuple[str, str]:
     return f"{devices}x{name}", f"{devices} x {description}, topology {topology(devices)}"
 
 
-def described_target(name: str, *, mem_fraction: float | None = None,
-                     devices: int = 1) -> Target:
+def described_target(name: str, *, mem_fraction: float | None = None, devices: int = 1) -> Target:
     """The named GPU from the hardware table; `devices` of them."""
     if name not in GPU_SPECS:
         raise _unknown_target(name)
     topology(devices)
     spec = GPU_SPECS[name]
     budget = MemoryBudget(
-        total_bytes=spec.memory_bytes, reserve_bytes=H200_RESERVE_BYTES,
+        total_bytes=spec.memory_bytes,
+        reserve_bytes=H200_RESERVE_BYTES,
         fraction=resolve_mem_fraction(mem_fraction),
-        source="reserve measured on an H200")
-    name, description = _counted(
-        name, f"{spec.product} (described, deviceless compile)", devices)
+        source="reserve measured on an H200",
+    )
+    name, description = _counted(name, f"{spec.product} (described, deviceless compile)", devices)
     return Target(
-        name=name, platform="cuda", description=description,
+        name=name,
+        platform="cuda",
+        description=description,
         memory_bytes=spec.memory_bytes,
-        default_budget_bytes=budget.limit_bytes, deviceless=True,
-        target_config=render_target_config(spec), budget=budget,
-        budget_source=budget.describe(), device_count=devices)
+        default_budget_bytes=budget.limit_bytes,
+        deviceless=True,
+        target_config=render_target_config(spec),
+        budget=budget,
+        budget_source=budget.describe(),
+        device_count=devices,
+    )
 
 
 def spec_config(name: str) -> str:
@@ -230,8 +241,9 @@ def spec_config(name: str) -> str:
     return render_target_config(GPU_SPECS[name])
 
 
-def file_target(path: str | os.PathLike, *, mem_fraction: float | None = None,
-                devices: int = 1) -> Target:
+def file_target(
+    path: str | os.PathLike, *, mem_fraction: float | None = None, devices: int = 1
+) -> Target:
     """A GPU described by a config file, e.g. one dumped on the real device.
 
     The budget comes from the `bytes_limit` and `mem_fraction` comments that
@@ -241,23 +253,27 @@ def file_target(path: str | os.PathLike, *, mem_fraction: float | None = None,
     topology(devices)
     file = Path(text.removeprefix("file:")).expanduser()
     if not file.is_file():
-        raise TargetError(
-            f"target config file `{text}` does not exist (or is not a file)")
+        raise TargetError(f"target config file `{text}` does not exist (or is not a file)")
     config = file.read_text()
     fields = _check_required_fields(config, text)
     memory = fields["device_memory_size"]
     budget = _dumped_budget(config, memory, resolve_mem_fraction(mem_fraction), file)
     product = _string_field(config, "device_description_str") or "GPU"
     name, description = _counted(
-        f"file:{file.resolve()}", f"{product} (from {file}, deviceless compile)",
-        devices)
+        f"file:{file.resolve()}", f"{product} (from {file}, deviceless compile)", devices
+    )
     return Target(
-        name=name, platform="cuda", description=description,
+        name=name,
+        platform="cuda",
+        description=description,
         memory_bytes=memory,
         default_budget_bytes=budget.limit_bytes if budget else None,
-        deviceless=True, target_config=config, budget=budget,
+        deviceless=True,
+        target_config=config,
+        budget=budget,
         budget_source=budget.describe() if budget else "unknown",
-        device_count=devices)
+        device_count=devices,
+    )
 
 
 def local_target(*, mem_fraction: float | None = None, devices: int = 1) -> Target:
@@ -272,28 +288,35 @@ def local_target(*, mem_fraction: float | None = None, devices: int = 1) -> Targ
     budget = None if limit is None else _local_budget(limit, mem_fraction)
     kind = device.platform
     platform = getattr(device.client, "platform", kind)
-    where = (f"local device {device.id}" if devices == 1
-             else f"local devices {device.id}..{device.id + devices - 1}")
+    where = (
+        f"local device {device.id}"
+        if devices == 1
+        else f"local devices {device.id}..{device.id + devices - 1}"
+    )
     return Target(
         name=f"local:{kind}" if devices == 1 else f"local:{devices}x{kind}",
         platform=platform,
         description=f"{device.device_kind} ({where})",
         memory_bytes=None,
         default_budget_bytes=budget.limit_bytes if budget else None,
-        deviceless=False, budget=budget,
+        deviceless=False,
+        budget=budget,
         budget_source=budget.describe() if budget else "unknown",
-        device_count=devices)
+        device_count=devices,
+    )
 
 
 def _local_devices(count: int) -> list[Any]:
     import jax
+
     _check_device_count(count)
     present = jax.devices()
     if count > len(present):
         raise TargetError(
             f"`devices` (={count}) asks for a mesh larger than the devices "
             f"present ({len(present)} {present[0].platform} device(s)); ask "
-            "for at most that many, or a described GPU target")
+            "for at most that many, or a described GPU target"
+        )
     return present[:count]
 
 
@@ -306,8 +329,7 @@ def _local_budget(bytes_limit: int, mem_fraction: float | None) -> MemoryBudget:
     in_effect = resolve_mem_fraction(None)
     fraction = in_effect if mem_fraction is None else resolve_mem_fraction(mem_fraction)
     free = math.ceil(bytes_limit / in_effect)
-    return MemoryBudget(free, 0, fraction,
-                        f"the device's bytes_limit at fraction {in_effect:g}")
+    return MemoryBudget(free, 0, fraction, f"the device's bytes_limit at fraction {in_effect:g}")
 
 
 def resolve_mem_fraction(mem_fraction: float | None) -> float:
@@ -318,7 +340,8 @@ def resolve_mem_fraction(mem_fraction: float | None) -> float:
     if len(set_vars) > 1:
         raise TargetError(
             f"{' and '.join(set_vars)} are both set; JAX refuses that: "
-            f"remove {MEM_FRACTION_ENV[1]}, the deprecated one")
+            f"remove {MEM_FRACTION_ENV[1]}, the deprecated one"
+        )
     if not set_vars:
         return DEFAULT_MEM_FRACTION
     raw = os.environ[set_vars[0]]
@@ -333,8 +356,7 @@ def check_cuda_plugin() -> str:
     """The installed CUDA plugin's version; raises unless it matches jaxlib's."""
     jaxlib = _installed_version("jaxlib")
     for plugin in _PLUGINS:
-        versions = {part: _installed_version(f"jax-{plugin}-{part}")
-                    for part in ("plugin", "pjrt")}
+        versions = {part: _installed_version(f"jax-{plugin}-{part}") for part in ("plugin", "pjrt")}
         if versions["plugin"] is None:
             continue
         for part, version in versions.items():
@@ -342,12 +364,14 @@ def check_cuda_plugin() -> str:
                 raise TargetError(
                     f"jax-{plugin}-{part} (={version}) must be the version of "
                     f"jaxlib (={jaxlib}) to compile for a described GPU; run: "
-                    f'pip install "jax[{plugin}-local]=={jaxlib}"')
+                    f'pip install "jax[{plugin}-local]=={jaxlib}"'
+                )
         return versions["plugin"]
     raise TargetError(
         "compiling for a described GPU needs the CUDA plugin, and "
         "jax-cuda13-plugin is not installed; run: "
-        f'pip install "jax[cuda13-local]=={jaxlib}"')
+        f'pip install "jax[cuda13-local]=={jaxlib}"'
+    )
 
 
 def _unknown_target(name: str) -> TargetError:
@@ -355,7 +379,8 @@ def _unknown_target(name: str) -> TargetError:
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return TargetError(
         f"`target` (={name!r}) is not a known target: use 'local', one of "
-        f"{', '.join(known_targets())}, or a path to a target config file{hint}")
+        f"{', '.join(known_targets())}, or a path to a target config file{hint}"
+    )
 
 
 def _installed_version(dist: str) -> str | None:
@@ -372,8 +397,12 @@ def _check_fraction(name: str, value: float) -> float:
 
 
 def _looks_like_path(text: str) -> bool:
-    return (text.startswith(("file:", ".", "~")) or os.sep in text
-            or bool(Path(text).suffix) or Path(text).exists())
+    return (
+        text.startswith(("file:", ".", "~"))
+        or os.sep in text
+        or bool(Path(text).suffix)
+        or Path(text).exists()
+    )
 
 
 def _memory_stats(device: Any) -> dict[str, int] | None:
@@ -407,12 +436,12 @@ def _check_required_fields(config: str, where: str) -> dict[str, int]:
         raise TargetError(
             f"target config file `{where}` lacks {', '.join(missing)} (or has "
             "a zero there); XLA needs them: dump the file with "
-            "scripts/dump_target_config.py on the GPU")
+            "scripts/dump_target_config.py on the GPU"
+        )
     return fields
 
 
-def _dumped_budget(config: str, total: int, fraction: float,
-                   file: Path) -> MemoryBudget | None:
+def _dumped_budget(config: str, total: int, fraction: float, file: Path) -> MemoryBudget | None:
     limit = _comment_value(config, DUMP_BYTES_LIMIT)
     dumped_fraction = _comment_value(config, DUMP_MEM_FRACTION)
     if limit is None or dumped_fraction is None:
@@ -423,24 +452,29 @@ def _dumped_budget(config: str, total: int, fraction: float,
         raise TargetError(
             f"target config file `{file}`: the comments `{DUMP_BYTES_LIMIT}: "
             f"{limit}` and `{DUMP_MEM_FRACTION}: {dumped_fraction}` must be an "
-            "integer and a positive number") from None
-    return MemoryBudget(total, total - free, fraction,
-                        f"from the dumped bytes_limit at fraction {dumped_fraction}")
+            "integer and a positive number"
+        ) from None
+    return MemoryBudget(
+        total, total - free, fraction, f"from the dumped bytes_limit at fraction {dumped_fraction}"
+    )
 
 
 @functools.cache
 def _topology_devices(config: str, shape: str = "1x1x1") -> tuple[Any, ...]:
     from jax.experimental import topologies
+
     with _cpu_only_plugin_start(), _captured_stderr() as stderr:
         try:
             topology = topologies.get_topology_desc(
-                platform="cuda", target_config=config, topology=shape)
+                platform="cuda", target_config=config, topology=shape
+            )
         except NotImplementedError as e:
             raise TargetError(
                 "JAX has no CUDA topology: its backends started before this "
                 "target was built, and the CUDA plugin failed its start-up "
                 "check; set JAX_PLATFORMS=cpu in the environment before JAX "
-                "starts") from e
+                "starts"
+            ) from e
         except RuntimeError as e:
             raise TargetError(_parse_error(config, stderr(), e)) from e
     return tuple(topology.devices)
@@ -456,11 +490,15 @@ def _parse_error(config: str, stderr: str, error: Exception) -> str:
     text = lines[line - 1].strip() if 0 < line <= len(lines) else ""
     hint = ""
     if "has no field named" in reason:
-        hint = (f"; jaxlib {_installed_version('jaxlib')} does not know that "
-                "field, so the file likely comes from a newer jaxlib: delete "
-                "that line")
-    return (f"the target config does not parse at line {line}, column {column} "
-            f"(`{text}`): {reason}{hint}")
+        hint = (
+            f"; jaxlib {_installed_version('jaxlib')} does not know that "
+            "field, so the file likely comes from a newer jaxlib: delete "
+            "that line"
+        )
+    return (
+        f"the target config does not parse at line {line}, column {column} "
+        f"(`{text}`): {reason}{hint}"
+    )
 
 
 @contextlib.contextmanager
@@ -487,6 +525,7 @@ def _cpu_only_plugin_start() -> Iterator[None]:
     to "cpu" while the plugins load, so the CUDA plugin skips its check."""
     import jax
     from jax._src import xla_bridge
+
     previous = jax.config.values.get("jax_platforms")
     started = getattr(xla_bridge, "backends_are_initialized", lambda: True)()
     switch = not started and not previous
@@ -503,5 +542,6 @@ def _cpu_only_plugin_start() -> Iterator[None]:
 def _replicated_sharding(devices: tuple[Any, ...]) -> Any:
     import jax
     import numpy as np
+
     mesh = jax.sharding.Mesh(np.array(devices), ("d",))
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

@@ -41,8 +41,10 @@ class Throughput:
         return dataclasses.asdict(self)
 
     def render(self) -> str:
-        return (f"batch {self.batch}: {self.samples_per_second:,.1f} samples/s "
-                f"({self.seconds_per_step * 1e3:.2f} ms/step, median of {self.steps})")
+        return (
+            f"batch {self.batch}: {self.samples_per_second:,.1f} samples/s "
+            f"({self.seconds_per_step * 1e3:.2f} ms/step, median of {self.steps})"
+        )
 
 
 def _check_count(name: str, value: Any, minimum: int) -> None:
@@ -58,9 +60,11 @@ def _real_leaf(leaf: Any, seed: int) -> jax.Array:
     if isinstance(leaf, jax.Array):
         return leaf
     if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
-        raise TuneError(f"`args_for_batch` returned a leaf of type "
-                        f"{type(leaf).__name__}; every leaf must be a "
-                        "jax.ShapeDtypeStruct or an array")
+        raise TuneError(
+            f"`args_for_batch` returned a leaf of type "
+            f"{type(leaf).__name__}; every leaf must be a "
+            "jax.ShapeDtypeStruct or an array"
+        )
     shape, dtype = tuple(leaf.shape), leaf.dtype
     if _is_key(dtype):
         keys = jax.random.split(jax.random.key(seed), max(math.prod(shape), 1))
@@ -75,8 +79,9 @@ def materialize(abstract_args: Any, *, seed: int = 0) -> Any:
 
 def _signature(tree: Any) -> tuple[Any, ...]:
     leaves, treedef = jax.tree.flatten(tree)
-    return treedef, tuple((tuple(getattr(x, "shape", ())), str(getattr(x, "dtype", type(x))))
-                          for x in leaves)
+    return treedef, tuple(
+        (tuple(getattr(x, "shape", ())), str(getattr(x, "dtype", type(x)))) for x in leaves
+    )
 
 
 def carried_count(args: Sequence[Any], outputs: Any) -> int:
@@ -102,7 +107,8 @@ def _check_donation(args: Sequence[Any], carried: int) -> None:
                 f"the step donated argument {index} but its output {index} is "
                 f"not a new version of it (the outputs return only the first "
                 f"{carried} arguments); a timed step must return the new "
-                "versions of its donated leading arguments first, in order")
+                "versions of its donated leading arguments first, in order"
+            )
 
 
 def _call(step: Callable[..., Any], args: list[Any]) -> tuple[float, list[Any]]:
@@ -114,10 +120,16 @@ def _call(step: Callable[..., Any], args: list[Any]) -> tuple[float, list[Any]]:
     return seconds, [*outputs[:carried], *args[carried:]]
 
 
-def measure_throughput(step: Callable[..., Any],
-                       args_for_batch: Callable[[int], Sequence[Any]],
-                       batch: int, *, steps: int = 5, warmup: int = 2, seed: int = 0,
-                       initial_args: Sequence[Any] | None = None) -> Throughput:
+def measure_throughput(
+    step: Callable[..., Any],
+    args_for_batch: Callable[[int], Sequence[Any]],
+    batch: int,
+    *,
+    steps: int = 5,
+    warmup: int = 2,
+    seed: int = 0,
+    initial_args: Sequence[Any] | None = None,
+) -> Throughput:
     """Samples per second of `step` at `batch` on the default device.
 
     Args:
@@ -145,5 +157,6 @@ def measure_throughput(step: Callable[..., Any],
         seconds, args = _call(step, args)
         times.append(seconds)
     median = statistics.median(times)
-    return Throughput(batch=batch, samples_per_second=batch / median,
-                      seconds_per_step=median, steps=steps)
+    return Throughput(
+        batch=batch, samples_per_second=batch / median, seconds_per_step=median, steps=steps
+    )

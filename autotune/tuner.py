@@ -84,33 +84,53 @@ def find_max_batch(
     _check_data_parallel(data_parallel_size, multiple_of)
     tgt = target if isinstance(target, Target) else get_target(target)
     budget = resolve_budget(
-        budget_bytes=budget_bytes, reserve_bytes=reserve_bytes,
+        budget_bytes=budget_bytes,
+        reserve_bytes=reserve_bytes,
         target_limit=tgt.default_budget_bytes,
-        target_source=tgt.budget_source, platform=tgt.platform)
+        target_source=tgt.budget_source,
+        platform=tgt.platform,
+    )
     options = dict(compiler_options or {})
-    prober = Prober(step, args_for_batch,
-                    sharding=tgt.sharding() if tgt.deviceless else None,
-                    xla_remat_pass=xla_remat_pass, compiler_options=options,
-                    donate_argnums=donate_argnums,
-                    on_probe=on_probe)
+    prober = Prober(
+        step,
+        args_for_batch,
+        sharding=tgt.sharding() if tgt.deviceless else None,
+        xla_remat_pass=xla_remat_pass,
+        compiler_options=options,
+        donate_argnums=donate_argnums,
+        on_probe=on_probe,
+    )
     _check_arguments_fit(prober, multiple_of, budget)
     settings = xla_settings(xla_remat_pass, options)
     key = None
     if cache is not None:
-        key = cache_key(prober.lower(multiple_of).as_text(), {
-            "target": tgt.name, "target_description": tgt.description,
-            "target_config": tgt.target_config, "budget": budget,
-            "multiple_of": multiple_of, "max_batch": max_batch,
-            "data_parallel_size": data_parallel_size, **settings})
+        key = cache_key(
+            prober.lower(multiple_of).as_text(),
+            {
+                "target": tgt.name,
+                "target_description": tgt.description,
+                "target_config": tgt.target_config,
+                "budget": budget,
+                "multiple_of": multiple_of,
+                "max_batch": max_batch,
+                "data_parallel_size": data_parallel_size,
+                **settings,
+            },
+        )
         hit = cache.get(key)
         if hit is not None:
-            return dataclasses.replace(hit, label=label, from_cache=True,
-                                       seconds=time.perf_counter() - start)
+            return dataclasses.replace(
+                hit, label=label, from_cache=True, seconds=time.perf_counter() - start
+            )
     hint = estimate if estimate and estimate.per_example_bytes > 0 else None
-    bracket = search(lambda b: prober(b).need_bytes, budget.bytes,
-                     multiple_of=multiple_of, max_batch=max_batch,
-                     guess=hint.max_batch(budget.bytes) if hint else None,
-                     per_example=hint.per_example_bytes if hint else None)
+    bracket = search(
+        lambda b: prober(b).need_bytes,
+        budget.bytes,
+        multiple_of=multiple_of,
+        max_batch=max_batch,
+        guess=hint.max_batch(budget.bytes) if hint else None,
+        per_example=hint.per_example_bytes if hint else None,
+    )
     if bracket.lo is None:
         if bracket.interrupted:
             raise SearchInterrupted()
@@ -149,18 +169,23 @@ def find_max_batch(
     return result
 
 
-def _flops_per_example(prober: Prober, answer: Probe,
-                       data_parallel_size: int) -> dict[str, Any]:
+def _flops_per_example(prober: Prober, answer: Probe, data_parallel_size: int) -> dict[str, Any]:
     if answer.flops is not None:  # one device's program: its share of the batch
-        return {"flops_per_example": answer.flops * data_parallel_size / answer.batch,
-                "flops_source": "compiled program's cost analysis"}
+        return {
+            "flops_per_example": answer.flops * data_parallel_size / answer.batch,
+            "flops_source": "compiled program's cost analysis",
+        }
     flops = prober.host_flops(answer.batch)
     if flops is not None:
-        return {"flops_per_example": flops / answer.batch,
-                "flops_source": "lowered program on the host, before XLA's "
-                                "optimizations; the target's has no cost analysis"}
-    return {"flops_per_example": None,
-            "flops_source": "unavailable: no cost analysis on this backend"}
+        return {
+            "flops_per_example": flops / answer.batch,
+            "flops_source": "lowered program on the host, before XLA's "
+            "optimizations; the target's has no cost analysis",
+        }
+    return {
+        "flops_per_example": None,
+        "flops_source": "unavailable: no cost analysis on this backend",
+    }
 
 
 def _slope(small: Probe, large: Probe) -> int:
@@ -176,7 +201,8 @@ def _check_data_parallel(size: int, multiple_of: int) -> None:
         raise TuneError(
             f"`multiple_of` (={multiple_of}) must be a multiple of "
             f"`data_parallel_size` (={size}): every candidate global batch is "
-            "split evenly over the data-parallel devices")
+            "split evenly over the data-parallel devices"
+        )
 
 
 def device_bytes(tree: Any) -> int:
@@ -199,7 +225,8 @@ def _check_arguments_fit(prober: Prober, batch: int, budget: Budget) -> None:
             f"{budget.source}) is smaller than the step's arguments alone at "
             f"batch={batch} ({needed:,} B = {format_bytes(needed)} on one device: "
             "parameters, optimizer state and the batch); the budget must "
-            "exceed them")
+            "exceed them"
+        )
 
 
 def _does_not_fit(probe: Probe, budget: Budget) -> str:
@@ -211,7 +238,8 @@ def _does_not_fit(probe: Probe, budget: Budget) -> str:
         f"(parameters, optimizer state, batch), outputs "
         f"{format_bytes(probe.output_bytes)}, of which donated "
         f"{format_bytes(probe.alias_bytes)}, temporaries "
-        f"{format_bytes(probe.temp_bytes)}")
+        f"{format_bytes(probe.temp_bytes)}"
+    )
 
 
 def xla_settings(remat_pass: bool, options: Mapping[str, str]) -> dict[str, Any]:
@@ -246,9 +274,16 @@ def compare(variants: Mapping[str, Variant], **kwargs: Any) -> tuple[TuneResult,
     results: list[TuneResult] = []
     for name, v in variants.items():
         try:
-            results.append(find_max_batch(
-                v.step, v.args_for_batch, estimate=v.estimate,
-                xla_remat_pass=v.xla_remat_pass, label=name, **kwargs))
+            results.append(
+                find_max_batch(
+                    v.step,
+                    v.args_for_batch,
+                    estimate=v.estimate,
+                    xla_remat_pass=v.xla_remat_pass,
+                    label=name,
+                    **kwargs,
+                )
+            )
         except SearchInterrupted as e:
             raise SearchInterrupted((*results, *e.results)) from None
     return tuple(results)

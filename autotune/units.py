@@ -48,21 +48,31 @@ def format_count(n: int) -> str:
     return text.removesuffix(".0") + _COUNT_UNITS[power]
 
 
-_PARSE_UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4,
-                "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
+_PARSE_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 1024,
+    "MB": 1024**2,
+    "GB": 1024**3,
+    "TB": 1024**4,
+    "KIB": 1024,
+    "MIB": 1024**2,
+    "GIB": 1024**3,
+    "TIB": 1024**4,
+}
 
 
 def parse_bytes(name: str, text: str) -> int:
     """Bytes from "32212254720", "30GB" or "1.5 GiB" (KB = 1024 B, as printed)."""
     value = str(text).strip().upper().replace(",", "").replace("_", "")
     number = value.rstrip("KMGTIB ")
-    unit = value[len(number):].strip()
+    unit = value[len(number) :].strip()
     try:
         result = float(number) * _PARSE_UNITS[unit]
     except (ValueError, KeyError):
         raise ValueError(
-            f"`{name}` (={text!r}) must be a byte count such as 32212254720, "
-            "30GB or 1.5GiB") from None
+            f"`{name}` (={text!r}) must be a byte count such as 32212254720, 30GB or 1.5GiB"
+        ) from None
     if result < 0 or result != result or result == float("inf"):
         raise ValueError(f"`{name}` (={text!r}) must be a non-negative byte count")
     return int(result)

@@ -36,16 +36,29 @@ from autotune.errors import TuneError
 from autotune.timing import Throughput
 from autotune.units import format_bytes
 
-SETUP_KEYS = ("image_size", "channels", "num_classes", "optimizer", "dtype",
-              "param_dtype", "remat", "remat_every", "hidden")
+SETUP_KEYS = (
+    "image_size",
+    "channels",
+    "num_classes",
+    "optimizer",
+    "dtype",
+    "param_dtype",
+    "remat",
+    "remat_every",
+    "hidden",
+)
 CONFIG_KEYS = ("model", *SETUP_KEYS, "xla_remat_pass")
-OOM_MARKERS = ("resource_exhausted", "out of memory", "memoryerror",
-               "bad_alloc", "cannot allocate memory")  # matched in lower case
+OOM_MARKERS = (
+    "resource_exhausted",
+    "out of memory",
+    "memoryerror",
+    "bad_alloc",
+    "cannot allocate memory",
+)  # matched in lower case
 STEPS = 2
 # Initialization runs once: optimizing its random-number program costs ~15 s
 # of CPU compile for nothing.
-FAST_COMPILE = {"xla_backend_optimization_level": 0,
-                "xla_llvm_disable_expensive_passes": True}
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 _ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -60,7 +73,7 @@ class Verification:
     bytes_limit: int | None
     seconds: float
     predicted_peak_bytes: int | None = None
-    need_bytes: int | None = None       # the child's own compile's need
+    need_bytes: int | None = None  # the child's own compile's need
     platform: str | None = None
     out_of_memory: bool = False
     throughput: Throughput | None = None
@@ -82,19 +95,25 @@ class Verification:
         head = f"batch {self.batch}: " + ("ran" if self.ok else f"FAILED ({self.reason})")
         parts = [head]
         if self.peak_bytes_in_use is not None:
-            parts.append(f"peak {self.peak_bytes_in_use:,} B "
-                         f"({format_bytes(self.peak_bytes_in_use)})")
+            parts.append(
+                f"peak {self.peak_bytes_in_use:,} B ({format_bytes(self.peak_bytes_in_use)})"
+            )
         if self.relative_difference is not None:
-            parts.append(f"vs predicted {self.predicted_peak_bytes:,} B: "
-                         f"{self.relative_difference:+.4%}")
+            parts.append(
+                f"vs predicted {self.predicted_peak_bytes:,} B: {self.relative_difference:+.4%}"
+            )
         if self.need_bytes is not None and self.predicted_peak_bytes:
-            parts.append(f"its compile needs {self.need_bytes:,} B "
-                         f"({self.need_bytes / self.predicted_peak_bytes - 1:+.4%})")
+            parts.append(
+                f"its compile needs {self.need_bytes:,} B "
+                f"({self.need_bytes / self.predicted_peak_bytes - 1:+.4%})"
+            )
         if self.bytes_limit is not None:
             parts.append(f"limit {self.bytes_limit:,} B")
             if budget_bytes is not None and self.bytes_limit < budget_bytes:
-                parts.append(f"below the tuned budget {budget_bytes:,} B (memory held "
-                             "elsewhere, e.g. by the parent): not conclusive")
+                parts.append(
+                    f"below the tuned budget {budget_bytes:,} B (memory held "
+                    "elsewhere, e.g. by the parent): not conclusive"
+                )
         if self.throughput is not None:
             parts.append(f"{self.throughput.samples_per_second:,.1f} samples/s")
         parts.append(f"{self.seconds:.1f} s")
@@ -109,15 +128,16 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise TuneError(f"`config` (={config!r}) must be a mapping of VGG setup keywords")
     unknown = sorted(set(config) - set(CONFIG_KEYS))
     if unknown:
-        raise TuneError(f"`config` has unknown keys {unknown}; allowed: "
-                        f"{', '.join(CONFIG_KEYS)}")
+        raise TuneError(f"`config` has unknown keys {unknown}; allowed: {', '.join(CONFIG_KEYS)}")
     full = {"model": "vgg16", "xla_remat_pass": False, **config}
     if full["model"] not in CONFIGS:
-        raise TuneError(f"`config['model']` (={full['model']!r}) must be one of "
-                        f"{', '.join(CONFIGS)}")
+        raise TuneError(
+            f"`config['model']` (={full['model']!r}) must be one of {', '.join(CONFIGS)}"
+        )
     if not isinstance(full["xla_remat_pass"], bool):
-        raise TuneError(f"`config['xla_remat_pass']` (={full['xla_remat_pass']!r}) "
-                        "must be True or False")
+        raise TuneError(
+            f"`config['xla_remat_pass']` (={full['xla_remat_pass']!r}) must be True or False"
+        )
     try:
         vgg_setup(full["model"], **_setup_kwargs(full))
     except ValueError as e:
@@ -138,10 +158,16 @@ def _check_positive(name: str, value: Any, kind: type = int) -> None:
         raise TuneError(f"`{name}` (={value!r}) must be a positive number")
 
 
-def verify_vgg(config: Mapping[str, Any], batch: int, *, timeout_s: float = 600,
-               budget_bytes: int | None = None,
-               predicted_peak_bytes: int | None = None, time_steps: int = 0,
-               env: Mapping[str, str] | None = None) -> Verification:
+def verify_vgg(
+    config: Mapping[str, Any],
+    batch: int,
+    *,
+    timeout_s: float = 600,
+    budget_bytes: int | None = None,
+    predicted_peak_bytes: int | None = None,
+    time_steps: int = 0,
+    env: Mapping[str, str] | None = None,
+) -> Verification:
     """Runs the VGG step of `config` at `batch` in a child process.
 
     Args:
@@ -164,17 +190,33 @@ def verify_vgg(config: Mapping[str, Any], batch: int, *, timeout_s: float = 600,
         _check_positive("budget_bytes", budget_bytes)
     if isinstance(time_steps, bool) or not isinstance(time_steps, int) or time_steps < 0:
         raise TuneError(f"`time_steps` (={time_steps!r}) must be an integer >= 0")
-    payload = {"config": full, "batch": batch, "budget_bytes": budget_bytes,
-               "time_steps": time_steps}
+    payload = {
+        "config": full,
+        "batch": batch,
+        "budget_bytes": budget_bytes,
+        "time_steps": time_steps,
+    }
     start = time.perf_counter()
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "autotune.verify"], input=json.dumps(payload),
-            capture_output=True, text=True, timeout=timeout_s, cwd=_ROOT,
-            env=_child_env(env))
+            [sys.executable, "-m", "autotune.verify"],
+            input=json.dumps(payload),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=_ROOT,
+            env=_child_env(env),
+        )
     except subprocess.TimeoutExpired:
-        return Verification(batch, False, f"timed out after {timeout_s:g} s", None, None,
-                            time.perf_counter() - start, predicted_peak_bytes)
+        return Verification(
+            batch,
+            False,
+            f"timed out after {timeout_s:g} s",
+            None,
+            None,
+            time.perf_counter() - start,
+            predicted_peak_bytes,
+        )
     return _parse(proc, batch, time.perf_counter() - start, predicted_peak_bytes)
 
 
@@ -210,8 +252,9 @@ def _tail(text: str, lines: int = 3) -> str:
     return " | ".join(kept[-lines:])[-600:]
 
 
-def _parse(proc: subprocess.CompletedProcess, batch: int, seconds: float,
-           predicted: int | None) -> Verification:
+def _parse(
+    proc: subprocess.CompletedProcess, batch: int, seconds: float, predicted: int | None
+) -> Verification:
     data = _last_json(proc.stdout)
     error = (data or {}).get("error") or ""
     text = (error + "\n" + proc.stderr).lower()
@@ -221,33 +264,44 @@ def _parse(proc: subprocess.CompletedProcess, batch: int, seconds: float,
     elif data is not None:
         reason = ("out of memory: " if oom else "") + error
     else:
-        reason = (("out of memory: " if oom else "")
-                  + f"{_exit_text(proc.returncode)} and printed no result: "
-                  + (_tail(proc.stderr) or "no output"))
+        reason = (
+            ("out of memory: " if oom else "")
+            + f"{_exit_text(proc.returncode)} and printed no result: "
+            + (_tail(proc.stderr) or "no output")
+        )
     timing = (data or {}).get("throughput")
     return Verification(
-        batch=batch, ok=bool(data and data["ok"]), reason=reason,
+        batch=batch,
+        ok=bool(data and data["ok"]),
+        reason=reason,
         peak_bytes_in_use=(data or {}).get("peak_bytes_in_use"),
         bytes_limit=(data or {}).get("bytes_limit"),
-        seconds=seconds, predicted_peak_bytes=predicted,
+        seconds=seconds,
+        predicted_peak_bytes=predicted,
         need_bytes=(data or {}).get("need_bytes"),
-        platform=(data or {}).get("platform"), out_of_memory=oom and not (data or {}).get("ok"),
-        throughput=Throughput(**timing) if timing else None)
+        platform=(data or {}).get("platform"),
+        out_of_memory=oom and not (data or {}).get("ok"),
+        throughput=Throughput(**timing) if timing else None,
+    )
 
 
-def verify_result(result: Any, config: Mapping[str, Any], *, boundary: bool = False,
-                  **kwargs: Any) -> tuple[Verification, ...]:
+def verify_result(
+    result: Any, config: Mapping[str, Any], *, boundary: bool = False, **kwargs: Any
+) -> tuple[Verification, ...]:
     """Verifies a `TuneResult`'s batch; with `boundary`, also its next candidate."""
-    checks = [verify_vgg(config, result.batch, predicted_peak_bytes=result.peak_bytes,
-                         **kwargs)]
+    checks = [verify_vgg(config, result.batch, predicted_peak_bytes=result.peak_bytes, **kwargs)]
     if boundary and result.next_batch is not None:
         kwargs.pop("time_steps", None)
-        checks.append(verify_vgg(config, result.next_batch,
-                                 predicted_peak_bytes=result.next_peak_bytes, **kwargs))
+        checks.append(
+            verify_vgg(
+                config, result.next_batch, predicted_peak_bytes=result.next_peak_bytes, **kwargs
+            )
+        )
     return tuple(checks)
 
 
 # ---- the child --------------------------------------------------------------
+
 
 def _vm_size_bytes() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -263,7 +317,8 @@ def _cap_address_space(budget_bytes: int, platform: str) -> None:
         raise TuneError(
             f"`budget_bytes` (={budget_bytes}) caps the address space, a CPU "
             f"stand-in for a device limit; the child runs on {platform!r}, whose "
-            "allocator limit is the real one: leave it None")
+            "allocator limit is the real one: leave it None"
+        )
     limit = _vm_size_bytes() + budget_bytes
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
@@ -296,8 +351,12 @@ def _need(compiled: Any) -> int | None:
     m = compiled.memory_analysis()
     if m is None:
         return None
-    return (m.argument_size_in_bytes + m.output_size_in_bytes
-            - m.alias_size_in_bytes + m.temp_size_in_bytes)
+    return (
+        m.argument_size_in_bytes
+        + m.output_size_in_bytes
+        - m.alias_size_in_bytes
+        + m.temp_size_in_bytes
+    )
 
 
 def _run(payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -320,13 +379,24 @@ def _run(payload: Mapping[str, Any]) -> dict[str, Any]:
         params, opt_state, loss = compiled(params, opt_state, x, y)
         jax.block_until_ready((params, opt_state, loss))
     stats = device.memory_stats() or {}
-    result = {"ok": True, "error": None, "peak_bytes_in_use": stats.get("peak_bytes_in_use"),
-              "bytes_limit": stats.get("bytes_limit"), "need_bytes": _need(compiled),
-              "platform": device.platform, "throughput": None}
+    result = {
+        "ok": True,
+        "error": None,
+        "peak_bytes_in_use": stats.get("peak_bytes_in_use"),
+        "bytes_limit": stats.get("bytes_limit"),
+        "need_bytes": _need(compiled),
+        "platform": device.platform,
+        "throughput": None,
+    }
     if payload.get("time_steps"):
-        timing = measure_throughput(compiled, setup.args_for_batch, batch,
-                                    steps=payload["time_steps"], warmup=1,
-                                    initial_args=(params, opt_state, x, y))
+        timing = measure_throughput(
+            compiled,
+            setup.args_for_batch,
+            batch,
+            steps=payload["time_steps"],
+            warmup=1,
+            initial_args=(params, opt_state, x, y),
+        )
         result["throughput"] = timing.to_dict()
     return result
 
@@ -340,8 +410,11 @@ def _stats_after_failure() -> dict[str, Any]:
         stats = device.memory_stats() or {}
     except Exception:  # noqa: BLE001 - best effort after a failure
         return {}
-    return {"platform": device.platform, "bytes_limit": stats.get("bytes_limit"),
-            "peak_bytes_in_use": stats.get("peak_bytes_in_use")}
+    return {
+        "platform": device.platform,
+        "bytes_limit": stats.get("bytes_limit"),
+        "peak_bytes_in_use": stats.get("peak_bytes_in_use"),
+    }
 
 
 def main() -> int:
@@ -350,8 +423,7 @@ def main() -> int:
     try:
         result = _run(json.loads(sys.stdin.read()))
     except BaseException as e:  # noqa: BLE001 - everything is reported to the parent
-        result = {"ok": False, "error": f"{type(e).__name__}: {e}"[:4000],
-                  **_stats_after_failure()}
+        result = {"ok": False, "error": f"{type(e).__name__}: {e}"[:4000], **_stats_after_failure()}
     result["seconds"] = time.perf_counter() - start
     print(json.dumps(result), flush=True)
     return 0 if result["ok"] else 1

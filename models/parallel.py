@@ -56,7 +56,8 @@ def make_mesh(devices: int | Sequence[Any] | None = None) -> Mesh:
             raise ValueError(
                 f"`devices` (={devices}) asks for a mesh larger than the devices "
                 f"present ({len(present)} {present[0].platform} device(s)); a "
-                "mesh needs at most that many")
+                "mesh needs at most that many"
+            )
         devices = present[:devices]
     devices = list(devices)
     if not devices:
@@ -69,7 +70,8 @@ def data_size(mesh: Mesh) -> int:
     if DATA_AXIS not in mesh.shape:
         raise ValueError(
             f"`mesh` (axes {tuple(mesh.axis_names)}) must have an axis named "
-            f"{DATA_AXIS!r}, the axis the batch is split over")
+            f"{DATA_AXIS!r}, the axis the batch is split over"
+        )
     return int(mesh.shape[DATA_AXIS])
 
 
@@ -85,8 +87,10 @@ def fsdp_spec(shape: Sequence[int], n: int) -> PartitionSpec:
 def _place(tree: Any, mesh: Mesh, spec: Callable[[Sequence[int]], PartitionSpec]) -> Any:
     return jax.tree.map(
         lambda leaf: jax.ShapeDtypeStruct(
-            leaf.shape, leaf.dtype, sharding=NamedSharding(mesh, spec(leaf.shape))),
-        tree)
+            leaf.shape, leaf.dtype, sharding=NamedSharding(mesh, spec(leaf.shape))
+        ),
+        tree,
+    )
 
 
 def _shardings(tree: Any) -> Any:
@@ -109,10 +113,10 @@ class ShardedSetup:
 
     setup: TrainSetup
     mesh: Mesh
-    layout: str                     # one of LAYOUTS
-    step: Callable                  # jitted with in/out shardings; params, opt_state donated
-    params: Any                     # ShapeDtypeStruct leaves with NamedSharding
-    opt_state: Any                  # ShapeDtypeStruct leaves with NamedSharding
+    layout: str  # one of LAYOUTS
+    step: Callable  # jitted with in/out shardings; params, opt_state donated
+    params: Any  # ShapeDtypeStruct leaves with NamedSharding
+    opt_state: Any  # ShapeDtypeStruct leaves with NamedSharding
 
     @property
     def data_size(self) -> int:
@@ -128,8 +132,10 @@ class ShardedSetup:
         self._check_global_batch(global_batch)
         x, y = self.setup.batch_args(global_batch)
         split = NamedSharding(self.mesh, PartitionSpec(DATA_AXIS))
-        return (jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=split),
-                jax.ShapeDtypeStruct(y.shape, y.dtype, sharding=split))
+        return (
+            jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=split),
+            jax.ShapeDtypeStruct(y.shape, y.dtype, sharding=split),
+        )
 
     def args_for_batch(self, global_batch: int) -> tuple:
         """Abstract `(params, opt_state, x, y)` for `global_batch` examples."""
@@ -141,28 +147,35 @@ class ShardedSetup:
             raise ValueError(
                 f"`batch` (={batch}) must be a multiple of the data-parallel size "
                 f"(={self.data_size}, the mesh's {DATA_AXIS!r} axis): the global "
-                "batch is split evenly over the devices")
+                "batch is split evenly over the devices"
+            )
 
 
 def shard_setup(setup: TrainSetup, mesh: Mesh, layout: str = "dp") -> ShardedSetup:
     """`setup`'s step and arguments laid out over `mesh` as `layout` says."""
     _one_of("layout", layout, LAYOUTS)
     n = data_size(mesh)
-    spec = (lambda shape: PartitionSpec()) if layout == "dp" else (
-        lambda shape: fsdp_spec(shape, n))
+    spec = (
+        (lambda shape: PartitionSpec()) if layout == "dp" else (lambda shape: fsdp_spec(shape, n))
+    )
     params = _place(setup.params, mesh, spec)
     opt_state = _place(setup.opt_state, mesh, spec)
     split = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
     state = (_shardings(params), _shardings(opt_state))
-    step = jax.jit(setup.step, in_shardings=(*state, split, split),
-                   out_shardings=(*state, NamedSharding(mesh, PartitionSpec())),
-                   donate_argnums=(0, 1))
-    return ShardedSetup(setup=setup, mesh=mesh, layout=layout, step=step,
-                        params=params, opt_state=opt_state)
+    step = jax.jit(
+        setup.step,
+        in_shardings=(*state, split, split),
+        out_shardings=(*state, NamedSharding(mesh, PartitionSpec())),
+        donate_argnums=(0, 1),
+    )
+    return ShardedSetup(
+        setup=setup, mesh=mesh, layout=layout, step=step, params=params, opt_state=opt_state
+    )
 
 
-def accumulation_plan(desired_global: int, max_fitting_global: int,
-                      data_size: int) -> tuple[int, int]:
+def accumulation_plan(
+    desired_global: int, max_fitting_global: int, data_size: int
+) -> tuple[int, int]:
     """Gradient-accumulation `(steps, micro_batch)` that reach `desired_global`.
 
     `micro_batch` is a global batch that fits (at most `max_fitting_global`), a
@@ -172,9 +185,11 @@ def accumulation_plan(desired_global: int, max_fitting_global: int,
     `data_size` (no equal micro-batches split over the devices reach it) or
     when not even `data_size` examples fit.
     """
-    for name, value in (("desired_global", desired_global),
-                        ("max_fitting_global", max_fitting_global),
-                        ("data_size", data_size)):
+    for name, value in (
+        ("desired_global", desired_global),
+        ("max_fitting_global", max_fitting_global),
+        ("data_size", data_size),
+    ):
         _positive_int(name, value)
     if desired_global % data_size:
         lower = desired_global // data_size * data_size
@@ -182,11 +197,13 @@ def accumulation_plan(desired_global: int, max_fitting_global: int,
         raise ValueError(
             f"`desired_global` (={desired_global}) is not a multiple of the "
             f"data-parallel size (={data_size}): equal micro-batches split over "
-            f"the devices cannot add up to it; ask for {options}")
+            f"the devices cannot add up to it; ask for {options}"
+        )
     if max_fitting_global < data_size:
         raise ValueError(
             f"`max_fitting_global` (={max_fitting_global}) must be at least the "
-            f"data-parallel size (={data_size}): one example per device must fit")
+            f"data-parallel size (={data_size}): one example per device must fit"
+        )
     per_device = desired_global // data_size
     fewest = math.ceil(desired_global / max_fitting_global)
     steps = next(s for s in range(fewest, per_device + 1) if per_device % s == 0)
@@ -198,4 +215,5 @@ def agree_across_hosts(batch: int) -> int:
     if jax.process_count() == 1:
         return batch
     from jax.experimental import multihost_utils
+
     return int(multihost_utils.broadcast_one_to_all(np.int32(batch)))

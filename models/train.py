@@ -37,8 +37,9 @@ def make_loss_fn(graphdef: nnx.GraphDef, *, loss: str = "softmax_xent") -> Calla
     return loss_fn
 
 
-def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, *,
-                    loss: str = "softmax_xent") -> Callable:
+def make_train_step(
+    graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, *, loss: str = "softmax_xent"
+) -> Callable:
     """Jitted `step(params, opt_state, x, y) -> (params, opt_state, loss)`.
 
     Params and optimizer state are donated.
@@ -62,17 +63,17 @@ def _check_batch(batch: Any) -> None:
 class TrainSetup:
     """A jitted train step with the abstract arguments it is compiled for."""
 
-    name: str                       # model configuration, e.g. "vgg16"
-    step: Callable                  # jitted (params, opt_state, x, y) -> (params, opt_state, loss)
-    loss_fn: Callable               # pure (params, x, y) -> scalar loss, for residual analysis
-    params: Any                     # nnx.State of nnx.Param, ShapeDtypeStruct leaves
-    opt_state: Any                  # optimizer state, ShapeDtypeStruct leaves
-    input_shape: tuple[int, ...]    # one example, (H, W, C)
-    input_dtype: Any                # dtype of x: the compute dtype
-    num_classes: int                # logits width; labels are int32 in [0, num_classes)
-    optimizer: str                  # one of OPTIMIZERS
-    remat: str                      # "none" or a jax.checkpoint_policies name
-    remat_every: int = 1            # rematerialized stages are 0, k, 2k, ...
+    name: str  # model configuration, e.g. "vgg16"
+    step: Callable  # jitted (params, opt_state, x, y) -> (params, opt_state, loss)
+    loss_fn: Callable  # pure (params, x, y) -> scalar loss, for residual analysis
+    params: Any  # nnx.State of nnx.Param, ShapeDtypeStruct leaves
+    opt_state: Any  # optimizer state, ShapeDtypeStruct leaves
+    input_shape: tuple[int, ...]  # one example, (H, W, C)
+    input_dtype: Any  # dtype of x: the compute dtype
+    num_classes: int  # logits width; labels are int32 in [0, num_classes)
+    optimizer: str  # one of OPTIMIZERS
+    remat: str  # "none" or a jax.checkpoint_policies name
+    remat_every: int = 1  # rematerialized stages are 0, k, 2k, ...
 
     def batch_args(self, batch: int) -> tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]:
         """Abstract `(x, y)` for `batch` examples."""
@@ -86,15 +87,33 @@ class TrainSetup:
         return (self.params, self.opt_state, *self.batch_args(batch))
 
 
-def vgg_setup(name: str = "vgg16", *, image_size: int = 224, channels: int = 3,
-              num_classes: int = 1000, hidden: int | None = None, optimizer: str = "sgd",
-              param_dtype: Any = "float32", dtype: Any = "float32", remat: str = "none",
-              remat_every: int = 1, learning_rate: float = 1e-2) -> TrainSetup:
+def vgg_setup(
+    name: str = "vgg16",
+    *,
+    image_size: int = 224,
+    channels: int = 3,
+    num_classes: int = 1000,
+    hidden: int | None = None,
+    optimizer: str = "sgd",
+    param_dtype: Any = "float32",
+    dtype: Any = "float32",
+    remat: str = "none",
+    remat_every: int = 1,
+    learning_rate: float = 1e-2,
+) -> TrainSetup:
     """Train step and abstract arguments for a VGG; nothing is allocated."""
     tx = make_optimizer(optimizer, learning_rate)
-    model = abstract_vgg(name, image_size=image_size, channels=channels,
-                         num_classes=num_classes, hidden=hidden, param_dtype=param_dtype,
-                         dtype=dtype, remat=remat, remat_every=remat_every)
+    model = abstract_vgg(
+        name,
+        image_size=image_size,
+        channels=channels,
+        num_classes=num_classes,
+        hidden=hidden,
+        param_dtype=param_dtype,
+        dtype=dtype,
+        remat=remat,
+        remat_every=remat_every,
+    )
     graphdef, params = nnx.split(model, nnx.Param)
     return TrainSetup(
         name=name,

@@ -12,16 +12,59 @@ from flax import nnx
 CONFIGS: dict[str, tuple[int | str, ...]] = {
     "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "vgg13": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
-              512, 512, 512, "M", 512, 512, 512, "M"),
-    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-              512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
+    "vgg16": (
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        "M",
+    ),
+    "vgg19": (
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+    ),
     "vgg-tiny": (8, "M", 16, "M"),
 }
 """Conv output channels in order; "M" is a 2x2 stride-2 max-pool ending a stage."""
 
 DEFAULT_HIDDEN: dict[str, int] = {
-    "vgg11": 4096, "vgg13": 4096, "vgg16": 4096, "vgg19": 4096, "vgg-tiny": 32,
+    "vgg11": 4096,
+    "vgg13": 4096,
+    "vgg16": 4096,
+    "vgg19": 4096,
+    "vgg-tiny": 32,
 }
 """Width of the two hidden fully connected layers per configuration."""
 
@@ -87,12 +130,22 @@ def remat_policy(name: str) -> Callable[..., bool] | None:
 class Stage(nnx.Module):
     """3x3 SAME convs, each followed by ReLU, then a 2x2 stride-2 max-pool."""
 
-    def __init__(self, in_channels: int, widths: list[int], *, dtype: Any, param_dtype: Any,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, in_channels: int, widths: list[int], *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs
+    ):
         convs = []
         for width in widths:
-            convs.append(nnx.Conv(in_channels, width, (3, 3), padding="SAME", dtype=dtype,
-                                  param_dtype=param_dtype, rngs=rngs))
+            convs.append(
+                nnx.Conv(
+                    in_channels,
+                    width,
+                    (3, 3),
+                    padding="SAME",
+                    dtype=dtype,
+                    param_dtype=param_dtype,
+                    rngs=rngs,
+                )
+            )
             in_channels = width
         self.convs = nnx.List(convs)
 
@@ -109,20 +162,36 @@ def _apply(module: nnx.Module, x: jax.Array) -> jax.Array:
 class VGG(nnx.Module):
     """VGG11/13/16/19 (or "vgg-tiny"): conv stages, then FC-ReLU, FC-ReLU, FC. NHWC input."""
 
-    def __init__(self, name: str = "vgg16", *, image_size: int = 224, channels: int = 3,
-                 num_classes: int = 1000, hidden: int | None = None,
-                 param_dtype: Any = jnp.float32, dtype: Any = jnp.float32,
-                 remat: str = "none", remat_every: int = 1, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        name: str = "vgg16",
+        *,
+        image_size: int = 224,
+        channels: int = 3,
+        num_classes: int = 1000,
+        hidden: int | None = None,
+        param_dtype: Any = jnp.float32,
+        dtype: Any = jnp.float32,
+        remat: str = "none",
+        remat_every: int = 1,
+        rngs: nnx.Rngs,
+    ):
         widths = stages_of(name)
         hidden = DEFAULT_HIDDEN[name] if hidden is None else hidden
-        for arg, value in (("image_size", image_size), ("channels", channels),
-                           ("num_classes", num_classes), ("hidden", hidden),
-                           ("remat_every", remat_every)):
+        for arg, value in (
+            ("image_size", image_size),
+            ("channels", channels),
+            ("num_classes", num_classes),
+            ("hidden", hidden),
+            ("remat_every", remat_every),
+        ):
             _positive_int(arg, value)
         multiple = 2 ** len(widths)
         if image_size % multiple:
-            raise ValueError(f"`image_size` (={image_size!r}) must be a positive multiple of "
-                             f"{multiple} for {name}")
+            raise ValueError(
+                f"`image_size` (={image_size!r}) must be a positive multiple of "
+                f"{multiple} for {name}"
+            )
         remat_policy(remat)
         dtype = as_dtype("dtype", dtype)
         param_dtype = as_dtype("param_dtype", param_dtype)
@@ -133,8 +202,9 @@ class VGG(nnx.Module):
         self.dtype = dtype
         stages, in_channels = [], channels
         for stage_widths in widths:
-            stages.append(Stage(in_channels, stage_widths, dtype=dtype,
-                                param_dtype=param_dtype, rngs=rngs))
+            stages.append(
+                Stage(in_channels, stage_widths, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+            )
             in_channels = stage_widths[-1]
         self.stages = nnx.List(stages)
         side = image_size // multiple

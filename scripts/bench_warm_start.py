@@ -45,8 +45,7 @@ JOB = textwrap.dedent("""
 
 
 def _run(args: list[str], env: dict[str, str]) -> str:
-    out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
-                         check=False)
+    out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if out.returncode:
         sys.exit(f"command failed: {' '.join(args)}\n{out.stderr}")
     return out.stdout
@@ -66,31 +65,55 @@ def main() -> None:
         import json
 
         report = Path(warm) / "tune.json"
-        _run([sys.executable, "-m", "autotune.cli", "--model", a.model, "--image-size",
-              str(a.image_size), "--classes", str(a.classes), "--target", "local",
-              "--budget", a.budget, "--remat", "none", "--no-cache", "--quiet",
-              "--compilation-cache-dir", warm, "--json", str(report)], env)
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "autotune.cli",
+                "--model",
+                a.model,
+                "--image-size",
+                str(a.image_size),
+                "--classes",
+                str(a.classes),
+                "--target",
+                "local",
+                "--budget",
+                a.budget,
+                "--remat",
+                "none",
+                "--no-cache",
+                "--quiet",
+                "--compilation-cache-dir",
+                warm,
+                "--json",
+                str(report),
+            ],
+            env,
+        )
         batch = json.loads(report.read_text())["results"][0]["batch"]
         job = [sys.executable, "-c", JOB]
         cold_s = float(_run([*job, cold, json.dumps(kw), str(batch)], env))
         warm_s = float(_run([*job, warm, json.dumps(kw), str(batch)], env))
     device = "cpu" if os.environ.get("JAX_PLATFORMS") == "cpu" else "default device"
-    text = "\n".join([
-        "# Warm start: the training job's first step after the tuner",
-        "",
-        f"Command: `python scripts/bench_warm_start.py --model {a.model} --image-size "
-        f"{a.image_size} --classes {a.classes} --budget {a.budget}`",
-        f"Date: {datetime.date.today()}; machine: {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores; device: {device}.",
-        "",
-        "| model | batch (tuned) | first step, empty cache | first step, tuner's cache | saved |",
-        "|---|---|---|---|---|",
-        f"| {a.model} at {a.image_size} | {batch} | {cold_s:.1f} s | {warm_s:.1f} s | "
-        f"{cold_s - warm_s:.1f} s ({1 - warm_s / cold_s:.0%}) |",
-        "",
-        "The first step is compile plus one run; the run itself is the same in both.",
-        "",
-    ])
+    text = "\n".join(
+        [
+            "# Warm start: the training job's first step after the tuner",
+            "",
+            f"Command: `python scripts/bench_warm_start.py --model {a.model} --image-size "
+            f"{a.image_size} --classes {a.classes} --budget {a.budget}`",
+            f"Date: {datetime.date.today()}; machine: {platform.processor() or platform.machine()}, "
+            f"{os.cpu_count()} cores; device: {device}.",
+            "",
+            "| model | batch (tuned) | first step, empty cache | first step, tuner's cache | saved |",
+            "|---|---|---|---|---|",
+            f"| {a.model} at {a.image_size} | {batch} | {cold_s:.1f} s | {warm_s:.1f} s | "
+            f"{cold_s - warm_s:.1f} s ({1 - warm_s / cold_s:.0%}) |",
+            "",
+            "The first step is compile plus one run; the run itself is the same in both.",
+            "",
+        ]
+    )
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(text)
     print(text)

@@ -60,6 +60,7 @@ TUNE_CAP_S = 240.0  # one tune may not take the whole deadline
 
 # ---- workers: each runs in its own child process ---------------------------
 
+
 def _emit(kind: str, data: Any) -> None:
     print(json.dumps({kind: data}), flush=True)
 
@@ -76,12 +77,22 @@ def worker_tune(p: Mapping[str, Any]) -> dict[str, Any]:
 
     device = jax.devices()[0]
     stats = device.memory_stats() or {}
-    (result,) = tune_vgg(p["model"], choices=[Choice(p["remat"])], target=p["target"],
-                         multiple_of=8, cache=None, budget_bytes=p.get("budget_bytes"),
-                         on_probe=lambda probe: _emit("probe", probe.to_dict()),
-                         **_shape_kwargs(p))
-    return {"result": result.to_dict(), "bytes_limit": stats.get("bytes_limit"),
-            "device_kind": device.device_kind, "platform": device.platform}
+    (result,) = tune_vgg(
+        p["model"],
+        choices=[Choice(p["remat"])],
+        target=p["target"],
+        multiple_of=8,
+        cache=None,
+        budget_bytes=p.get("budget_bytes"),
+        on_probe=lambda probe: _emit("probe", probe.to_dict()),
+        **_shape_kwargs(p),
+    )
+    return {
+        "result": result.to_dict(),
+        "bytes_limit": stats.get("bytes_limit"),
+        "device_kind": device.device_kind,
+        "platform": device.platform,
+    }
 
 
 def worker_need(p: Mapping[str, Any]) -> dict[str, Any]:
@@ -92,15 +103,23 @@ def worker_need(p: Mapping[str, Any]) -> dict[str, Any]:
 
     target = get_target(p["target"])
     setup = vgg_setup(p["model"], remat=p["remat"], **_shape_kwargs(p))
-    prober = Prober(setup.step, setup.args_for_batch, compiler_options=REMAT_PASS_OFF,
-                    sharding=target.sharding() if target.deviceless else None,
-                    on_probe=lambda probe: _emit("probe", probe.to_dict()))
-    return {"needs": {str(b): prober(b).need_bytes for b in p["batches"]},
-            "target": target.description}
+    prober = Prober(
+        setup.step,
+        setup.args_for_batch,
+        compiler_options=REMAT_PASS_OFF,
+        sharding=target.sharding() if target.deviceless else None,
+        on_probe=lambda probe: _emit("probe", probe.to_dict()),
+    )
+    return {
+        "needs": {str(b): prober(b).need_bytes for b in p["batches"]},
+        "target": target.description,
+    }
 
 
 WORKERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
-    "tune": worker_tune, "need": worker_need}
+    "tune": worker_tune,
+    "need": worker_need,
+}
 
 
 def run_worker(name: str) -> int:
@@ -113,6 +132,7 @@ def run_worker(name: str) -> int:
 
 
 # ---- the parent --------------------------------------------------------------
+
 
 class Clock:
     """Seconds left before the deadline."""
@@ -141,8 +161,10 @@ class Report:
 
     def add(self, check: dict[str, Any]) -> None:
         self.checks.append(check)
-        print(f"[{check['seconds']:6.1f} s] {check['name']}: {check['status']} "
-              f"- {check['summary']}", flush=True)
+        print(
+            f"[{check['seconds']:6.1f} s] {check['name']}: {check['status']} - {check['summary']}",
+            flush=True,
+        )
         self.flush()
 
     def flush(self) -> None:
@@ -164,21 +186,32 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def call_worker(name: str, payload: Mapping[str, Any], *, timeout_s: float,
-                env: Mapping[str, str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def call_worker(
+    name: str, payload: Mapping[str, Any], *, timeout_s: float, env: Mapping[str, str]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Runs a worker child; returns its result and its streamed probes."""
-    child_env = {**env, "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))}
+    child_env = {
+        **env,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")])),
+    }
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name]
     try:
-        proc = subprocess.run(cmd, input=json.dumps(payload), capture_output=True,
-                              text=True, timeout=timeout_s, env=child_env, cwd=ROOT)
+        proc = subprocess.run(
+            cmd,
+            input=json.dumps(payload),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=child_env,
+            cwd=ROOT,
+        )
         stdout, stderr, code = proc.stdout, proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as e:
         stdout = _text(e.stdout)
         probes = _lines(stdout, "probe")
-        raise RuntimeError(f"worker {name!r} timed out after {timeout_s:.0f} s "
-                           f"(probes so far: {probes})") from None
+        raise RuntimeError(
+            f"worker {name!r} timed out after {timeout_s:.0f} s (probes so far: {probes})"
+        ) from None
     results, errors = _lines(stdout, "result"), _lines(stdout, "error")
     if results:
         return results[-1], _lines(stdout, "probe")
@@ -215,8 +248,11 @@ class Checker:
 
     @property
     def setup(self) -> dict[str, Any]:
-        return {"model": self.args.model, "image_size": self.args.image_size,
-                "num_classes": self.args.num_classes}
+        return {
+            "model": self.args.model,
+            "image_size": self.args.image_size,
+            "num_classes": self.args.num_classes,
+        }
 
     def timeout(self, need_s: float, what: str, cap_s: float | None = None) -> float:
         left = self.clock.left() - MARGIN_S
@@ -236,25 +272,38 @@ class Checker:
         except Exception as e:  # noqa: BLE001 - one failure must not lose the rest
             status, summary = "error", f"{type(e).__name__}: {e}"[:1000]
             details = {"traceback": traceback.format_exc()[-4000:]}
-        self.report.add({"name": name, "status": status, "summary": summary,
-                         "seconds": round(self.clock.elapsed() - start, 1), **details})
+        self.report.add(
+            {
+                "name": name,
+                "status": status,
+                "summary": summary,
+                "seconds": round(self.clock.elapsed() - start, 1),
+                **details,
+            }
+        )
 
     # -- check 1 --
 
     def tune_local(self, remat: str) -> tuple[str, str, dict[str, Any]]:
         timeout = self.timeout(20.0 if self.dry else 90.0, "tuning", cap_s=TUNE_CAP_S)
-        payload = {**self.setup, "remat": remat, "target": "local",
-                   "budget_bytes": DRY_BUDGET_BYTES if self.dry else None}
+        payload = {
+            **self.setup,
+            "remat": remat,
+            "target": "local",
+            "budget_bytes": DRY_BUDGET_BYTES if self.dry else None,
+        }
         out, _ = call_worker("tune", payload, timeout_s=timeout, env=DEVICE_ENV)
         self.tunes[remat] = out
         r = out["result"]
         self.report.meta.setdefault("device", out["device_kind"])
         self.report.meta.setdefault("bytes_limit", out["bytes_limit"])
         nxt = r["next_peak_bytes"]
-        summary = (f"batch {r['batch']} needs {r['peak_bytes']:,} B of "
-                   f"{r['budget']['bytes']:,} B; next {r['next_batch']} needs "
-                   f"{'-' if nxt is None else f'{nxt:,}'} B; {r['compiles']} compiles, "
-                   f"{r['seconds']:.1f} s on {out['device_kind']}")
+        summary = (
+            f"batch {r['batch']} needs {r['peak_bytes']:,} B of "
+            f"{r['budget']['bytes']:,} B; next {r['next_batch']} needs "
+            f"{'-' if nxt is None else f'{nxt:,}'} B; {r['compiles']} compiles, "
+            f"{r['seconds']:.1f} s on {out['device_kind']}"
+        )
         return "pass", summary, {"tune": out}
 
     def verify_answer(self, remat: str) -> tuple[str, str, dict[str, Any]]:
@@ -262,8 +311,14 @@ class Checker:
 
         r = self._tuned(remat)
         timeout = self.timeout(self.verify_estimate_s(r["batch"]), "the run at the answer")
-        v = verify_vgg(self._config(remat), r["batch"], timeout_s=timeout,
-                       predicted_peak_bytes=r["peak_bytes"], time_steps=5, env=DEVICE_ENV)
+        v = verify_vgg(
+            self._config(remat),
+            r["batch"],
+            timeout_s=timeout,
+            predicted_peak_bytes=r["peak_bytes"],
+            time_steps=5,
+            env=DEVICE_ENV,
+        )
         self.verified[(remat, r["batch"])] = v
         diff = v.relative_difference
         if not v.ok:
@@ -280,10 +335,16 @@ class Checker:
         r = self._tuned(remat)
         if r["next_batch"] is None:
             return "info", "no next candidate (capped at max_batch)", {}
-        timeout = self.timeout(self.verify_estimate_s(r["next_batch"]),
-                               "the run at the next candidate")
-        v = verify_vgg(self._config(remat), r["next_batch"], timeout_s=timeout,
-                       predicted_peak_bytes=r["next_peak_bytes"], env=DEVICE_ENV)
+        timeout = self.timeout(
+            self.verify_estimate_s(r["next_batch"]), "the run at the next candidate"
+        )
+        v = verify_vgg(
+            self._config(remat),
+            r["next_batch"],
+            timeout_s=timeout,
+            predicted_peak_bytes=r["next_peak_bytes"],
+            env=DEVICE_ENV,
+        )
         if v.platform == "cpu" or self.dry:
             status = "info"
         else:
@@ -295,28 +356,42 @@ class Checker:
     def deviceless_needs(self) -> tuple[str, str, dict[str, Any]]:
         on_device = self._on_device_needs()
         timeout = self.timeout(30.0, "the deviceless compiles")
-        out, _ = call_worker("need", {**self.setup, "remat": "none",
-                                      "target": self.args.target,
-                                      "batches": sorted(on_device)},
-                             timeout_s=timeout, env=self.deviceless_env)
+        out, _ = call_worker(
+            "need",
+            {
+                **self.setup,
+                "remat": "none",
+                "target": self.args.target,
+                "batches": sorted(on_device),
+            },
+            timeout_s=timeout,
+            env=self.deviceless_env,
+        )
         rows = []
         for batch, need in sorted(on_device.items()):
             described = out["needs"][str(batch)]
-            rows.append({"batch": batch, "deviceless": described, "on_device": need,
-                         "relative_difference": (described - need) / need})
+            rows.append(
+                {
+                    "batch": batch,
+                    "deviceless": described,
+                    "on_device": need,
+                    "relative_difference": (described - need) / need,
+                }
+            )
         worst = max(abs(row["relative_difference"]) for row in rows)
         status = "info" if self.dry else ("pass" if worst <= TOLERANCE else "fail")
-        summary = ", ".join(f"{row['batch']}: {row['relative_difference']:+.4%}"
-                            for row in rows)
+        summary = ", ".join(f"{row['batch']}: {row['relative_difference']:+.4%}" for row in rows)
         return status, f"deviceless vs on-device need at {summary}", {"rows": rows}
 
     def _on_device_needs(self) -> dict[int, int]:
         if self.args.batches:
-            timeout = self.timeout(20.0 + 30.0 * len(self.args.batches),
-                                   "the on-device compiles")
-            out, _ = call_worker("need", {**self.setup, "remat": "none", "target": "local",
-                                          "batches": self.args.batches},
-                                 timeout_s=timeout, env=DEVICE_ENV)
+            timeout = self.timeout(20.0 + 30.0 * len(self.args.batches), "the on-device compiles")
+            out, _ = call_worker(
+                "need",
+                {**self.setup, "remat": "none", "target": "local", "batches": self.args.batches},
+                timeout_s=timeout,
+                env=DEVICE_ENV,
+            )
             return {int(b): n for b, n in out["needs"].items()}
         probes = self._tuned("none")["probes"]
         return {p["batch"]: p["need_bytes"] for p in probes}
@@ -331,27 +406,35 @@ class Checker:
         if budget is None:
             raise RuntimeError("no bytes_limit: check 1 (remat none) did not report one")
         timeout = self.timeout(30.0, "the deviceless tune")
-        out, _ = call_worker("tune", {**self.setup, "remat": "none",
-                                      "target": self.args.target, "budget_bytes": budget},
-                             timeout_s=timeout, env=self.deviceless_env)
+        out, _ = call_worker(
+            "tune",
+            {**self.setup, "remat": "none", "target": self.args.target, "budget_bytes": budget},
+            timeout_s=timeout,
+            env=self.deviceless_env,
+        )
         r = out["result"]
         head = f"{self.args.target} at budget {budget:,} B: batch {r['batch']}"
         done = self.verified.get(("none", r["batch"]))
         if done is None:
             timeout = self.timeout(self.verify_estimate_s(r["batch"]), "the run")
-            done = verify_vgg(self._config("none"), r["batch"], timeout_s=timeout,
-                              predicted_peak_bytes=r["peak_bytes"], env=DEVICE_ENV)
+            done = verify_vgg(
+                self._config("none"),
+                r["batch"],
+                timeout_s=timeout,
+                predicted_peak_bytes=r["peak_bytes"],
+                env=DEVICE_ENV,
+            )
             head += " (run here)"
         else:
             head += " (the answer of check 1, run there)"
         status = "pass" if done.ok else "fail"
-        return status, f"{head}; {done.render(budget)}", {
-            "tune": r, "verification": done.to_dict()}
+        return status, f"{head}; {done.render(budget)}", {"tune": r, "verification": done.to_dict()}
 
     def _tuned(self, remat: str) -> dict[str, Any]:
         if remat not in self.tunes:
-            raise Skipped(f"needs the tune of remat={remat}, which failed or was "
-                          "skipped (see its row)")
+            raise Skipped(
+                f"needs the tune of remat={remat}, which failed or was skipped (see its row)"
+            )
         return self.tunes[remat]["result"]
 
     def _config(self, remat: str) -> dict[str, Any]:
@@ -375,12 +458,15 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--deadline-s", type=float, default=480.0)
     p.add_argument("--out", default=os.environ.get("OUT") or "device-results")
-    p.add_argument("--dry-run", action="store_true",
-                   help="tiny model on the local CPU, a fixed budget")
+    p.add_argument(
+        "--dry-run", action="store_true", help="tiny model on the local CPU, a fixed budget"
+    )
     p.add_argument("--target", default="h200-141gb", help="the described GPU (checks 2, 3)")
-    p.add_argument("--batches", default="",
-                   help="comma-separated batches for check 2 (default: those check 1 "
-                   "compiled on the device)")
+    p.add_argument(
+        "--batches",
+        default="",
+        help="comma-separated batches for check 2 (default: those check 1 compiled on the device)",
+    )
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     return p
 
@@ -388,10 +474,16 @@ def _parser() -> argparse.ArgumentParser:
 def _meta(args: argparse.Namespace) -> dict[str, Any]:
     import jax
 
-    return {"dry_run": args.dry_run, "model": args.model, "image_size": args.image_size,
-            "jax": jax.__version__, "python": sys.version.split()[0],
-            "mem_fraction_env": DEVICE_ENV.get("XLA_PYTHON_CLIENT_MEM_FRACTION"),
-            "deadline_s": args.deadline_s, "target": args.target}
+    return {
+        "dry_run": args.dry_run,
+        "model": args.model,
+        "image_size": args.image_size,
+        "jax": jax.__version__,
+        "python": sys.version.split()[0],
+        "mem_fraction_env": DEVICE_ENV.get("XLA_PYTHON_CLIENT_MEM_FRACTION"),
+        "deadline_s": args.deadline_s,
+        "target": args.target,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -402,7 +494,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_worker(args.worker)
     args.batches = [int(b) for b in args.batches.split(",") if b.strip()]
     args.model, args.image_size, args.num_classes = (
-        ("vgg-tiny", 16, 10) if args.dry_run else ("vgg16", 224, 1000))
+        ("vgg-tiny", 16, 10) if args.dry_run else ("vgg16", 224, 1000)
+    )
     report = Report(Path(args.out), _meta(args))
     checker = Checker(args, report)
     checker.all()

@@ -24,8 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from autotune.targets import (DUMP_BYTES_LIMIT, DUMP_MEM_FRACTION,  # noqa: E402
-                              resolve_mem_fraction)
+from autotune.targets import (
+    DUMP_BYTES_LIMIT,
+    DUMP_MEM_FRACTION,  # noqa: E402
+    resolve_mem_fraction,
+)
 
 
 def dump(device_index: int = 0) -> str:
@@ -36,22 +39,24 @@ def dump(device_index: int = 0) -> str:
 
     device = jax.devices()[device_index]
     if device.platform != "gpu":
-        raise SystemExit(f"jax.devices()[{device_index}] is {device.platform!r}, "
-                         "not a GPU: run this on the machine with the GPU")
+        raise SystemExit(
+            f"jax.devices()[{device_index}] is {device.platform!r}, "
+            "not a GPU: run this on the machine with the GPU"
+        )
     config = xla_client.get_topology_for_devices([device]).target_config
     stats = device.memory_stats() or {}
     header = [
-        f"# {device.device_kind}: GpuTargetConfigProto dumped by "
-        f"scripts/dump_target_config.py",
+        f"# {device.device_kind}: GpuTargetConfigProto dumped by scripts/dump_target_config.py",
         f"# jax {jax.__version__}, jaxlib {jaxlib.__version__}, "
         f"{datetime.date.today().isoformat()}",
     ]
     if "bytes_limit" in stats:
-        header += [f"# {DUMP_BYTES_LIMIT}: {stats['bytes_limit']}",
-                   f"# {DUMP_MEM_FRACTION}: {resolve_mem_fraction(None)}"]
+        header += [
+            f"# {DUMP_BYTES_LIMIT}: {stats['bytes_limit']}",
+            f"# {DUMP_MEM_FRACTION}: {resolve_mem_fraction(None)}",
+        ]
     else:
-        print("memory_stats() has no bytes_limit: the file carries no budget",
-              file=sys.stderr)
+        print("memory_stats() has no bytes_limit: the file carries no budget", file=sys.stderr)
     return "\n".join(header) + "\n" + config.rstrip("\n") + "\n"
 
 
@@ -62,12 +67,16 @@ def default_path(device_kind: str) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("output", nargs="?", help="file to write "
-                        "(default: named after the device, e.g. nvidia-h200.txtpb)")
+    parser.add_argument(
+        "output",
+        nargs="?",
+        help="file to write (default: named after the device, e.g. nvidia-h200.txtpb)",
+    )
     parser.add_argument("--device", type=int, default=0, help="index in jax.devices()")
     args = parser.parse_args(argv)
     text = dump(args.device)
     import jax
+
     path = Path(args.output or default_path(jax.devices()[args.device].device_kind))
     path.write_text(text)
     print(f"wrote {path}", file=sys.stderr)

@@ -10,8 +10,10 @@ D, H, C = 64, 256, 10
 
 
 def mlp_params():
-    return {"w1": jax.ShapeDtypeStruct((D, H), jnp.float32),
-            "w2": jax.ShapeDtypeStruct((H, C), jnp.float32)}
+    return {
+        "w1": jax.ShapeDtypeStruct((D, H), jnp.float32),
+        "w2": jax.ShapeDtypeStruct((H, C), jnp.float32),
+    }
 
 
 def mlp_loss(params, x, y):
@@ -25,8 +27,11 @@ def mlp_step(params, x, y):
 
 
 def mlp_args(batch):
-    return (mlp_params(), jax.ShapeDtypeStruct((batch, D), jnp.float32),
-            jax.ShapeDtypeStruct((batch,), jnp.int32))
+    return (
+        mlp_params(),
+        jax.ShapeDtypeStruct((batch, D), jnp.float32),
+        jax.ShapeDtypeStruct((batch,), jnp.int32),
+    )
 
 
 def padded_step(params, x, y):
@@ -67,16 +72,20 @@ class _CountingLowered:
 
 def need_at(step, args_for_batch, batch):
     jitted = step if hasattr(step, "lower") else jax.jit(step, donate_argnums=(0,))
-    compiled = jitted.lower(*args_for_batch(batch)).compile(
-        compiler_options=REMAT_PASS_OFF)
+    compiled = jitted.lower(*args_for_batch(batch)).compile(compiler_options=REMAT_PASS_OFF)
     m = compiled.memory_analysis()
-    return (m.argument_size_in_bytes + m.output_size_in_bytes
-            - m.alias_size_in_bytes + m.temp_size_in_bytes)
+    return (
+        m.argument_size_in_bytes
+        + m.output_size_in_bytes
+        - m.alias_size_in_bytes
+        + m.temp_size_in_bytes
+    )
 
 
 def brute_force(step, args_for_batch, budget, multiple_of, max_batch):
-    fits = [b for b in range(multiple_of, max_batch + 1, multiple_of)
-            if need_at(step, args_for_batch, b) <= budget]
+    fits = [
+        b
+        for b in range(multiple_of, max_batch + 1, multiple_of)
+        if need_at(step, args_for_batch, b) <= budget
+    ]
     return max(fits, default=None)
-
-

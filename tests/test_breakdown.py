@@ -33,8 +33,9 @@ def test_vgg16_batch64_sgd_float32_by_hand():
 
 
 def test_adam_bfloat16_with_float32_params():
-    result = training_memory(vgg_layer_table("vgg16"), 8, optimizer="adam",
-                             dtype="bfloat16", param_dtype="float32")
+    result = training_memory(
+        vgg_layer_table("vgg16"), 8, optimizer="adam", dtype="bfloat16", param_dtype="float32"
+    )
     assert result.activations_bytes == 2 * 8 * 15_087_080 * 2
     assert result.params_bytes == 138_357_544 * 4
     assert result.optimizer_bytes == 2 * 138_357_544 * 4
@@ -57,8 +58,7 @@ def test_slots():
 
 def test_render_golden():
     table = vgg_layer_table("vgg11", image_size=32, num_classes=10, hidden=16)
-    result = training_memory(table, 2, optimizer="adam", dtype="bfloat16",
-                             param_dtype="float32")
+    result = training_memory(table, 2, optimizer="adam", dtype="bfloat16", param_dtype="float32")
     assert result.render() == (
         "vgg11, batch 2, adam, bfloat16 (params float32)\n"
         "source       formula                       size\n"
@@ -71,15 +71,18 @@ def test_render_golden():
     )
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"batch": 0}, "`batch` (=0)"),
-    ({"batch": -3}, "`batch` (=-3)"),
-    ({"batch": 2.5}, "`batch` (=2.5)"),
-    ({"batch": True}, "`batch` (=True)"),
-    ({"optimizer": "lion"}, "'lion'"),
-    ({"dtype": "float64"}, "'float64'"),
-    ({"param_dtype": "int8"}, "'int8'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"batch": 0}, "`batch` (=0)"),
+        ({"batch": -3}, "`batch` (=-3)"),
+        ({"batch": 2.5}, "`batch` (=2.5)"),
+        ({"batch": True}, "`batch` (=True)"),
+        ({"optimizer": "lion"}, "'lion'"),
+        ({"dtype": "float64"}, "'float64'"),
+        ({"param_dtype": "int8"}, "'int8'"),
+    ],
+)
 def test_bad_arguments_raise(kwargs, fragment):
     arguments = {"batch": 4} | kwargs
     with pytest.raises(ValueError) as error:

@@ -23,8 +23,7 @@ def cache(tmp_path):
 
 def tune(cache, budget, step=mlp_step, args=mlp_args, **kwargs):
     counting = CountingStep(step)
-    result = find_max_batch(counting, args, budget_bytes=budget, cache=cache,
-                            **SEARCH, **kwargs)
+    result = find_max_batch(counting, args, budget_bytes=budget, cache=cache, **SEARCH, **kwargs)
     return result, counting.compiles
 
 
@@ -34,7 +33,10 @@ def test_second_identical_run_compiles_nothing(cache, budget):
     assert compiled == first.compiles > 0 and recompiled == 0
     assert second.from_cache and not first.from_cache
     assert (second.batch, second.peak_bytes, second.probes) == (
-        first.batch, first.peak_bytes, first.probes)
+        first.batch,
+        first.peak_bytes,
+        first.probes,
+    )
     assert "from the cache" in second.render()
 
 

@@ -8,8 +8,19 @@ import pytest
 from autotune import load_batch_size
 from autotune.cli import main
 
-TINY = ["--model", "vgg-tiny", "--image-size", "16", "--classes", "10",
-        "--target", "local", "--budget", "4MB", "--quiet"]
+TINY = [
+    "--model",
+    "vgg-tiny",
+    "--image-size",
+    "16",
+    "--classes",
+    "10",
+    "--target",
+    "local",
+    "--budget",
+    "4MB",
+    "--quiet",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -19,8 +30,10 @@ def private_cache(tmp_path, monkeypatch):
 
 def test_one_row_per_remat_choice_and_a_json_report(tmp_path, capsys):
     out, png = tmp_path / "tune.json", tmp_path / "need.png"
-    assert main([*TINY, "--remat", "none,nothing_saveable", "--json", str(out),
-                 "--plot", str(png)]) == 0
+    assert (
+        main([*TINY, "--remat", "none,nothing_saveable", "--json", str(out), "--plot", str(png)])
+        == 0
+    )
     assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     image = matplotlib.image.imread(png)
     assert image.shape[0] > 100 and image.shape[1] > 100
@@ -29,8 +42,7 @@ def test_one_row_per_remat_choice_and_a_json_report(tmp_path, capsys):
     report = json.loads(out.read_text())
     rows = report["results"]
     assert report["recommendation"]["label"] in [r["label"] for r in rows]
-    assert [r["label"] for r in rows] == ["vgg-tiny remat=none",
-                                          "vgg-tiny remat=nothing_saveable"]
+    assert [r["label"] for r in rows] == ["vgg-tiny remat=none", "vgg-tiny remat=nothing_saveable"]
     none, remat = rows
     assert remat["flops_per_example"] > none["flops_per_example"] > 0
     for row in rows:
@@ -46,32 +58,50 @@ def test_second_run_comes_from_the_cache(capsys):
 
 
 def test_explain_prints_the_seed_table_beside_xla(capsys):
-    args = ["--model", "vgg11", "--image-size", "32", "--classes", "10",
-            "--target", "local", "--budget", "1GB", "--remat", "none", "--quiet",
-            "--explain", "--multiple-of", "64"]
+    args = [
+        "--model",
+        "vgg11",
+        "--image-size",
+        "32",
+        "--classes",
+        "10",
+        "--target",
+        "local",
+        "--budget",
+        "1GB",
+        "--remat",
+        "none",
+        "--quiet",
+        "--explain",
+        "--multiple-of",
+        "64",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "CONV3-64: [32x32x64]  memory: 32*32*64=66K" in printed
     assert "temporaries" in printed and "the seed's estimate" in printed
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model", "vgg17"], "`name` (='vgg17') must be one of"),
-    (["--target", "b200-192gb"], "b200-192gb"),
-    (["--optimizer", "lion"], "`optimizer` (='lion') must be one of"),
-    (["--dtype", "float8"], "float8"),
-    (["--remat", "sometimes"], "sometimes"),
-    (["--budget=-3GB"], "`budget` (='-3GB')"),
-    (["--budget", "0"], "`budget_bytes` (=0) must be positive"),
-    (["--budget", "lots"], "`budget` (='lots') must be a byte count"),
-    (["--reserve", "5MB"], "`reserve_bytes` (=5,242,880) must be below"),
-    (["--budget", "1KB"], "smaller than the step's arguments alone"),
-    (["--image-size", "18"], "`image_size` (=18)"),
-    (["--multiple-of", "0"], "`multiple_of` (=0) must be a positive integer"),
-    (["--max-batch", "4", "--multiple-of", "8"], "`max_batch` (=4) must be at least"),
-    (["--json", "/nonexistent/dir/out.json"], "`--json` (='/nonexistent/dir/out.json')"),
-    (["--plot", "/nonexistent/need.png"], "`--plot` (='/nonexistent/need.png')"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "vgg17"], "`name` (='vgg17') must be one of"),
+        (["--target", "b200-192gb"], "b200-192gb"),
+        (["--optimizer", "lion"], "`optimizer` (='lion') must be one of"),
+        (["--dtype", "float8"], "float8"),
+        (["--remat", "sometimes"], "sometimes"),
+        (["--budget=-3GB"], "`budget` (='-3GB')"),
+        (["--budget", "0"], "`budget_bytes` (=0) must be positive"),
+        (["--budget", "lots"], "`budget` (='lots') must be a byte count"),
+        (["--reserve", "5MB"], "`reserve_bytes` (=5,242,880) must be below"),
+        (["--budget", "1KB"], "smaller than the step's arguments alone"),
+        (["--image-size", "18"], "`image_size` (=18)"),
+        (["--multiple-of", "0"], "`multiple_of` (=0) must be a positive integer"),
+        (["--max-batch", "4", "--multiple-of", "8"], "`max_batch` (=4) must be at least"),
+        (["--json", "/nonexistent/dir/out.json"], "`--json` (='/nonexistent/dir/out.json')"),
+        (["--plot", "/nonexistent/need.png"], "`--plot` (='/nonexistent/need.png')"),
+    ],
+)
 def test_bad_input_is_one_clear_line(args, message, capsys):
     assert main([*TINY, *args]) == 2
     err = capsys.readouterr().err

@@ -8,8 +8,10 @@ from autotune.probe import REMAT_PASS_OFF
 from autotune.targets import H200_RESERVE_BYTES
 from autotune.zoo import Choice, vgg_variants
 
-pytest.importorskip("jax_plugins.xla_cuda13", reason="compiling for a described GPU "
-                    "needs the CUDA plugin (pip install -e '.[deviceless]')")
+pytest.importorskip(
+    "jax_plugins.xla_cuda13",
+    reason="compiling for a described GPU needs the CUDA plugin (pip install -e '.[deviceless]')",
+)
 
 H200_BYTES_LIMIT = 112_583_507_968  # memory_stats()["bytes_limit"] on an H200, fraction 0.75
 
@@ -22,20 +24,26 @@ def vgg16():
 def compiled_need(variant, target, batch):
     """Need from jax's own AOT API, independently of the tuner's prober."""
     sharding = target.sharding()
-    args = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                        variant.args_for_batch(batch))
+    args = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+        variant.args_for_batch(batch),
+    )
     m = variant.step.lower(*args).compile(compiler_options=REMAT_PASS_OFF).memory_analysis()
-    return (m.argument_size_in_bytes + m.output_size_in_bytes
-            - m.alias_size_in_bytes + m.temp_size_in_bytes)
+    return (
+        m.argument_size_in_bytes
+        + m.output_size_in_bytes
+        - m.alias_size_in_bytes
+        + m.temp_size_in_bytes
+    )
 
 
 @pytest.mark.parametrize("name", known_targets())
 def test_vgg16_answer_is_exact_for_every_target(name, vgg16):
     target = get_target(name)
-    assert target.default_budget_bytes == int(
-        0.75 * (target.memory_bytes - H200_RESERVE_BYTES))
-    result = find_max_batch(vgg16.step, vgg16.args_for_batch, target=target,
-                            estimate=vgg16.estimate)
+    assert target.default_budget_bytes == int(0.75 * (target.memory_bytes - H200_RESERVE_BYTES))
+    result = find_max_batch(
+        vgg16.step, vgg16.args_for_batch, target=target, estimate=vgg16.estimate
+    )
     assert result.budget_bytes == target.default_budget_bytes
     assert compiled_need(vgg16, target, result.batch) == result.peak_bytes <= result.budget_bytes
     assert compiled_need(vgg16, target, result.batch + 8) == result.next_peak_bytes

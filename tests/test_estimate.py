@@ -22,8 +22,10 @@ def _cross_entropy(logits, y):
 
 def _mlp_params(dtype=jnp.float32, depth=3):
     sizes = [FEATURES] + [HIDDEN] * depth + [CLASSES]
-    return [(jax.ShapeDtypeStruct((a, b), dtype), jax.ShapeDtypeStruct((b,), dtype))
-            for a, b in zip(sizes[:-1], sizes[1:])]
+    return [
+        (jax.ShapeDtypeStruct((a, b), dtype), jax.ShapeDtypeStruct((b,), dtype))
+        for a, b in zip(sizes[:-1], sizes[1:])
+    ]
 
 
 def _mlp_loss(activation=jax.nn.relu, remat=False):
@@ -43,8 +45,10 @@ def _mlp_loss(activation=jax.nn.relu, remat=False):
 
 
 def _mlp_batch(dtype=jnp.float32):
-    return lambda b: (jax.ShapeDtypeStruct((b, FEATURES), dtype),
-                      jax.ShapeDtypeStruct((b,), jnp.int32))
+    return lambda b: (
+        jax.ShapeDtypeStruct((b, FEATURES), dtype),
+        jax.ShapeDtypeStruct((b,), jnp.int32),
+    )
 
 
 def _conv_params():
@@ -54,8 +58,9 @@ def _conv_params():
 
 def _conv_loss(remat=False):
     def block(w, h):
-        h = jax.lax.conv_general_dilated(h, w, (1, 1), "SAME",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        h = jax.lax.conv_general_dilated(
+            h, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
         return jax.nn.relu(h)
 
     if remat:
@@ -71,8 +76,10 @@ def _conv_loss(remat=False):
 
 
 def _conv_batch(b):
-    return (jax.ShapeDtypeStruct((b, 16, 16, 3), jnp.float32),
-            jax.ShapeDtypeStruct((b,), jnp.int32))
+    return (
+        jax.ShapeDtypeStruct((b, 16, 16, 3), jnp.float32),
+        jax.ShapeDtypeStruct((b,), jnp.int32),
+    )
 
 
 CASES = {
@@ -113,8 +120,11 @@ def test_recomputed_segment_working_set_is_counted(case):
     plain = estimate_step(make_loss(), params, batch_for)
     remat_loss = make_loss(remat=True)
     remat = estimate_step(remat_loss, params, batch_for)
-    residuals_only = (residual_bytes(remat_loss, params, *batch_for(1))
-                      + 2 * LARGEST_ACTIVATION[case] + tree_bytes(batch_for(1)))
+    residuals_only = (
+        residual_bytes(remat_loss, params, *batch_for(1))
+        + 2 * LARGEST_ACTIVATION[case]
+        + tree_bytes(batch_for(1))
+    )
     assert residuals_only < remat.per_example_bytes < plain.per_example_bytes
 
 
@@ -160,16 +170,18 @@ def test_batch_independent_residuals_are_fixed():
     tanh_of_w = 2 * FEATURES * CLASSES * 4  # tanh(w) and 1 - tanh(w)**2
     assert result.fixed_bytes == 2 * tree_bytes(params) + tanh_of_w
     logits_gradients = 2 * CLASSES * 4
-    assert result.per_example_bytes == ((CLASSES + 1 + CLASSES) * 4 + logits_gradients
-                                        + FEATURES * 4 + 4)
+    assert result.per_example_bytes == (
+        (CLASSES + 1 + CLASSES) * 4 + logits_gradients + FEATURES * 4 + 4
+    )
 
 
 def test_concrete_arrays_give_the_same_estimate():
     abstract = _mlp_params()
     concrete = [(jnp.zeros(w.shape), jnp.zeros(b.shape)) for w, b in abstract]
     batch_for = lambda b: (jnp.zeros((b, FEATURES)), jnp.zeros((b,), jnp.int32))
-    assert (estimate_step(_mlp_loss(), concrete, batch_for)
-            == estimate_step(_mlp_loss(), abstract, _mlp_batch()))
+    assert estimate_step(_mlp_loss(), concrete, batch_for) == estimate_step(
+        _mlp_loss(), abstract, _mlp_batch()
+    )
 
 
 def test_tree_bytes():
@@ -242,8 +254,9 @@ def _vgg16_estimate(remat: str, every: int) -> Estimate:
     from models import vgg_setup
 
     setup = vgg_setup("vgg16", remat=remat, remat_every=every)
-    return estimate_step(setup.loss_fn, setup.params, setup.batch_args,
-                         state_bytes=tree_bytes(setup.opt_state))
+    return estimate_step(
+        setup.loss_fn, setup.params, setup.batch_args, state_bytes=tree_bytes(setup.opt_state)
+    )
 
 
 @pytest.mark.parametrize("remat, every", sorted(XLA_H100_PER_EXAMPLE))

@@ -65,14 +65,14 @@ def test_vgg16_totals():
 def test_vgg16_rendered_totals_sum_the_rows():
     lines = vgg_layer_table("vgg16").render().splitlines()
     assert lines[-2:] == [
-        "TOTAL memory: 15,237,608 * 4 bytes ~= 58.1 MB / image"
-        " (only forward! ~*2 for bwd)",
+        "TOTAL memory: 15,237,608 * 4 bytes ~= 58.1 MB / image (only forward! ~*2 for bwd)",
         "TOTAL params: 138,344,128 weights (138,357,544 with biases)",
     ]
 
 
-def _independent_counts(convs_per_stage: tuple[int, ...], size: int = 224,
-                        classes: int = 1000, hidden: int = 4096) -> tuple[int, int, int]:
+def _independent_counts(
+    convs_per_stage: tuple[int, ...], size: int = 224, classes: int = 1000, hidden: int = 4096
+) -> tuple[int, int, int]:
     widths = (64, 128, 256, 512, 512)
     activations = size * size * 3
     weights = biases = 0
@@ -90,23 +90,28 @@ def _independent_counts(convs_per_stage: tuple[int, ...], size: int = 224,
     return activations, weights, weights + biases
 
 
-@pytest.mark.parametrize("name, convs, torchvision_params", [
-    ("vgg11", (1, 1, 2, 2, 2), 132_863_336),
-    ("vgg13", (2, 2, 2, 2, 2), 133_047_848),
-    ("vgg16", (2, 2, 3, 3, 3), 138_357_544),
-    ("vgg19", (2, 2, 4, 4, 4), 143_667_240),
-])
+@pytest.mark.parametrize(
+    "name, convs, torchvision_params",
+    [
+        ("vgg11", (1, 1, 2, 2, 2), 132_863_336),
+        ("vgg13", (2, 2, 2, 2, 2), 133_047_848),
+        ("vgg16", (2, 2, 3, 3, 3), 138_357_544),
+        ("vgg19", (2, 2, 4, 4, 4), 143_667_240),
+    ],
+)
 def test_totals_of_every_configuration(name, convs, torchvision_params):
     table = vgg_layer_table(name)
     activations, weights, params = _independent_counts(convs)
     assert (table.total_activations, table.total_weights, table.total_params) == (
-        activations, weights, params)
+        activations,
+        weights,
+        params,
+    )
     assert params == torchvision_params
 
 
 def test_other_sizes_and_heads():
-    table = vgg_layer_table("vgg16", image_size=64, channels=1, num_classes=10,
-                            hidden=32)
+    table = vgg_layer_table("vgg16", image_size=64, channels=1, num_classes=10, hidden=32)
     assert isinstance(table, LayerTable)
     assert table.rows[0].shape == (64, 64, 1)
     assert table.rows[1].weights == 9 * 1 * 64
@@ -116,8 +121,13 @@ def test_other_sizes_and_heads():
 
 
 def test_tiny_table_renders_exactly():
-    table = LayerTable("tiny", 32, 3, 10, vgg_layer_table(
-        "vgg11", image_size=32, num_classes=10, hidden=16).rows[:4])
+    table = LayerTable(
+        "tiny",
+        32,
+        3,
+        10,
+        vgg_layer_table("vgg11", image_size=32, num_classes=10, hidden=16).rows[:4],
+    )
     assert table.render(dtype_bytes=2) == (
         "INPUT: [32x32x3]  memory: 32*32*3=3.1K  weights: 0\n"
         "CONV3-64: [32x32x64]  memory: 32*32*64=66K  weights: (3*3*3)*64 = 1,728\n"
@@ -129,38 +139,60 @@ def test_tiny_table_renders_exactly():
 
 
 def test_configs_are_the_canonical_ones():
-    convs = {name: sum(1 for layer in config if layer != "M")
-             for name, config in VGG_CONFIGS.items()}
+    convs = {
+        name: sum(1 for layer in config if layer != "M") for name, config in VGG_CONFIGS.items()
+    }
     assert convs == {"vgg11": 8, "vgg13": 10, "vgg16": 13, "vgg19": 16}
     assert all(config.count("M") == 5 for config in VGG_CONFIGS.values())
 
 
-@pytest.mark.parametrize("n, text", [
-    (0, "0 B"), (512, "512 B"), (1023, "1023 B"), (1024, "1.0 KB"), (3277, "3.2 KB"),
-    (93 * 1024**2, "93.0 MB"), (1_288_490_189, "1.2 GB"), (1024**2 - 1, "1.0 MB"),
-    (-2048, "-2.0 KB"),
-])
+@pytest.mark.parametrize(
+    "n, text",
+    [
+        (0, "0 B"),
+        (512, "512 B"),
+        (1023, "1023 B"),
+        (1024, "1.0 KB"),
+        (3277, "3.2 KB"),
+        (93 * 1024**2, "93.0 MB"),
+        (1_288_490_189, "1.2 GB"),
+        (1024**2 - 1, "1.0 MB"),
+        (-2048, "-2.0 KB"),
+    ],
+)
 def test_format_bytes(n, text):
     assert format_bytes(n) == text
 
 
-@pytest.mark.parametrize("n, text", [
-    (999, "999"), (4096, "4.1K"), (25_088, "25K"), (150_528, "150K"),
-    (802_816, "800K"), (3_211_264, "3.2M"), (999_999, "1M"), (15_237_608, "15M"),
-])
+@pytest.mark.parametrize(
+    "n, text",
+    [
+        (999, "999"),
+        (4096, "4.1K"),
+        (25_088, "25K"),
+        (150_528, "150K"),
+        (802_816, "800K"),
+        (3_211_264, "3.2M"),
+        (999_999, "1M"),
+        (15_237_608, "15M"),
+    ],
+)
 def test_format_count(n, text):
     assert format_count(n) == text
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"name": "vgg10"}, "'vgg10'"),
-    ({"image_size": 100}, "`image_size` (=100)"),
-    ({"image_size": 0}, "`image_size` (=0)"),
-    ({"image_size": 224.0}, "`image_size` (=224.0)"),
-    ({"channels": 0}, "`channels` (=0)"),
-    ({"num_classes": -1}, "`num_classes` (=-1)"),
-    ({"hidden": 0}, "`hidden` (=0)"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"name": "vgg10"}, "'vgg10'"),
+        ({"image_size": 100}, "`image_size` (=100)"),
+        ({"image_size": 0}, "`image_size` (=0)"),
+        ({"image_size": 224.0}, "`image_size` (=224.0)"),
+        ({"channels": 0}, "`channels` (=0)"),
+        ({"num_classes": -1}, "`num_classes` (=-1)"),
+        ({"hidden": 0}, "`hidden` (=0)"),
+    ],
+)
 def test_bad_arguments_raise(kwargs, fragment):
     with pytest.raises(ValueError) as error:
         vgg_layer_table(**kwargs)

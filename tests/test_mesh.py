@@ -25,7 +25,8 @@ N = 8
 pytestmark = pytest.mark.skipif(
     jax.device_count() < N,
     reason=f"needs {N} CPU devices: jax_num_cpu_devices={N} must be set before "
-    "JAX's backends start (tests/conftest.py)")
+    "JAX's backends start (tests/conftest.py)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +35,7 @@ def setup():
 
 
 def _probe(sharded, batch):
-    return Prober(sharded.step, sharded.args_for_batch,
-                  compiler_options=REMAT_PASS_OFF)(batch)
+    return Prober(sharded.step, sharded.args_for_batch, compiler_options=REMAT_PASS_OFF)(batch)
 
 
 def test_layouts_are_named():
@@ -43,8 +43,7 @@ def test_layouts_are_named():
 
 
 def test_dp_need_per_device_falls_with_device_count(setup):
-    needs = [_probe(shard_setup(setup, make_mesh(n), "dp"), 32).need_bytes
-             for n in (1, 2, 4, 8)]
+    needs = [_probe(shard_setup(setup, make_mesh(n), "dp"), 32).need_bytes for n in (1, 2, 4, 8)]
     assert needs == sorted(needs, reverse=True)
     assert len(set(needs)) == 4
 
@@ -59,7 +58,8 @@ def test_fsdp_splits_params_and_optimizer_state(setup):
     replicated = sum(
         leaf.size * leaf.dtype.itemsize
         for leaf in jax.tree.leaves((setup.params, setup.opt_state))
-        if fsdp_spec(leaf.shape, N) == P())
+        if fsdp_spec(leaf.shape, N) == P()
+    )
     got = _probe(fsdp, batch).argument_bytes
     assert got == per_device_bytes(fsdp.args_for_batch(batch))
     assert abs(got - (state + examples) / N) <= replicated
@@ -75,13 +75,13 @@ def test_fsdp_spec_shards_the_largest_divisible_axis():
 
 def test_find_max_batch_on_dp_step_is_exact(setup):
     sharded = shard_setup(setup, make_mesh(N), "dp")
-    brute = Prober(sharded.step, sharded.args_for_batch,
-                   compiler_options=REMAT_PASS_OFF)
+    brute = Prober(sharded.step, sharded.args_for_batch, compiler_options=REMAT_PASS_OFF)
     candidates = range(N, 7 * N + 1, N)
     needs = {b: brute(b).need_bytes for b in candidates}
     budget = (needs[5 * N] + needs[6 * N]) // 2
-    result = find_max_batch(sharded.step, sharded.args_for_batch,
-                            budget_bytes=budget, multiple_of=N, max_batch=7 * N)
+    result = find_max_batch(
+        sharded.step, sharded.args_for_batch, budget_bytes=budget, multiple_of=N, max_batch=7 * N
+    )
     assert result.batch == max(b for b, need in needs.items() if need <= budget)
     assert result.batch == 5 * N
     assert result.next_batch == 6 * N
@@ -97,23 +97,31 @@ def test_user_step_with_own_shardings(setup):
         def loss(p):
             logits = jnp.tanh(x @ p["w1"]) @ p["w2"]
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
         value, grads = jax.value_and_grad(loss)(params)
         return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), value
 
     def args(batch):
-        params = {"w1": jax.ShapeDtypeStruct((d, h), jnp.float32, sharding=replicated),
-                  "w2": jax.ShapeDtypeStruct((h, c), jnp.float32, sharding=replicated)}
-        return (params, jax.ShapeDtypeStruct((batch, d), jnp.float32, sharding=split),
-                jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=split))
+        params = {
+            "w1": jax.ShapeDtypeStruct((d, h), jnp.float32, sharding=replicated),
+            "w2": jax.ShapeDtypeStruct((h, c), jnp.float32, sharding=replicated),
+        }
+        return (
+            params,
+            jax.ShapeDtypeStruct((batch, d), jnp.float32, sharding=split),
+            jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=split),
+        )
 
     params_bytes = (d * h + h * c) * 4
-    small = find_max_batch(step, args, budget_bytes=10**9, multiple_of=N,
-                           max_batch=16 * N, donate_argnums=0)
+    small = find_max_batch(
+        step, args, budget_bytes=10**9, multiple_of=N, max_batch=16 * N, donate_argnums=0
+    )
     per_example = small.per_example_bytes
     assert per_example > 0
     budget = small.probe.need_bytes + 5 * N * per_example
-    result = find_max_batch(step, args, budget_bytes=budget, multiple_of=N,
-                            max_batch=64 * N, donate_argnums=0)
+    result = find_max_batch(
+        step, args, budget_bytes=budget, multiple_of=N, max_batch=64 * N, donate_argnums=0
+    )
     assert result.batch % N == 0 and result.exact
     assert result.peak_bytes <= budget < result.next_peak_bytes
     assert result.probe.argument_bytes == params_bytes + result.batch * (d + 1) * 4 // N
@@ -127,11 +135,17 @@ def test_global_batch_must_divide_over_the_mesh(setup):
 
 
 def test_mesh_larger_than_devices_present():
-    with pytest.raises(ValueError, match=r"`devices` \(=16\).*larger than the "
-                       r"devices present \(8 cpu"):
+    with pytest.raises(
+        ValueError,
+        match=r"`devices` \(=16\).*larger than the "
+        r"devices present \(8 cpu",
+    ):
         make_mesh(jax.device_count() * 2)
-    with pytest.raises(TargetError, match=r"`devices` \(=16\).*larger than the "
-                       "devices present"):
+    with pytest.raises(
+        TargetError,
+        match=r"`devices` \(=16\).*larger than the "
+        "devices present",
+    ):
         local_target(devices=16)
 
 
@@ -146,13 +160,16 @@ def test_local_target_with_devices():
     assert target.name == "local:8xcpu"
 
 
-@pytest.mark.parametrize("desired, fits, size, plan", [
-    (64, 96, 8, (1, 64)),
-    (256, 96, 8, (4, 64)),
-    (96, 96, 8, (1, 96)),
-    (104, 96, 8, (13, 8)),
-    (1024, 200, 16, (8, 128)),
-])
+@pytest.mark.parametrize(
+    "desired, fits, size, plan",
+    [
+        (64, 96, 8, (1, 64)),
+        (256, 96, 8, (4, 64)),
+        (96, 96, 8, (1, 96)),
+        (104, 96, 8, (13, 8)),
+        (1024, 200, 16, (8, 128)),
+    ],
+)
 def test_accumulation_plan(desired, fits, size, plan):
     steps, micro = accumulation_plan(desired, fits, size)
     assert (steps, micro) == plan
@@ -160,8 +177,11 @@ def test_accumulation_plan(desired, fits, size, plan):
 
 
 def test_accumulation_plan_refuses_what_it_cannot_reach():
-    with pytest.raises(ValueError, match=r"`desired_global` \(=100\).*multiple of "
-                       r"the data-parallel size \(=8\).*96 or 104"):
+    with pytest.raises(
+        ValueError,
+        match=r"`desired_global` \(=100\).*multiple of "
+        r"the data-parallel size \(=8\).*96 or 104",
+    ):
         accumulation_plan(100, 96, 8)
     with pytest.raises(ValueError, match=r"`max_fitting_global` \(=4\)"):
         accumulation_plan(64, 4, 8)
@@ -195,15 +215,18 @@ def _plugin_missing():
     return None
 
 
-@pytest.mark.skipif(_plugin_missing() is not None,
-                    reason=f"deviceless compiles need the CUDA plugin: {_plugin_missing()}")
+@pytest.mark.skipif(
+    _plugin_missing() is not None,
+    reason=f"deviceless compiles need the CUDA plugin: {_plugin_missing()}",
+)
 def test_dp_step_for_8_described_h100s(setup):
     target = get_target("h100-sxm-80gb", devices=8)
     devices = target.devices()
     assert len(devices) == 8 and devices[0].device_kind.startswith("NVIDIA H100")
     sharded = shard_setup(setup, make_mesh(devices), "dp")
-    result = find_max_batch(sharded.step, sharded.args_for_batch, target=target,
-                            multiple_of=N, max_batch=2 * N)
+    result = find_max_batch(
+        sharded.step, sharded.args_for_batch, target=target, multiple_of=N, max_batch=2 * N
+    )
     assert result.batch == 2 * N
     x, y = setup.batch_args(2 * N)
     state = per_device_bytes((setup.params, setup.opt_state))
@@ -215,13 +238,27 @@ def test_result_reports_global_and_per_device_batch(setup):
     from autotune.result import comparison_table
 
     sharded = shard_setup(setup, make_mesh(N), "dp")
-    with pytest.raises(TuneError, match=r"`multiple_of` \(=12\) must be a multiple "
-                       r"of `data_parallel_size` \(=8\)"):
-        find_max_batch(sharded.step, sharded.args_for_batch, budget_bytes=10**9,
-                       multiple_of=12, data_parallel_size=N)
-    result = find_max_batch(sharded.step, sharded.args_for_batch,
-                            budget_bytes=10**9, multiple_of=N, max_batch=2 * N,
-                            data_parallel_size=N, label="tiny dp")
+    with pytest.raises(
+        TuneError,
+        match=r"`multiple_of` \(=12\) must be a multiple "
+        r"of `data_parallel_size` \(=8\)",
+    ):
+        find_max_batch(
+            sharded.step,
+            sharded.args_for_batch,
+            budget_bytes=10**9,
+            multiple_of=12,
+            data_parallel_size=N,
+        )
+    result = find_max_batch(
+        sharded.step,
+        sharded.args_for_batch,
+        budget_bytes=10**9,
+        multiple_of=N,
+        max_batch=2 * N,
+        data_parallel_size=N,
+        label="tiny dp",
+    )
     assert result.batch == 2 * N and result.per_device_batch == 2
     assert result.to_dict()["per_device_batch"] == 2
     assert "2 examples on each of 8 devices" in result.render()
@@ -233,11 +270,16 @@ def test_fsdp_arguments_are_checked_per_device(setup):
     fsdp = shard_setup(setup, make_mesh(N), "fsdp")
     args = fsdp.args_for_batch(N)
     one_device = per_device_bytes(args)
-    whole = per_device_bytes(jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), args))
+    whole = per_device_bytes(jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), args))
     assert one_device < whole
-    result = find_max_batch(fsdp.step, fsdp.args_for_batch, multiple_of=N,
-                            max_batch=N, budget_bytes=10**9, data_parallel_size=N)
+    result = find_max_batch(
+        fsdp.step,
+        fsdp.args_for_batch,
+        multiple_of=N,
+        max_batch=N,
+        budget_bytes=10**9,
+        data_parallel_size=N,
+    )
     assert result.probe.argument_bytes == one_device
 
 
@@ -245,9 +287,27 @@ def test_cli_mesh_and_accumulation(capsys, tmp_path, monkeypatch):
     from autotune.cli import main
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    args = ["--model", "vgg-tiny", "--image-size", "8", "--classes", "10",
-            "--target", "local", "--budget", "4MB", "--quiet", "--remat", "none",
-            "--mesh", "8", "--layout", "fsdp", "--max-batch", "64"]
+    args = [
+        "--model",
+        "vgg-tiny",
+        "--image-size",
+        "8",
+        "--classes",
+        "10",
+        "--target",
+        "local",
+        "--budget",
+        "4MB",
+        "--quiet",
+        "--remat",
+        "none",
+        "--mesh",
+        "8",
+        "--layout",
+        "fsdp",
+        "--max-batch",
+        "64",
+    ]
     assert main([*args, "--accumulate-to", "1024"]) == 0
     out = capsys.readouterr().out
     assert "global batch" in out and "per device" in out
@@ -263,8 +323,14 @@ def test_cli_mesh_and_accumulation(capsys, tmp_path, monkeypatch):
 def test_flops_per_example_do_not_depend_on_the_device_count(setup):
     def flops(n):
         sharded = shard_setup(setup, make_mesh(n), "dp")
-        result = find_max_batch(sharded.step, sharded.args_for_batch, budget_bytes=10**9,
-                                multiple_of=N, max_batch=32 * N, data_parallel_size=n)
+        result = find_max_batch(
+            sharded.step,
+            sharded.args_for_batch,
+            budget_bytes=10**9,
+            multiple_of=N,
+            max_batch=32 * N,
+            data_parallel_size=n,
+        )
         assert result.flops_source.startswith("compiled")
         return result.flops_per_example
 

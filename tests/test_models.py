@@ -24,8 +24,9 @@ from models import (
 TINY = dict(image_size=16, num_classes=10)
 
 
-def analytical_param_count(name: str, image_size: int = 224, channels: int = 3,
-                           num_classes: int = 1000, hidden: int = 4096) -> int:
+def analytical_param_count(
+    name: str, image_size: int = 224, channels: int = 3, num_classes: int = 1000, hidden: int = 4096
+) -> int:
     total, cin, pools = 0, channels, 0
     for item in CONFIGS[name]:
         if item == "M":
@@ -51,8 +52,7 @@ def residual_bytes(setup, batch: int, floating_only: bool = False) -> int:
 
 
 def per_example_residual_bytes(setup, floating_only: bool = False) -> int:
-    return (residual_bytes(setup, 8, floating_only)
-            - residual_bytes(setup, 4, floating_only)) // 4
+    return (residual_bytes(setup, 8, floating_only) - residual_bytes(setup, 4, floating_only)) // 4
 
 
 @pytest.mark.parametrize("name", ["vgg11", "vgg13", "vgg16", "vgg19"])
@@ -106,15 +106,15 @@ def test_remat_every_other_stage_is_in_between():
     kwargs = dict(image_size=32, num_classes=10)
     plain = residual_bytes(vgg_setup("vgg11", **kwargs), 2)
     every = residual_bytes(vgg_setup("vgg11", remat="nothing_saveable", **kwargs), 2)
-    other = residual_bytes(
-        vgg_setup("vgg11", remat="nothing_saveable", remat_every=2, **kwargs), 2)
+    other = residual_bytes(vgg_setup("vgg11", remat="nothing_saveable", remat_every=2, **kwargs), 2)
     assert every < other < plain
 
 
 def test_bfloat16_halves_floating_activation_residuals():
     f32 = per_example_residual_bytes(vgg_setup("vgg-tiny", **TINY), floating_only=True)
     bf16 = per_example_residual_bytes(
-        vgg_setup("vgg-tiny", dtype="bfloat16", **TINY), floating_only=True)
+        vgg_setup("vgg-tiny", dtype="bfloat16", **TINY), floating_only=True
+    )
     assert 0.45 <= bf16 / f32 <= 0.55
 
 
@@ -190,4 +190,5 @@ def test_error_message_names_argument_and_rule():
     with pytest.raises(ValueError) as info:
         abstract_vgg("vgg17")
     assert str(info.value) == (
-        "`name` (='vgg17') must be one of vgg11, vgg13, vgg16, vgg19, vgg-tiny")
+        "`name` (='vgg17') must be one of vgg11, vgg13, vgg16, vgg19, vgg-tiny"
+    )

@@ -9,11 +9,26 @@ from autotune.result import TuneResult
 
 def row(label, batch, flops, interrupted=False):
     return TuneResult(
-        label=label, batch=batch, peak_bytes=90, budget=Budget(100, 0, "given"),
-        next_batch=batch + 8, next_peak_bytes=110, fixed_bytes=10, per_example_bytes=1,
-        estimate_per_example_bytes=None, compiles=4, seconds=1.0, target="t",
-        target_description="t", xla_settings={}, multiple_of=8, max_batch=1024,
-        probes=(), interrupted=interrupted, flops_per_example=flops)
+        label=label,
+        batch=batch,
+        peak_bytes=90,
+        budget=Budget(100, 0, "given"),
+        next_batch=batch + 8,
+        next_peak_bytes=110,
+        fixed_bytes=10,
+        per_example_bytes=1,
+        estimate_per_example_bytes=None,
+        compiles=4,
+        seconds=1.0,
+        target="t",
+        target_description="t",
+        xla_settings={},
+        multiple_of=8,
+        max_batch=1024,
+        probes=(),
+        interrupted=interrupted,
+        flops_per_example=flops,
+    )
 
 
 ROWS = [row("none", 400, 90e9), row("remat", 700, 120e9), row("light", 480, 90.5e9)]

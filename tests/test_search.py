@@ -46,8 +46,7 @@ class Recorder:
 @pytest.mark.parametrize("multiple_of", [1, 8])
 def test_exact_against_brute_force(need, budget, multiple_of):
     measure = Recorder(need)
-    bracket = search(measure, budget, multiple_of=multiple_of, max_batch=4096,
-                     guess=budget // 140)
+    bracket = search(measure, budget, multiple_of=multiple_of, max_batch=4096, guess=budget // 140)
     assert bracket.lo == brute_force(need, budget, multiple_of, 4096)
     if bracket.hi is not None:
         assert bracket.hi == bracket.lo + multiple_of
@@ -99,12 +98,18 @@ def test_interrupt_returns_what_was_proven():
     assert bracket.lo == max(b for b in calls if convex(b) <= 50_000)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(multiple_of=0), "`multiple_of` (=0) must be a positive integer"),
-    (dict(multiple_of=2.5), "`multiple_of` (=2.5) must be a positive integer"),
-    (dict(max_batch=-1), "`max_batch` (=-1) must be a positive integer"),
-    (dict(multiple_of=16, max_batch=8), "`max_batch` (=8) must be at least `multiple_of` (=16)"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(multiple_of=0), "`multiple_of` (=0) must be a positive integer"),
+        (dict(multiple_of=2.5), "`multiple_of` (=2.5) must be a positive integer"),
+        (dict(max_batch=-1), "`max_batch` (=-1) must be a positive integer"),
+        (
+            dict(multiple_of=16, max_batch=8),
+            "`max_batch` (=8) must be at least `multiple_of` (=16)",
+        ),
+    ],
+)
 def test_bad_grid(kwargs, message):
     with pytest.raises(TuneError) as e:
         search(affine, 10_000, **kwargs)
@@ -119,8 +124,9 @@ def test_exact_whatever_the_estimate(need, error, budget):
     per_example = 137 * error
     guess = int((budget - 1_000) / per_example)
     measure = Recorder(need)
-    bracket = search(measure, budget, multiple_of=8, max_batch=4096, guess=guess,
-                     per_example=per_example)
+    bracket = search(
+        measure, budget, multiple_of=8, max_batch=4096, guess=guess, per_example=per_example
+    )
     assert bracket.lo == brute_force(need, budget, 8, 4096)
     assert len(measure.calls) == len(set(measure.calls))
 
@@ -128,8 +134,14 @@ def test_exact_whatever_the_estimate(need, error, budget):
 @pytest.mark.parametrize("budget", [50_000, 123_456])
 def test_an_exact_estimate_saves_the_smallest_compile(budget):
     measure = Recorder(affine)
-    bracket = search(measure, budget, multiple_of=8, max_batch=65536,
-                     guess=(budget - 1_000) // 137, per_example=137)
+    bracket = search(
+        measure,
+        budget,
+        multiple_of=8,
+        max_batch=65536,
+        guess=(budget - 1_000) // 137,
+        per_example=137,
+    )
     assert len(measure.calls) == 3
     assert measure.calls[-2:] == [bracket.lo, bracket.hi]
 
@@ -137,6 +149,12 @@ def test_an_exact_estimate_saves_the_smallest_compile(budget):
 @pytest.mark.parametrize("error", [0.9, 1.1])
 def test_a_close_estimate_takes_four_compiles(error):
     measure = Recorder(affine)
-    search(measure, 123_456, multiple_of=8, max_batch=65536,
-           guess=int(122_456 / (137 * error)), per_example=137 * error)
+    search(
+        measure,
+        123_456,
+        multiple_of=8,
+        max_batch=65536,
+        guess=int(122_456 / (137 * error)),
+        per_example=137 * error,
+    )
     assert len(measure.calls) == 4

@@ -27,7 +27,8 @@ def _plugin_missing() -> str | None:
 
 needs_plugin = pytest.mark.skipif(
     _plugin_missing() is not None,
-    reason=f"deviceless compiles need the CUDA plugin: {_plugin_missing()}")
+    reason=f"deviceless compiles need the CUDA plugin: {_plugin_missing()}",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -67,8 +68,14 @@ def test_named_target_compiles(name):
 
 
 def test_required_names_are_known():
-    assert {"h100-sxm-80gb", "h100-pcie-80gb", "h200-141gb", "a100-40gb",
-            "a100-80gb", "l4-24gb"} <= set(known_targets())
+    assert {
+        "h100-sxm-80gb",
+        "h100-pcie-80gb",
+        "h200-141gb",
+        "a100-40gb",
+        "a100-80gb",
+        "l4-24gb",
+    } <= set(known_targets())
 
 
 def test_h200_budget_reproduces_measured_limit():
@@ -77,7 +84,8 @@ def test_h200_budget_reproduces_measured_limit():
     assert target.budget.fraction == 0.75
     assert abs(target.default_budget_bytes - H200_BYTES_LIMIT) <= 16 * MIB
     assert target.budget.total_bytes - target.budget.reserve_bytes == (
-        target.budget.free_at_start_bytes)
+        target.budget.free_at_start_bytes
+    )
 
 
 def test_fraction_scales_budget(monkeypatch):
@@ -132,8 +140,7 @@ def test_config_file_without_required_fields(tmp_path):
 def test_config_file_that_does_not_parse(tmp_path):
     path = tmp_path / "newer.txtpb"
     config = targets.spec_config("h200-141gb")
-    path.write_text(config.replace(
-        "gpu_device_info {", "gpu_device_info {\n  no_such_field: 1", 1))
+    path.write_text(config.replace("gpu_device_info {", "gpu_device_info {\n  no_such_field: 1", 1))
     with pytest.raises(TargetError) as raised:
         get_target(str(path)).devices()
     message = str(raised.value)
@@ -141,11 +148,16 @@ def test_config_file_that_does_not_parse(tmp_path):
     assert "line 2" in message and "no_such_field" in message
 
 
-@pytest.mark.parametrize("installed,expected", [
-    ({"jaxlib": "0.10.2"}, "not installed"),
-    ({"jaxlib": "0.10.2", "jax-cuda13-plugin": "0.10.1",
-      "jax-cuda13-pjrt": "0.10.1"}, "0.10.1"),
-])
+@pytest.mark.parametrize(
+    "installed,expected",
+    [
+        ({"jaxlib": "0.10.2"}, "not installed"),
+        (
+            {"jaxlib": "0.10.2", "jax-cuda13-plugin": "0.10.1", "jax-cuda13-pjrt": "0.10.1"},
+            "0.10.1",
+        ),
+    ],
+)
 def test_cuda_plugin_errors(monkeypatch, installed, expected):
     monkeypatch.setattr(targets, "_installed_version", installed.get)
     with pytest.raises(TargetError, match=expected) as raised:
@@ -158,9 +170,10 @@ def test_cuda_plugin_errors(monkeypatch, installed, expected):
 @needs_plugin
 def test_config_file_round_trip(tmp_path):
     path = tmp_path / "h200.txtpb"
-    path.write_text(f"# {targets.DUMP_BYTES_LIMIT}: {H200_BYTES_LIMIT}\n"
-                    f"# {targets.DUMP_MEM_FRACTION}: 0.75\n"
-                    + targets.spec_config("h200-141gb"))
+    path.write_text(
+        f"# {targets.DUMP_BYTES_LIMIT}: {H200_BYTES_LIMIT}\n"
+        f"# {targets.DUMP_MEM_FRACTION}: 0.75\n" + targets.spec_config("h200-141gb")
+    )
     target = get_target(str(path))
     assert target.name == f"file:{path.resolve()}"
     assert target.memory_bytes == GPU_SPECS["h200-141gb"].device_memory_size
@@ -190,17 +203,20 @@ def test_target_is_hashable():
 
 @needs_plugin
 def test_described_target_is_quiet_without_jax_platforms():
-    code = ("from autotune.targets import get_target\n"
-            "import jax, jax.numpy as jnp\n"
-            "t = get_target('h100-sxm-80gb')\n"
-            "x = jax.ShapeDtypeStruct((8, 8), jnp.float32, sharding=t.sharding())\n"
-            "jax.jit(lambda x: x @ x).lower(x).compile()\n"
-            "print(jax.devices()[0].platform)\n")
+    code = (
+        "from autotune.targets import get_target\n"
+        "import jax, jax.numpy as jnp\n"
+        "t = get_target('h100-sxm-80gb')\n"
+        "x = jax.ShapeDtypeStruct((8, 8), jnp.float32, sharding=t.sharding())\n"
+        "jax.jit(lambda x: x @ x).lower(x).compile()\n"
+        "print(jax.devices()[0].platform)\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
     root = Path(__file__).resolve().parent.parent
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    run = subprocess.run([sys.executable, "-c", code], env=env, cwd=root,
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "cpu"
     assert "Traceback" not in run.stderr and "plugin" not in run.stderr.lower()

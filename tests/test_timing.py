@@ -22,13 +22,16 @@ def test_vgg_step_is_timed_with_donated_state_fed_back(tiny):
 
 
 def test_materialize_zeros_ints_and_prng_keys():
-    real = materialize({"w": jax.ShapeDtypeStruct((2, 3), jnp.bfloat16),
-                        "y": jax.ShapeDtypeStruct((4,), jnp.int32),
-                        "k": jax.ShapeDtypeStruct((3,), jax.random.key(0).dtype)})
+    real = materialize(
+        {
+            "w": jax.ShapeDtypeStruct((2, 3), jnp.bfloat16),
+            "y": jax.ShapeDtypeStruct((4,), jnp.int32),
+            "k": jax.ShapeDtypeStruct((3,), jax.random.key(0).dtype),
+        }
+    )
     assert real["w"].dtype == jnp.bfloat16 and not real["w"].any()
     assert real["y"].dtype == jnp.int32
-    assert real["k"].shape == (3,) and jax.dtypes.issubdtype(real["k"].dtype,
-                                                              jax.dtypes.prng_key)
+    assert real["k"].shape == (3,) and jax.dtypes.issubdtype(real["k"].dtype, jax.dtypes.prng_key)
 
 
 def test_carried_count_stops_at_the_first_mismatch():
@@ -40,8 +43,10 @@ def test_carried_count_stops_at_the_first_mismatch():
 
 def test_a_step_that_donates_what_it_does_not_return_first_is_refused():
     step = jax.jit(lambda w, x: (x.sum(), w * 2), donate_argnums=(0,))
-    args = lambda b: (jax.ShapeDtypeStruct((4,), jnp.float32),
-                      jax.ShapeDtypeStruct((b, 4), jnp.float32))
+    args = lambda b: (
+        jax.ShapeDtypeStruct((4,), jnp.float32),
+        jax.ShapeDtypeStruct((b, 4), jnp.float32),
+    )
     with pytest.raises(TuneError, match="donated argument 0"):
         measure_throughput(step, args, 2, steps=1, warmup=1)
 

@@ -17,8 +17,7 @@ from steps import C, CountingStep, brute_force, mlp_args, mlp_step, need_at, pad
 def test_exact_against_brute_force(step, answer):
     budget = need_at(step, mlp_args, answer) + 1
     counting = CountingStep(step)
-    result = find_max_batch(counting, mlp_args, budget_bytes=budget,
-                            multiple_of=8, max_batch=128)
+    result = find_max_batch(counting, mlp_args, budget_bytes=budget, multiple_of=8, max_batch=128)
     assert result.batch == brute_force(step, mlp_args, budget, 8, 128)
     assert result.peak_bytes <= result.budget_bytes < result.next_peak_bytes
     assert result.next_batch == result.batch + 8
@@ -28,8 +27,9 @@ def test_exact_against_brute_force(step, answer):
 
 def test_plain_step_is_jitted_with_donation():
     budget = need_at(mlp_step, mlp_args, 64)
-    result = find_max_batch(mlp_step, mlp_args, budget_bytes=budget,
-                            donate_argnums=(0,), multiple_of=8, max_batch=256)
+    result = find_max_batch(
+        mlp_step, mlp_args, budget_bytes=budget, donate_argnums=(0,), multiple_of=8, max_batch=256
+    )
     assert result.batch == 64
     assert result.probe.alias_bytes > 0
 
@@ -49,15 +49,19 @@ def test_flax_linen_model():
     @jax.jit
     def step(params, opt_state, x, y):
         def loss(p):
-            return optax.softmax_cross_entropy_with_integer_labels(
-                model.apply(p, x), y).mean()
+            return optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
+
         grads = jax.grad(loss)(params)
         updates, opt_state = tx.update(grads, opt_state)
         return optax.apply_updates(params, updates), opt_state
 
     def args(batch):
-        return (params, opt_state, jax.ShapeDtypeStruct((batch, 16, 16, 3), jnp.float32),
-                jax.ShapeDtypeStruct((batch,), jnp.int32))
+        return (
+            params,
+            opt_state,
+            jax.ShapeDtypeStruct((batch, 16, 16, 3), jnp.float32),
+            jax.ShapeDtypeStruct((batch,), jnp.int32),
+        )
 
     budget = need_at(step, args, 48) + 1
     result = find_max_batch(step, args, budget_bytes=budget, multiple_of=16, max_batch=256)
@@ -67,8 +71,15 @@ def test_flax_linen_model():
 def test_estimate_places_the_first_probes():
     budget = need_at(mlp_step, mlp_args, 400)
     estimate = Estimate(fixed_bytes=0, per_example_bytes=budget // 400)
-    result = find_max_batch(mlp_step, mlp_args, budget_bytes=budget, estimate=estimate,
-                            donate_argnums=(0,), multiple_of=8, max_batch=4096)
+    result = find_max_batch(
+        mlp_step,
+        mlp_args,
+        budget_bytes=budget,
+        estimate=estimate,
+        donate_argnums=(0,),
+        multiple_of=8,
+        max_batch=4096,
+    )
     first = result.probes[0]
     assert first.batch == 96
     jump = first.batch + (budget - first.need_bytes) / estimate.per_example_bytes
@@ -79,9 +90,12 @@ def test_estimate_places_the_first_probes():
 
 def test_compare_gives_one_row_per_variant():
     budget = need_at(mlp_step, mlp_args, 64)
-    results = compare({"plain": Variant(mlp_step, mlp_args),
-                       "padded": Variant(padded_step, mlp_args)},
-                      budget_bytes=budget, multiple_of=8, max_batch=256)
+    results = compare(
+        {"plain": Variant(mlp_step, mlp_args), "padded": Variant(padded_step, mlp_args)},
+        budget_bytes=budget,
+        multiple_of=8,
+        max_batch=256,
+    )
     assert [r.label for r in results] == ["plain", "padded"]
     assert results[0].batch == 64
     assert results[1].batch == brute_force(padded_step, mlp_args, budget, 8, 256)
@@ -91,8 +105,7 @@ def test_interrupt_keeps_the_best_batch_proven():
     budget = need_at(padded_step, mlp_args, 200)
     counting = CountingStep(padded_step, interrupt_after=3)
     with pytest.raises(SearchInterrupted) as e:
-        find_max_batch(counting, mlp_args, budget_bytes=budget, multiple_of=8,
-                       max_batch=4096)
+        find_max_batch(counting, mlp_args, budget_bytes=budget, multiple_of=8, max_batch=4096)
     (partial,) = e.value.results
     assert partial.interrupted and partial.next_batch is None
     assert partial.compiles == 3
@@ -103,9 +116,15 @@ def test_interrupt_keeps_the_best_batch_proven():
 def test_interrupt_in_compare_keeps_finished_rows():
     budget = need_at(mlp_step, mlp_args, 64)
     with pytest.raises(SearchInterrupted) as e:
-        compare({"done": Variant(mlp_step, mlp_args),
-                 "cut": Variant(CountingStep(mlp_step, interrupt_after=0), mlp_args)},
-                budget_bytes=budget, multiple_of=8, max_batch=256)
+        compare(
+            {
+                "done": Variant(mlp_step, mlp_args),
+                "cut": Variant(CountingStep(mlp_step, interrupt_after=0), mlp_args),
+            },
+            budget_bytes=budget,
+            multiple_of=8,
+            max_batch=256,
+        )
     assert [r.label for r in e.value.results] == ["done"]
 
 
@@ -126,7 +145,9 @@ def test_args_for_batch_that_raises():
     def bad(batch):
         raise RuntimeError("no data for you")
 
-    with pytest.raises(TuneError, match=r"`args_for_batch` raised RuntimeError for batch=8: no data"):
+    with pytest.raises(
+        TuneError, match=r"`args_for_batch` raised RuntimeError for batch=8: no data"
+    ):
         find_max_batch(mlp_step, bad, budget_bytes=10**9)
 
 
@@ -152,14 +173,29 @@ def test_backend_without_memory_analysis():
         find_max_batch(NoAnalysis(), mlp_args, budget_bytes=10**9)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(budget_bytes=0), r"`budget_bytes` \(=0\) must be positive"),
-    (dict(budget_bytes=-5), r"`budget_bytes` \(=-5\) must be positive"),
-    (dict(budget_bytes=10**9, reserve_bytes=-1), r"`reserve_bytes` \(=-1\) must be zero or positive"),
-    (dict(budget_bytes=10**9, reserve_bytes=10**9), r"`reserve_bytes` \(=1,000,000,000\) must be below"),
-    (dict(budget_bytes=10**9, multiple_of=0), r"`multiple_of` \(=0\) must be a positive integer"),
-    (dict(budget_bytes=10**9, max_batch=2.5), r"`max_batch` \(=2.5\) must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(budget_bytes=0), r"`budget_bytes` \(=0\) must be positive"),
+        (dict(budget_bytes=-5), r"`budget_bytes` \(=-5\) must be positive"),
+        (
+            dict(budget_bytes=10**9, reserve_bytes=-1),
+            r"`reserve_bytes` \(=-1\) must be zero or positive",
+        ),
+        (
+            dict(budget_bytes=10**9, reserve_bytes=10**9),
+            r"`reserve_bytes` \(=1,000,000,000\) must be below",
+        ),
+        (
+            dict(budget_bytes=10**9, multiple_of=0),
+            r"`multiple_of` \(=0\) must be a positive integer",
+        ),
+        (
+            dict(budget_bytes=10**9, max_batch=2.5),
+            r"`max_batch` \(=2.5\) must be a positive integer",
+        ),
+    ],
+)
 def test_bad_arguments(kwargs, message):
     with pytest.raises(TuneError, match=message):
         find_max_batch(mlp_step, mlp_args, **kwargs)

@@ -29,12 +29,15 @@ def test_a_timeout_is_reported_as_such():
     assert not v.ok and v.reason == "timed out after 0.01 s"
 
 
-@pytest.mark.parametrize("config,match", [
-    ({**TINY, "model": "vgg99"}, r"`config\['model'\]` \(='vgg99'\)"),
-    ({**TINY, "image_size": 15}, r"`image_size` \(=15\)"),
-    ({**TINY, "colour": 1}, "unknown keys"),
-    ({**TINY, "xla_remat_pass": "no"}, "xla_remat_pass"),
-])
+@pytest.mark.parametrize(
+    "config,match",
+    [
+        ({**TINY, "model": "vgg99"}, r"`config\['model'\]` \(='vgg99'\)"),
+        ({**TINY, "image_size": 15}, r"`image_size` \(=15\)"),
+        ({**TINY, "colour": 1}, "unknown keys"),
+        ({**TINY, "xla_remat_pass": "no"}, "xla_remat_pass"),
+    ],
+)
 def test_a_bad_config_is_refused_before_spawning(config, match):
     with pytest.raises(TuneError, match=match):
         check_config(config)
