@@ -1,10 +1,12 @@
 """The largest batch that fits an accelerator, from XLA's memory analysis."""
 
 from autotune.budget import Budget
+from autotune.cache import ResultCache
 from autotune.errors import SearchInterrupted, TuneError
 from autotune.estimate import Estimate, estimate_step
 from autotune.probe import Probe
-from autotune.report import load_batch_size, read_json, write_json
+from autotune.recommend import Recommendation, recommend
+from autotune.report import load_batch_size, read_json, read_results, write_json
 from autotune.result import TuneResult
 from autotune.targets import Target, get_target, known_targets, local_target
 from autotune.tuner import Variant, compare, find_max_batch
@@ -13,6 +15,8 @@ __all__ = [
     "Budget",
     "Estimate",
     "Probe",
+    "Recommendation",
+    "ResultCache",
     "SearchInterrupted",
     "Target",
     "TuneError",
@@ -26,5 +30,7 @@ __all__ = [
     "load_batch_size",
     "local_target",
     "read_json",
+    "read_results",
+    "recommend",
     "write_json",
 ]

@@ -94,6 +94,7 @@ def test_explain_prints_the_seed_table_beside_xla(capsys):
         (["--budget", "0"], "`budget_bytes` (=0) must be positive"),
         (["--budget", "lots"], "`budget` (='lots') must be a byte count"),
         (["--reserve", "5MB"], "`reserve_bytes` (=5,242,880) must be below"),
+        (["--reserve=-1MB"], "`reserve` (='-1MB')"),
         (["--budget", "1KB"], "smaller than the step's arguments alone"),
         (["--image-size", "18"], "`image_size` (=18)"),
         (["--multiple-of", "0"], "`multiple_of` (=0) must be a positive integer"),
@@ -107,3 +108,23 @@ def test_bad_input_is_one_clear_line(args, message, capsys):
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+def test_ctrl_c_prints_the_partial_answer_and_writes_it(tmp_path, capsys, monkeypatch):
+    from autotune.probe import Prober
+
+    compile_once = Prober.__call__
+
+    def interrupted_after_three(self, batch):
+        if self.compiles == 3 and batch not in self.probes:
+            raise KeyboardInterrupt
+        return compile_once(self, batch)
+
+    monkeypatch.setattr(Prober, "__call__", interrupted_after_three)
+    out = tmp_path / "partial.json"
+    assert main([*TINY, "--remat", "none", "--budget", "40MB", "--json", str(out)]) == 130
+    captured = capsys.readouterr()
+    assert "INTERRUPTED" in captured.err
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["interrupted"] and row["compiles"] == 3
+    assert row["peak_bytes"] <= row["budget"]["bytes"]

@@ -55,3 +55,18 @@ def test_vgg16_answer_is_exact_for_every_target(name, vgg16):
 
 def test_h200_budget_is_the_measured_allocator_limit():
     assert get_target("h200-141gb", mem_fraction=0.75).default_budget_bytes == H200_BYTES_LIMIT
+
+
+def test_remat_choices_order_as_physics_says():
+    """Saving less for the backward fits more: nothing_saveable >= dots_saveable >= none."""
+    choices = [Choice("none"), Choice("dots_saveable"), Choice("nothing_saveable")]
+    variants = vgg_variants("vgg16", choices)
+    batches = {
+        name: find_max_batch(
+            v.step, v.args_for_batch, target="h100-sxm-80gb", estimate=v.estimate
+        ).batch
+        for name, v in variants.items()
+    }
+    none, dots, nothing = batches.values()
+    assert nothing >= dots >= none
+    assert nothing > none

@@ -1,0 +1,70 @@
+"""The JSON report: versioned schema, round trip, the one-line reader."""
+
+import json
+
+import pytest
+
+from autotune import TuneError, find_max_batch, load_batch_size, read_json, write_json
+from autotune.recommend import recommend
+from autotune.report import read_results
+from steps import mlp_args, mlp_step, need_at
+
+
+@pytest.fixture(scope="module")
+def results():
+    budget = need_at(mlp_step, mlp_args, 64)
+    return tuple(
+        find_max_batch(
+            mlp_step,
+            mlp_args,
+            budget_bytes=budget + extra,
+            donate_argnums=(0,),
+            multiple_of=8,
+            max_batch=256,
+            label=label,
+        )
+        for label, extra in (("small", 0), ("large", 10**6))
+    )
+
+
+def test_round_trip(results, tmp_path):
+    path = tmp_path / "tune.json"
+    write_json(results, path, recommend(results))
+    assert read_results(path) == results
+    data = json.loads(path.read_text())
+    assert (data["schema"], data["version"]) == ("autotune.result", 1)
+    assert data["recommendation"]["label"] in ("small", "large")
+    assert [p.name for p in tmp_path.iterdir()] == ["tune.json"]
+
+
+def test_load_batch_size(results, tmp_path):
+    path = tmp_path / "tune.json"
+    write_json(results, path)
+    assert load_batch_size(path, "small") == results[0].batch == 64
+    assert load_batch_size(path, "large") == results[1].batch
+    with pytest.raises(TuneError, match=r"`label` \(=None\): .* holds 2 results"):
+        load_batch_size(path)
+    with pytest.raises(TuneError, match=r"`label` \(='medium'\) is not in"):
+        load_batch_size(path, "medium")
+    write_json(results[:1], path)
+    assert load_batch_size(path) == 64
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "is not valid JSON"),
+        ('{"schema": "other"}', "is not an autotune report"),
+        ('{"schema": "autotune.result", "version": 99, "results": []}', "report version 99"),
+    ],
+)
+def test_bad_reports(tmp_path, text, message):
+    path = tmp_path / "tune.json"
+    path.write_text(text)
+    with pytest.raises(TuneError, match=message):
+        read_json(path)
+
+
+def test_missing_report(tmp_path):
+    with pytest.raises(TuneError, match="does not exist"):
+        read_json(tmp_path / "absent.json")
