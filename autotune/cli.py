@@ -155,7 +155,9 @@ def _parser() -> argparse.ArgumentParser:
 def _keep_cuda_plugin_quiet() -> None:
     """Without a GPU, the installed CUDA plugin fails to start and says so at
     length; described targets do not need it to start."""
-    if os.environ.get("JAX_PLATFORMS") or os.path.exists("/dev/nvidiactl"):
+    from autotune.targets import cuda_plugin_without_gpu
+
+    if os.environ.get("JAX_PLATFORMS") or not cuda_plugin_without_gpu():
         return
     os.environ["JAX_PLATFORMS"] = "cpu"
     if "jax" in sys.modules:  # read the variable at import: tell it directly

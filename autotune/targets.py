@@ -352,6 +352,13 @@ def resolve_mem_fraction(mem_fraction: float | None) -> float:
     return _check_fraction(set_vars[0], value)
 
 
+def cuda_plugin_without_gpu() -> bool:
+    """A CUDA plugin is installed but this machine has no NVIDIA device: starting
+    JAX's CUDA backend would fail (loudly), and only described GPUs can be used."""
+    installed = any(_installed_version(f"jax-{p}-plugin") for p in _PLUGINS)
+    return installed and not os.path.exists("/dev/nvidiactl")
+
+
 def check_cuda_plugin() -> str:
     """The installed CUDA plugin's version; raises unless it matches jaxlib's."""
     jaxlib = _installed_version("jaxlib")

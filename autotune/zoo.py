@@ -10,7 +10,7 @@ from typing import Any
 from autotune.errors import TuneError
 from autotune.estimate import Estimate, estimate_step, tree_bytes
 from autotune.result import TuneResult
-from autotune.targets import Target, get_target, local_target
+from autotune.targets import Target, cuda_plugin_without_gpu, get_target, local_target
 from autotune.tuner import Variant, compare
 
 DEFAULT_DESCRIBED_TARGET = "h100-sxm-80gb"
@@ -38,10 +38,8 @@ def resolve_target(
     """ "auto": the local accelerator if there is one, else a described H100;
     `devices` of them."""
     if name == "auto":
-        local = local_target()
-        if local.platform != "cpu":
-            return local if devices == 1 else local_target(devices=devices)
-        name = DEFAULT_DESCRIBED_TARGET
+        local = None if cuda_plugin_without_gpu() else local_target()
+        name = "local" if local and local.platform != "cpu" else DEFAULT_DESCRIBED_TARGET
     return get_target(name, mem_fraction=mem_fraction, devices=devices)
 
 

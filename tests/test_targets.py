@@ -202,14 +202,16 @@ def test_target_is_hashable():
 
 
 @needs_plugin
-def test_described_target_is_quiet_without_jax_platforms():
+@pytest.mark.parametrize("target", ["get_target('h100-sxm-80gb')", "resolve_target('auto')"])
+def test_described_target_is_quiet_without_jax_platforms(target):
     code = (
         "from autotune.targets import get_target\n"
+        "from autotune.zoo import resolve_target\n"
         "import jax, jax.numpy as jnp\n"
-        "t = get_target('h100-sxm-80gb')\n"
+        f"t = {target}\n"
         "x = jax.ShapeDtypeStruct((8, 8), jnp.float32, sharding=t.sharding())\n"
         "jax.jit(lambda x: x @ x).lower(x).compile()\n"
-        "print(jax.devices()[0].platform)\n"
+        "print(t.name, jax.devices()[0].platform)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
     root = Path(__file__).resolve().parent.parent
@@ -218,5 +220,5 @@ def test_described_target_is_quiet_without_jax_platforms():
         [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=120
     )
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "cpu"
+    assert run.stdout.strip() == "h100-sxm-80gb cpu"
     assert "Traceback" not in run.stderr and "plugin" not in run.stderr.lower()
