@@ -14,7 +14,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="autotune",
         description="Find the largest batch of a VGG train step that fits an "
         "accelerator, from XLA's memory analysis of the compiled step. "
-        "Nothing is run and nothing is allocated on the device.",
+        "The search runs nothing and allocates nothing on the device; only "
+        "--verify and --time run steps, in a child process.",
     )
     p.add_argument(
         "--model", default="vgg16", help="vgg11, vgg13, vgg16 or vgg19 (default: %(default)s)"
@@ -281,6 +282,11 @@ def run(args: argparse.Namespace) -> int:
             f"`--accumulate-to` (={args.accumulate_to}) must be a positive "
             f"multiple of `--mesh` (={args.mesh}): equal micro-batches split "
             "over the devices add up only to such batches"
+        )
+    if args.mesh != 1 and (args.verify or args.verify_boundary or args.time):
+        raise TuneError(
+            f"`--mesh` (={args.mesh}) with --verify, --verify-boundary or --time: "
+            "runs for real use one device; tune with --mesh 1 to verify"
         )
     target = resolve_target(args.target, mem_fraction=args.mem_fraction, devices=args.mesh)
     print(f"target: {target.description}", file=sys.stderr)

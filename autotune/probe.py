@@ -162,15 +162,27 @@ class Prober:
     def lower(self, batch: int) -> Any:
         """The step lowered for `batch` (traced once, kept for the compile)."""
         if batch not in self._lowered:
-            self._lowered[batch] = self._jitted.lower(*self.abstract_args(batch))
+            args = self.abstract_args(batch)
+            try:
+                self._lowered[batch] = self._jitted.lower(*args)
+            except Exception as e:
+                raise TuneError(
+                    f"`step` does not trace for batch={batch}: {type(e).__name__}: {e}"
+                ) from e
         return self._lowered[batch]
 
     def __call__(self, batch: int) -> Probe:
         if batch in self.probes:
             return self.probes[batch]
         start = time.perf_counter()
-        with xla_remat_pass(self._remat_pass):
-            compiled = self.lower(batch).compile(compiler_options=self._compiler_options or None)
+        lowered = self.lower(batch)
+        try:
+            with xla_remat_pass(self._remat_pass):
+                compiled = lowered.compile(compiler_options=self._compiler_options or None)
+        except Exception as e:
+            raise TuneError(
+                f"`step` does not compile for batch={batch}: {type(e).__name__}: {e}"
+            ) from e
         del self._lowered[batch]
         seconds = time.perf_counter() - start
         analysis = compiled.memory_analysis()

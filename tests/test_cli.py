@@ -95,6 +95,7 @@ def test_explain_prints_the_seed_table_beside_xla(capsys):
         (["--budget", "lots"], "`budget` (='lots') must be a byte count"),
         (["--reserve", "5MB"], "`reserve_bytes` (=5,242,880) must be below"),
         (["--reserve=-1MB"], "`reserve` (='-1MB')"),
+    (["--mesh", "2", "--verify"], "`--mesh` (=2) with --verify"),
         (["--budget", "1KB"], "smaller than the step's arguments alone"),
         (["--image-size", "18"], "`image_size` (=18)"),
         (["--multiple-of", "0"], "`multiple_of` (=0) must be a positive integer"),

@@ -199,3 +199,26 @@ def test_backend_without_memory_analysis():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(TuneError, match=message):
         find_max_batch(mlp_step, mlp_args, **kwargs)
+
+
+def test_step_that_does_not_trace():
+    def broken(params, x, y):
+        return x @ x  # (batch, D) @ (batch, D): shapes do not match
+
+    with pytest.raises(TuneError, match=r"`step` does not trace for batch=\d+: TypeError"):
+        find_max_batch(broken, mlp_args, budget_bytes=10**9)
+
+
+def test_step_that_does_not_compile():
+    class Refused:
+        def lower(self, *args):
+            return self
+
+        def compile(self, **kwargs):
+            raise RuntimeError("RESOURCE_EXHAUSTED: out of memory while compiling")
+
+        def as_text(self):
+            return ""
+
+    with pytest.raises(TuneError, match=r"`step` does not compile for batch=8: RuntimeError"):
+        find_max_batch(Refused(), mlp_args, budget_bytes=10**9)
