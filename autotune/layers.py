@@ -15,53 +15,11 @@ from __future__ import annotations
 import dataclasses
 
 from autotune.units import format_bytes, format_count
+from models.vgg import CONFIGS
 
+# The seed's family (configurations A, B, D, E): the models' own definitions.
 VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
-    "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    "vgg13": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    "vgg16": (
-        64,
-        64,
-        "M",
-        128,
-        128,
-        "M",
-        256,
-        256,
-        256,
-        "M",
-        512,
-        512,
-        512,
-        "M",
-        512,
-        512,
-        512,
-        "M",
-    ),
-    "vgg19": (
-        64,
-        64,
-        "M",
-        128,
-        128,
-        "M",
-        256,
-        256,
-        256,
-        256,
-        "M",
-        512,
-        512,
-        512,
-        512,
-        "M",
-        512,
-        512,
-        512,
-        512,
-        "M",
-    ),
+    name: config for name, config in CONFIGS.items() if name != "vgg-tiny"
 }
 
 _DOWNSAMPLING = 32
