@@ -222,7 +222,7 @@ def comparison_table(results: Sequence[TuneResult]) -> str:
                 format_bytes(r.per_example_bytes),
                 analytical,
                 *_flops_cells(r.flops_per_example, least),
-                str(r.compiles),
+                f"{r.compiles} (cached)" if r.from_cache else str(r.compiles),
                 f"{r.seconds:.1f}",
             )
         )

@@ -54,7 +54,8 @@ def test_second_run_comes_from_the_cache(capsys):
     assert main([*TINY, "--remat", "none"]) == 0
     capsys.readouterr()
     assert main([*TINY, "--remat", "none"]) == 0
-    assert "from the cache" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "from the cache" in out and "(cached)" in out
 
 
 def test_explain_prints_the_seed_table_beside_xla(capsys):
