@@ -104,19 +104,9 @@ def find_max_batch(
     settings = xla_settings(xla_remat_pass, options)
     key = None
     if cache is not None:
-        key = cache_key(
-            prober.lower(multiple_of).as_text(),
-            {
-                "target": tgt.name,
-                "target_description": tgt.description,
-                "target_config": tgt.target_config,
-                "budget": budget,
-                "multiple_of": multiple_of,
-                "max_batch": max_batch,
-                "data_parallel_size": data_parallel_size,
-                **settings,
-            },
-        )
+        grid = {"multiple_of": multiple_of, "max_batch": max_batch,
+                "data_parallel_size": data_parallel_size}  # fmt: skip
+        key = _key(prober, tgt, budget, {**grid, **settings})
         hit = cache.get(key)
         if hit is not None:
             return dataclasses.replace(
@@ -167,6 +157,15 @@ def find_max_batch(
     if cache is not None:
         cache.put(key, result)
     return result
+
+
+def _key(prober: Prober, target: Target, budget: Budget, fields: Mapping[str, Any]) -> str:
+    """The cache key: the program lowered at the smallest candidate, and the rest."""
+    return cache_key(
+        prober.lower(fields["multiple_of"]).as_text(),
+        {"target": target.name, "target_description": target.description,
+         "target_config": target.target_config, "budget": budget, **fields},
+    )  # fmt: skip
 
 
 def _flops_per_example(prober: Prober, answer: Probe, data_parallel_size: int) -> dict[str, Any]:
