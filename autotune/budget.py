@@ -67,7 +67,10 @@ def resolve_budget(
             f"({physical_memory_bytes():,} B)"
         )
     else:
-        raise TuneError(f"the target ({platform}) reports no memory limit; give `budget_bytes`")
+        raise TuneError(
+            f"the target ({platform}) reports no memory limit: give `budget_bytes` "
+            "(--budget on the command line)"
+        )
     if reserve >= limit:
         raise TuneError(
             f"`reserve_bytes` (={reserve:,}) must be below the budget's limit "

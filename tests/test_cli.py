@@ -96,7 +96,7 @@ def test_explain_prints_the_seed_table_beside_xla(capsys):
         (["--budget", "lots"], "`budget` (='lots') must be a byte count"),
         (["--reserve", "5MB"], "`reserve_bytes` (=5,242,880) must be below"),
         (["--reserve=-1MB"], "`reserve` (='-1MB')"),
-    (["--mesh", "2", "--verify"], "`--mesh` (=2) with --verify"),
+        (["--mesh", "2", "--verify"], "`--mesh` (=2) with --verify"),
         (["--budget", "1KB"], "smaller than the step's arguments alone"),
         (["--image-size", "18"], "`image_size` (=18)"),
         (["--multiple-of", "0"], "`multiple_of` (=0) must be a positive integer"),
@@ -130,3 +130,17 @@ def test_ctrl_c_prints_the_partial_answer_and_writes_it(tmp_path, capsys, monkey
     (row,) = json.loads(out.read_text())["results"]
     assert row["interrupted"] and row["compiles"] == 3
     assert row["peak_bytes"] <= row["budget"]["bytes"]
+
+
+def test_a_config_file_dumped_from_a_gpu(tmp_path, capsys):
+    pytest.importorskip("jax_plugins.xla_cuda13", reason="a described GPU needs the CUDA plugin")
+    from autotune.targets import spec_config
+
+    config = tmp_path / "l4.txtpb"
+    config.write_text(spec_config("l4-24gb"))
+    args = [*TINY[:6], "--target", str(config), "--remat", "none", "--quiet"]
+    assert main(args) == 2
+    assert "reports no memory limit: give `budget_bytes` (--budget" in capsys.readouterr().err
+    assert main([*args, "--budget", "4MB"]) == 0
+    out = capsys.readouterr().out
+    assert f"on file:{config.resolve()}" in out and "does not fit" in out
