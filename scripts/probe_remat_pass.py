@@ -1,0 +1,41 @@
+"""Where XLA's remat pass starts to act on a described GPU: compiled need of the
+VGG16 step with the pass off and on, at batches around and above the card's memory.
+
+    JAX_PLATFORMS=cpu python scripts/probe_remat_pass.py --target h100-sxm-80gb
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # before scripts/autotune.py
+
+from autotune.probe import Prober  # noqa: E402
+from autotune.targets import get_target  # noqa: E402
+from models import vgg_setup  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="h100-sxm-80gb")
+    parser.add_argument("--batches", default="440,520,560,600,640,720")
+    args = parser.parse_args()
+    target = get_target(args.target)
+    setup = vgg_setup("vgg16")
+    probers = {
+        on: Prober(setup.step, setup.args_for_batch, sharding=target.sharding(), xla_remat_pass=on)
+        for on in (False, True)
+    }
+    print(
+        f"{target.description}: device_memory_size in the config = "
+        f"{target.memory_bytes:,} B; default budget {target.default_budget_bytes:,} B"
+    )
+    print("| batch | need, pass off (B) | need, pass on (B) |")
+    print("|---:|---:|---:|")
+    for batch in map(int, args.batches.split(",")):
+        off, on = (probers[flag](batch).need_bytes for flag in (False, True))
+        print(f"| {batch} | {off:,} | {on:,} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
