@@ -27,7 +27,7 @@ def main() -> None:
         for on in (False, True)
     }
     print(
-        f"{target.description}: device_memory_size in the config = "
+        f"{target.description}: card memory "
         f"{target.memory_bytes:,} B; default budget {target.default_budget_bytes:,} B"
     )
     print("| batch | need, pass off (B) | need, pass on (B) |")
