@@ -165,6 +165,18 @@ def _keep_cuda_plugin_quiet() -> None:
         sys.modules["jax"].config.update("jax_platforms", "cpu")
 
 
+def _model_kwargs(args: argparse.Namespace) -> dict:
+    """The VGG setup's keywords, as tuning, verifying and explaining take them."""
+    return {
+        "image_size": args.image_size,
+        "channels": args.channels,
+        "num_classes": args.classes,
+        "optimizer": args.optimizer,
+        "dtype": args.dtype,
+        "param_dtype": args.param_dtype,
+    }
+
+
 def _choices(args: argparse.Namespace) -> list:
     from autotune.zoo import Choice
 
@@ -198,12 +210,7 @@ def _verify(results, args: argparse.Namespace, *, deviceless: bool) -> dict[str,
     for r, choice in zip(results, _choices(args)):
         config = {
             "model": args.model,
-            "image_size": args.image_size,
-            "channels": args.channels,
-            "num_classes": args.classes,
-            "optimizer": args.optimizer,
-            "dtype": args.dtype,
-            "param_dtype": args.param_dtype,
+            **_model_kwargs(args),
             "remat": choice.remat,
             "remat_every": choice.remat_every,
             "xla_remat_pass": choice.xla_remat_pass,
@@ -293,12 +300,7 @@ def run(args: argparse.Namespace) -> int:
     results = tune_vgg(
         args.model,
         choices=_choices(args),
-        image_size=args.image_size,
-        channels=args.channels,
-        num_classes=args.classes,
-        optimizer=args.optimizer,
-        dtype=args.dtype,
-        param_dtype=args.param_dtype,
+        **_model_kwargs(args),
         target=target,
         budget_bytes=None if args.budget is None else parse_bytes("budget", args.budget),
         reserve_bytes=parse_bytes("reserve", args.reserve),
@@ -316,19 +318,7 @@ def run(args: argparse.Namespace) -> int:
         from autotune.explain import explain_vgg
 
         for r in results:
-            print(
-                "\n"
-                + explain_vgg(
-                    r,
-                    args.model,
-                    image_size=args.image_size,
-                    channels=args.channels,
-                    num_classes=args.classes,
-                    optimizer=args.optimizer,
-                    dtype=args.dtype,
-                    param_dtype=args.param_dtype,
-                )
-            )
+            print("\n" + explain_vgg(r, args.model, **_model_kwargs(args)))
     return 0
 
 

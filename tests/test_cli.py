@@ -1,6 +1,7 @@
 """The `autotune` command as a user runs it."""
 
 import json
+import re
 
 import matplotlib.image
 import pytest
@@ -144,3 +145,11 @@ def test_a_config_file_dumped_from_a_gpu(tmp_path, capsys):
     assert main([*args, "--budget", "4MB"]) == 0
     out = capsys.readouterr().out
     assert f"on file:{config.resolve()}" in out and "does not fit" in out
+
+
+def test_verify_and_time_run_the_answers_and_drive_the_recommendation(capsys):
+    assert main([*TINY, "--remat", "none", "--verify-boundary", "--time"]) == 0
+    out = capsys.readouterr().out
+    ran = [int(b) for b in re.findall(r"vgg-tiny remat=none: batch (\d+): ran", out)]
+    assert len(ran) == 2 and ran[1] == ran[0] + 8  # the answer and the next candidate
+    assert f"at batch {ran[0]}" in out and "samples/s (measured on the device)" in out
