@@ -1,15 +1,23 @@
-"""The largest batch that fits an accelerator, from XLA's memory analysis."""
+"""The largest batch of a JAX train step that fits an accelerator, from XLA's
+memory analysis of the compiled step.
 
-from autotune.budget import Budget
-from autotune.cache import ResultCache
-from autotune.errors import SearchInterrupted, TuneError
-from autotune.estimate import Estimate, estimate_step
-from autotune.probe import Probe
-from autotune.recommend import Recommendation, recommend
-from autotune.report import load_batch_size, read_json, read_results, write_json
-from autotune.result import TuneResult
-from autotune.targets import Target, get_target, known_targets, local_target
-from autotune.tuner import Variant, compare, find_max_batch
+`import autotune` imports JAX and nothing else heavy: the VGG application
+(`autotune.models`, Flax) is imported only by whoever uses it.
+"""
+
+from autotune._budget import Budget
+from autotune._cache import ResultCache
+from autotune._errors import SearchInterrupted, TuneError
+from autotune._estimate import Estimate, estimate_step
+from autotune._layout import agree_across_hosts
+from autotune._probe import Probe
+from autotune._recommend import Recommendation, recommend
+from autotune._report import load_batch_size, read_results, write_json
+from autotune._result import TuneResult
+from autotune._targets import Target, get_target, known_targets
+from autotune._tuner import compare, find_max_batch
+from autotune._units import format_bytes
+from autotune._workload import Workload, load_workloads
 
 __all__ = [
     "Budget",
@@ -21,15 +29,16 @@ __all__ = [
     "Target",
     "TuneError",
     "TuneResult",
-    "Variant",
+    "Workload",
+    "agree_across_hosts",
     "compare",
     "estimate_step",
     "find_max_batch",
+    "format_bytes",
     "get_target",
     "known_targets",
     "load_batch_size",
-    "local_target",
-    "read_json",
+    "load_workloads",
     "read_results",
     "recommend",
     "write_json",

@@ -1,4 +1,9 @@
-"""The `autotune` command: the largest VGG batch that fits a target."""
+"""The `autotune` command: the largest batch of a train step that fits a target.
+
+It parses its arguments into an `autotune._command.Job` and runs it. With
+`--workload MODULE:ATTR` it tunes the user's workload; without, the built-in
+VGG16 (`autotune.models`), shaped by the VGG flags.
+"""
 
 from __future__ import annotations
 
@@ -6,34 +11,54 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+
+VGG_WORKLOADS = "autotune.models:vgg_workloads"
+DEFAULT_REMAT = "none,nothing_saveable"
+
+# The VGG flags: (flag, VGGConfig field, type). Refused beside --workload.
+_VGG_FLAGS = (
+    ("--model", "model", str, "vgg11, vgg13, vgg16 or vgg19 (default: vgg16)"),
+    ("--image-size", "image_size", int, "square input side (default: 224)"),
+    ("--channels", "channels", int, "input channels (default: 3)"),
+    ("--classes", "num_classes", int, "output classes (default: 1000)"),
+    ("--optimizer", "optimizer", str, "sgd (momentum 0.9), adam or adamw (default: sgd)"),
+    ("--dtype", "dtype", str, "compute dtype: float32 or bfloat16 (default: float32)"),
+    ("--param-dtype", "param_dtype", str, "parameter dtype (default: float32)"),
+    (
+        "--remat",
+        "remat",
+        str,
+        "comma-separated remat choices, one row each: none or a "
+        f"jax.checkpoint_policies name per conv stage (default: {DEFAULT_REMAT})",
+    ),
+    ("--remat-every", "remat_every", int, "rematerialize every k-th conv stage only"),
+)
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="autotune",
-        description="Find the largest batch of a VGG train step that fits an "
-        "accelerator, from XLA's memory analysis of the compiled step. "
-        "The search runs nothing and allocates nothing on the device; only "
-        "--verify and --time run steps, in a child process.",
+        description="Find the largest batch of a train step that fits an accelerator, "
+        "from XLA's memory analysis of the compiled step. The search runs nothing "
+        "and allocates nothing on the device; only --verify and --time run steps, "
+        "in a child process. Without --workload it tunes the built-in VGG16.",
     )
     p.add_argument(
-        "--model", default="vgg16", help="vgg11, vgg13, vgg16 or vgg19 (default: %(default)s)"
+        "--workload",
+        default=None,
+        metavar="MODULE:ATTR",
+        help="your workload: MODULE importable from the current directory (as "
+        "python -m finds it); ATTR an autotune.Workload, a (step, args_for_batch) "
+        "pair, a list of workloads, or a callable with no required arguments "
+        "returning one of those",
     )
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--channels", type=int, default=3)
-    p.add_argument("--classes", type=int, default=1000)
-    p.add_argument("--optimizer", default="sgd", help="sgd (momentum 0.9), adam or adamw")
-    p.add_argument("--dtype", default="float32", help="compute dtype: float32 or bfloat16")
-    p.add_argument("--param-dtype", default="float32")
-    p.add_argument(
-        "--remat",
-        default="none,nothing_saveable",
-        help="comma-separated remat choices, one row each: none or a "
-        "jax.checkpoint_policies name per conv stage (default: %(default)s)",
-    )
-    p.add_argument(
-        "--remat-every", type=int, default=1, help="rematerialize every k-th conv stage only"
+    vgg = p.add_argument_group("the built-in VGG (refused with --workload)")
+    for flag, field, kind, text in _VGG_FLAGS:
+        vgg.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    vgg.add_argument(
+        "--explain",
+        action="store_true",
+        help="print the cs231n case study's analytical breakdown beside XLA's numbers",
     )
     p.add_argument(
         "--xla-remat-pass",
@@ -57,12 +82,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="data-parallel devices: N described GPUs of --target, or "
         "the first N local devices; the batch is then global and "
-        "split over them, memory is per device (default: 1)",
+        "split over them, memory is per device. Arguments without a sharding "
+        "of their own are placed by --layout (those whose shape follows the "
+        "batch are split); arguments with one keep it (default: 1)",
     )
     p.add_argument(
         "--layout",
         default="dp",
-        help="with --mesh: dp (parameters and optimizer state "
+        help="with --mesh: dp (arguments that do not follow the batch are "
         "replicated) or fsdp (split too) (default: %(default)s)",
     )
     p.add_argument(
@@ -104,11 +131,6 @@ def _parser() -> argparse.ArgumentParser:
         "(needs matplotlib: the [plot] extra)",
     )
     p.add_argument(
-        "--explain",
-        action="store_true",
-        help="print the seed-style analytical breakdown beside XLA's numbers",
-    )
-    p.add_argument(
         "--compilation-cache-dir",
         default=None,
         metavar="DIR",
@@ -130,7 +152,8 @@ def _parser() -> argparse.ArgumentParser:
         "--verify",
         action="store_true",
         help="run each answer for real (2 steps) in a child process and "
-        "compare its peak with the prediction",
+        "compare its peak with the prediction (the workload must build real "
+        "arguments)",
     )
     p.add_argument(
         "--verify-boundary",
@@ -156,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
 def _keep_cuda_plugin_quiet() -> None:
     """Without a GPU, the installed CUDA plugin fails to start and says so at
     length; described targets do not need it to start."""
-    from autotune.targets import cuda_plugin_without_gpu
+    from autotune._targets import cuda_plugin_without_gpu
 
     if os.environ.get("JAX_PLATFORMS") or not cuda_plugin_without_gpu():
         return
@@ -165,181 +188,66 @@ def _keep_cuda_plugin_quiet() -> None:
         sys.modules["jax"].config.update("jax_platforms", "cpu")
 
 
-def _model_kwargs(args: argparse.Namespace) -> dict:
-    """The VGG setup's keywords, as tuning, verifying and explaining take them."""
-    return {
-        "image_size": args.image_size,
-        "channels": args.channels,
-        "num_classes": args.classes,
-        "optimizer": args.optimizer,
-        "dtype": args.dtype,
-        "param_dtype": args.param_dtype,
-    }
+def _workload_source(args: argparse.Namespace) -> tuple[str, dict, object]:
+    """(spec, kwargs, explain) of the workloads to tune."""
+    from autotune._errors import TuneError
 
-
-def _choices(args: argparse.Namespace) -> list:
-    from autotune.zoo import Choice
-
-    passes = {"off": (False,), "on": (True,), "both": (False, True)}[args.xla_remat_pass]
-    remats = [r.strip() for r in args.remat.split(",") if r.strip()]
-    return [Choice(r, args.remat_every, p) for r in remats for p in passes]
-
-
-def _progress(probe) -> None:
-    from autotune.units import format_bytes
-
-    print(
-        f"  compiled batch {probe.batch:>6}: needs {format_bytes(probe.need_bytes):>9}"
-        f"  ({probe.compile_seconds:.1f} s)",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-def _verify(results, args: argparse.Namespace, *, deviceless: bool) -> dict[str, float]:
-    """Runs each answer for real; returns the measured samples/s by label."""
-    from autotune.verify import verify_result
-
-    if deviceless:
-        print(
-            "\nnote: these runs use this machine's device, not the described target",
-            file=sys.stderr,
-        )
-    print("\nrun for real (child process, XLA remat pass as tuned):")
-    rates = {}
-    for r, choice in zip(results, _choices(args)):
-        config = {
-            "model": args.model,
-            **_model_kwargs(args),
-            "remat": choice.remat,
-            "remat_every": choice.remat_every,
-            "xla_remat_pass": choice.xla_remat_pass,
-        }
-        checks = verify_result(
-            r,
-            config,
-            boundary=args.verify_boundary,
-            timeout_s=args.verify_timeout,
-            time_steps=5 if args.time else 0,
-        )
-        for v in checks:
-            print(f"  {r.label}: {v.render(r.budget_bytes)}")
-        if checks[0].throughput is not None:
-            rates[r.label] = checks[0].throughput.samples_per_second
-    return rates
-
-
-def _report(results, args: argparse.Namespace, rates: dict[str, float]) -> None:
-    from autotune.recommend import recommend
-    from autotune.report import write_json
-    from autotune.result import comparison_table
-
-    best = recommend(results, rates)
-    print()
-    print(comparison_table(results))
-    if best is not None:
-        print(best.render())
-    for r in results:
-        print()
-        print(r.render())
-    if args.accumulate_to is not None:
-        print()
-        for r in results:
-            print(_accumulation_line(r, args.accumulate_to))
-    if args.json:
-        write_json(results, args.json, best)
-        print(f"\nwrote {args.json}")
-    if args.plot:
-        from autotune.plot import plot_results
-
-        plot_results(results, args.plot)
-        print(f"wrote {args.plot}")
-
-
-def _accumulation_line(result, desired: int) -> str:
-    from models.parallel import accumulation_plan
-
-    steps, micro = accumulation_plan(desired, result.batch, result.data_parallel_size)
-    per_device = micro // result.data_parallel_size
-    return (
-        f"{result.label}: global batch {desired} = {steps} accumulation "
-        f"step(s) x micro-batch {micro} ({per_device} per device)"
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    from autotune.cache import ResultCache
-    from autotune.errors import TuneError
-    from autotune.units import parse_bytes
-    from autotune.zoo import resolve_target, tune_vgg
-
-    for flag, path in (("--json", args.json), ("--plot", args.plot)):
-        if path and not Path(path).resolve().parent.is_dir():
-            raise TuneError(
-                f"`{flag}` (={path!r}): the directory {str(Path(path).parent)!r} does not exist"
-            )
-    if args.compilation_cache_dir:
-        import jax
-
-        jax.config.update("jax_compilation_cache_dir", args.compilation_cache_dir)
-    if args.accumulate_to is not None and (
-        args.accumulate_to < 1 or args.accumulate_to % max(args.mesh, 1)
-    ):
-        raise TuneError(
-            f"`--accumulate-to` (={args.accumulate_to}) must be a positive "
-            f"multiple of `--mesh` (={args.mesh}): equal micro-batches split "
-            "over the devices add up only to such batches"
-        )
-    if args.mesh != 1 and (args.verify or args.verify_boundary or args.time):
-        raise TuneError(
-            f"`--mesh` (={args.mesh}) with --verify, --verify-boundary or --time: "
-            "runs for real use one device; tune with --mesh 1 to verify"
-        )
-    target = resolve_target(args.target, mem_fraction=args.mem_fraction, devices=args.mesh)
-    print(f"target: {target.description}", file=sys.stderr)
-    results = tune_vgg(
-        args.model,
-        choices=_choices(args),
-        **_model_kwargs(args),
-        target=target,
-        budget_bytes=None if args.budget is None else parse_bytes("budget", args.budget),
-        reserve_bytes=parse_bytes("reserve", args.reserve),
-        layout=args.layout,
-        max_batch=args.max_batch,
-        **({} if args.multiple_of is None else {"multiple_of": args.multiple_of}),
-        on_probe=None if args.quiet else _progress,
-        cache=None if args.no_cache else ResultCache(args.cache_dir),
-    )
-    rates = {}
-    if args.verify or args.verify_boundary or args.time:
-        rates = _verify(results, args, deviceless=target.deviceless)
-    _report(results, args, rates)
+    given = [flag for flag, field, _, _ in _VGG_FLAGS if getattr(args, field) is not None]
     if args.explain:
-        from autotune.explain import explain_vgg
+        given.append("--explain")
+    if args.workload is not None:
+        if given:
+            raise TuneError(
+                f"`{given[0]}` is a flag of the built-in VGG, and `--workload` "
+                f"(={args.workload!r}) tunes your own step; drop {', '.join(given)}"
+            )
+        return args.workload, {}, None
+    from autotune.models import VGGConfig, explain_vgg
 
-        for r in results:
-            print("\n" + explain_vgg(r, args.model, **_model_kwargs(args)))
-    return 0
+    fields = {field: getattr(args, field) for _, field, _, _ in _VGG_FLAGS}
+    remat = fields.pop("remat") or DEFAULT_REMAT
+    choices = tuple(r.strip() for r in remat.split(",") if r.strip())
+    if not choices:
+        raise TuneError(f"`--remat` (={remat!r}) must name at least one remat choice")
+    config = VGGConfig(remat=choices, **{k: v for k, v in fields.items() if v is not None})
+    explain = (lambda result: explain_vgg(result, config)) if args.explain else None
+    return VGG_WORKLOADS, config.to_dict(), explain
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _keep_cuda_plugin_quiet()
-    from autotune.errors import SearchInterrupted
+    from autotune._command import Job, run
+    from autotune._units import parse_bytes
 
     try:
-        return run(args)
-    except SearchInterrupted as e:
-        if e.results:
-            print(
-                "\nINTERRUPTED: the last row is partial (its batch fits; the "
-                "boundary above it was not reached)",
-                file=sys.stderr,
-            )
-            _report(e.results, args, {})
-        else:
-            print("autotune: interrupted before any batch was proven to fit", file=sys.stderr)
-        return 130
+        spec, kwargs, explain = _workload_source(args)
+        job = Job(
+            spec=spec,
+            kwargs=kwargs,
+            target=args.target,
+            mesh=args.mesh,
+            layout=args.layout,
+            mem_fraction=args.mem_fraction,
+            budget_bytes=None if args.budget is None else parse_bytes("--budget", args.budget),
+            reserve_bytes=parse_bytes("--reserve", args.reserve),
+            multiple_of=args.multiple_of,
+            max_batch=args.max_batch,
+            xla_remat_pass=args.xla_remat_pass,
+            accumulate_to=args.accumulate_to,
+            json_path=args.json,
+            plot_path=args.plot,
+            compilation_cache_dir=args.compilation_cache_dir,
+            cache=not args.no_cache,
+            cache_dir=args.cache_dir,
+            verify=args.verify,
+            verify_boundary=args.verify_boundary,
+            time=args.time,
+            verify_timeout=args.verify_timeout,
+            quiet=args.quiet,
+            explain=explain,
+        )
+        return run(job)
     except ValueError as e:  # TuneError and the models' argument checks
         print(f"autotune: error: {e}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ JAX's in-memory compile caches cleared, so no method reuses another's compiles:
 
 All three must agree on the answer; the script fails otherwise. Run:
 
-    JAX_PLATFORMS=cpu PYTHONPATH=. python scripts/bench_search.py \
+    JAX_PLATFORMS=cpu python scripts/bench_search.py \
         [--quick | --grid {quick,full,extended}] [--out PATH]
 """
 
@@ -30,17 +30,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import jax
+import jaxlib
 
-import jax  # noqa: E402
-import jaxlib  # noqa: E402
-
-from autotune import find_max_batch, get_target  # noqa: E402
-from autotune.budget import resolve_budget  # noqa: E402
-from autotune.probe import REMAT_PASS_OFF, Prober  # noqa: E402
-from autotune.targets import Target  # noqa: E402
-from autotune.tuner import Variant  # noqa: E402
-from autotune.zoo import Choice, vgg_variants  # noqa: E402
+from autotune import Target, Workload, find_max_batch, get_target
+from autotune._budget import resolve_budget
+from autotune._probe import REMAT_PASS_OFF, Prober
+from autotune.models import VGGConfig
 
 TARGET_RATIO = 1 / 3
 ENV_KEYS = (
@@ -129,13 +125,12 @@ def extended_grid() -> list[Case]:
 GRIDS = {"quick": quick_grid, "full": full_grid, "extended": extended_grid}
 
 
-def build_variant(case: Case) -> tuple[Variant, float]:
-    """The case's variant (step, arguments, estimate) and the seconds to build it."""
+def build_variant(case: Case) -> tuple[Workload, float]:
+    """The case's workload (step, arguments, estimate) and the seconds to build it."""
     start = time.perf_counter()
-    variants = vgg_variants(
-        case.model, (Choice(remat=case.remat),), image_size=case.image_size, dtype=case.dtype
-    )
-    return next(iter(variants.values())), time.perf_counter() - start
+    config = VGGConfig(case.model, image_size=case.image_size, dtype=case.dtype, remat=case.remat)
+    (workload,) = config.workloads()
+    return workload, time.perf_counter() - start
 
 
 def budget_bytes(target: Target) -> int:
@@ -149,18 +144,11 @@ def budget_bytes(target: Target) -> int:
     ).bytes
 
 
-def run_ours(variant: Variant, target: Target, multiple_of: int, max_batch: int) -> Run:
+def run_ours(variant: Workload, target: Target, multiple_of: int, max_batch: int) -> Run:
     """`find_max_batch` as a user calls it, with the analytical estimate."""
     jax.clear_caches()
     start = time.perf_counter()
-    result = find_max_batch(
-        variant.step,
-        variant.args_for_batch,
-        target=target,
-        estimate=variant.estimate,
-        multiple_of=multiple_of,
-        max_batch=max_batch,
-    )
+    result = find_max_batch(variant, target=target, multiple_of=multiple_of, max_batch=max_batch)
     seconds = time.perf_counter() - start
     sequence = tuple((p.batch, p.need_bytes <= result.budget_bytes) for p in result.probes)
     return Run(result.batch, result.compiles, seconds, sequence)
@@ -195,7 +183,7 @@ def fixed_bisection(fits: Callable[[int], bool], m: int, top: int) -> int:
 
 def run_baseline(
     search: Callable[[Callable[[int], bool], int, int], int],
-    variant: Variant,
+    variant: Workload,
     target: Target,
     multiple_of: int,
     max_batch: int,

@@ -20,16 +20,14 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 JOB = textwrap.dedent("""
     import sys, time, json
     import jax, jax.numpy as jnp
     from flax import nnx
     jax.config.update("jax_compilation_cache_dir", sys.argv[1])
     jax.config.update("jax_compiler_enable_remat_pass", False)
-    from models import VGG, vgg_setup
-    from models.train import make_optimizer
+    from autotune.models import VGG, vgg_setup
+    from autotune.models.train import make_optimizer
     kw = json.loads(sys.argv[2]); batch = int(sys.argv[3])
     setup = vgg_setup(kw["model"], image_size=kw["image_size"], num_classes=kw["classes"])
     _, params = nnx.split(VGG(kw["model"], image_size=kw["image_size"],
@@ -45,7 +43,7 @@ JOB = textwrap.dedent("""
 
 
 def _run(args: list[str], env: dict[str, str]) -> str:
-    out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    out = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     if out.returncode:
         sys.exit(f"command failed: {' '.join(args)}\n{out.stderr}")
     return out.stdout
@@ -59,7 +57,7 @@ def main() -> None:
     p.add_argument("--budget", default="1GB")
     p.add_argument("--out", default="benchmarks/warm-start.md")
     a = p.parse_args()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)
     kw = {"model": a.model, "image_size": a.image_size, "classes": a.classes}
     with tempfile.TemporaryDirectory() as warm, tempfile.TemporaryDirectory() as cold:
         import json
@@ -69,7 +67,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-m",
-                "autotune.cli",
+                "autotune",
                 "--model",
                 a.model,
                 "--image-size",
@@ -102,10 +100,12 @@ def main() -> None:
             "",
             f"Command: `python scripts/bench_warm_start.py --model {a.model} --image-size "
             f"{a.image_size} --classes {a.classes} --budget {a.budget}`",
-            f"Date: {datetime.date.today()}; machine: {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} cores; device: {device}.",
+            f"Date: {datetime.date.today()}; machine: "
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+            f"device: {device}.",
             "",
-            "| model | batch (tuned) | first step, empty cache | first step, tuner's cache | saved |",
+            "| model | batch (tuned) | first step, empty cache | first step, tuner's cache "
+            "| saved |",
             "|---|---|---|---|---|",
             f"| {a.model} at {a.image_size} | {batch} | {cold_s:.1f} s | {warm_s:.1f} s | "
             f"{cold_s - warm_s:.1f} s ({1 - warm_s / cold_s:.0%}) |",

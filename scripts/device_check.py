@@ -1,12 +1,17 @@
 """One bounded run of the checks that need a real GPU; results as JSON and markdown.
 
-Run on the device machine from the checkout:
+Run on the device machine from the checkout, after installing the package
+without its dependencies (they are there already; the VGG application
+installs as `autotune.models`, so the checkout alone is not importable):
 
-    XLA_PYTHON_CLIENT_MEM_FRACTION=0.2 PYTHONPATH=. python scripts/device_check.py
+    python3 -m pip install -q --no-deps --no-build-isolation --target /tmp/site . &&
+    XLA_PYTHON_CLIENT_MEM_FRACTION=0.2 PYTHONPATH=/tmp/site \
+        python3 scripts/device_check.py
 
-and on a CPU machine, to prove the script end to end (tiny model, local CPU):
+and on a CPU machine with the package installed, to prove the script end to
+end (tiny model, local CPU):
 
-    JAX_PLATFORMS=cpu PYTHONPATH=. python scripts/device_check.py --dry-run
+    JAX_PLATFORMS=cpu python scripts/device_check.py --dry-run
 
 Checks, by priority (each one's failure is recorded, the rest go on):
 
@@ -46,10 +51,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
 DEVICE_ENV = dict(os.environ)
 os.environ["JAX_PLATFORMS"] = "cpu"  # this process only builds abstract setups
-sys.path.insert(0, str(ROOT))
+VGG_WORKLOADS = "autotune.models:vgg_workloads"
 
 TOLERANCE = 1e-3
 MARGIN_S = 5.0
@@ -65,27 +69,33 @@ def _emit(kind: str, data: Any) -> None:
     print(json.dumps({kind: data}), flush=True)
 
 
-def _shape_kwargs(p: Mapping[str, Any]) -> dict[str, Any]:
-    return {"image_size": p["image_size"], "num_classes": p["num_classes"]}
+def _vgg_config(p: Mapping[str, Any]) -> dict[str, Any]:
+    """`vgg_workloads` keywords of one remat choice."""
+    return {
+        "model": p["model"],
+        "image_size": p["image_size"],
+        "num_classes": p["num_classes"],
+        "remat": [p["remat"]],
+    }
 
 
 def worker_tune(p: Mapping[str, Any]) -> dict[str, Any]:
     """Tunes one remat choice for `p["target"]`; streams each compile."""
     import jax
 
-    from autotune.zoo import Choice, tune_vgg
+    from autotune import find_max_batch, get_target
+    from autotune.models import vgg_workloads
 
+    target = get_target(p["target"])
     device = jax.devices()[0]
     stats = device.memory_stats() or {}
-    (result,) = tune_vgg(
-        p["model"],
-        choices=[Choice(p["remat"])],
-        target=p["target"],
+    (workload,) = vgg_workloads(**_vgg_config(p))
+    result = find_max_batch(
+        workload,
+        target=target,
         multiple_of=8,
-        cache=None,
         budget_bytes=p.get("budget_bytes"),
         on_probe=lambda probe: _emit("probe", probe.to_dict()),
-        **_shape_kwargs(p),
     )
     return {
         "result": result.to_dict(),
@@ -97,15 +107,15 @@ def worker_tune(p: Mapping[str, Any]) -> dict[str, Any]:
 
 def worker_need(p: Mapping[str, Any]) -> dict[str, Any]:
     """XLA's need at each batch, compiled for `p["target"]` (remat pass off)."""
-    from autotune.probe import REMAT_PASS_OFF, Prober
-    from autotune.targets import get_target
-    from models import vgg_setup
+    from autotune import get_target
+    from autotune._probe import REMAT_PASS_OFF, Prober
+    from autotune.models import vgg_workloads
 
     target = get_target(p["target"])
-    setup = vgg_setup(p["model"], remat=p["remat"], **_shape_kwargs(p))
+    (workload,) = vgg_workloads(**_vgg_config(p))
     prober = Prober(
-        setup.step,
-        setup.args_for_batch,
+        workload.step,
+        workload.args_for_batch,
         compiler_options=REMAT_PASS_OFF,
         sharding=target.sharding() if target.deviceless else None,
         on_probe=lambda probe: _emit("probe", probe.to_dict()),
@@ -126,7 +136,7 @@ def run_worker(name: str) -> int:
     try:
         _emit("result", WORKERS[name](json.loads(sys.stdin.read())))
         return 0
-    except BaseException as e:  # noqa: BLE001 - reported to the parent
+    except BaseException as e:
         _emit("error", f"{type(e).__name__}: {e}"[:4000])
         return 1
 
@@ -190,10 +200,7 @@ def call_worker(
     name: str, payload: Mapping[str, Any], *, timeout_s: float, env: Mapping[str, str]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Runs a worker child; returns its result and its streamed probes."""
-    child_env = {
-        **env,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")])),
-    }
+    child_env = dict(env)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name]
     try:
         proc = subprocess.run(
@@ -203,7 +210,6 @@ def call_worker(
             text=True,
             timeout=timeout_s,
             env=child_env,
-            cwd=ROOT,
         )
         stdout, stderr, code = proc.stdout, proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as e:
@@ -269,7 +275,7 @@ class Checker:
             status, summary, details = fn()
         except Skipped as e:
             status, summary, details = "skipped", str(e), {}
-        except Exception as e:  # noqa: BLE001 - one failure must not lose the rest
+        except Exception as e:
             status, summary = "error", f"{type(e).__name__}: {e}"[:1000]
             details = {"traceback": traceback.format_exc()[-4000:]}
         self.report.add(
@@ -307,11 +313,11 @@ class Checker:
         return "pass", summary, {"tune": out}
 
     def verify_answer(self, remat: str) -> tuple[str, str, dict[str, Any]]:
-        from autotune.verify import verify_vgg
+        from autotune._verify import verify_workload
 
         r = self._tuned(remat)
         timeout = self.timeout(self.verify_estimate_s(r["batch"]), "the run at the answer")
-        v = verify_vgg(
+        v = verify_workload(
             self._config(remat),
             r["batch"],
             timeout_s=timeout,
@@ -330,7 +336,7 @@ class Checker:
         return status, v.render(r["budget"]["bytes"]), {"verification": v.to_dict()}
 
     def verify_next(self, remat: str) -> tuple[str, str, dict[str, Any]]:
-        from autotune.verify import verify_vgg
+        from autotune._verify import verify_workload
 
         r = self._tuned(remat)
         if r["next_batch"] is None:
@@ -338,7 +344,7 @@ class Checker:
         timeout = self.timeout(
             self.verify_estimate_s(r["next_batch"]), "the run at the next candidate"
         )
-        v = verify_vgg(
+        v = verify_workload(
             self._config(remat),
             r["next_batch"],
             timeout_s=timeout,
@@ -399,7 +405,7 @@ class Checker:
     # -- check 3 --
 
     def deviceless_answer(self) -> tuple[str, str, dict[str, Any]]:
-        from autotune.verify import verify_vgg
+        from autotune._verify import verify_workload
 
         limit = self.tunes.get("none", {}).get("bytes_limit")
         budget = DRY_BUDGET_BYTES if self.dry else limit
@@ -417,7 +423,7 @@ class Checker:
         done = self.verified.get(("none", r["batch"]))
         if done is None:
             timeout = self.timeout(self.verify_estimate_s(r["batch"]), "the run")
-            done = verify_vgg(
+            done = verify_workload(
                 self._config("none"),
                 r["batch"],
                 timeout_s=timeout,
@@ -437,8 +443,11 @@ class Checker:
             )
         return self.tunes[remat]["result"]
 
-    def _config(self, remat: str) -> dict[str, Any]:
-        return {**self.setup, "remat": remat, "xla_remat_pass": False}
+    def _config(self, remat: str) -> Any:
+        from autotune._verify import WorkloadSource
+
+        config = _vgg_config({**self.setup, "remat": remat})
+        return WorkloadSource(VGG_WORKLOADS, f"{self.args.model} remat={remat}", config)
 
     def all(self) -> None:
         first, *rest = REMATS

@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from autotune.targets import (
+from autotune._targets import (
     DUMP_BYTES_LIMIT,
-    DUMP_MEM_FRACTION,  # noqa: E402
+    DUMP_MEM_FRACTION,
     resolve_mem_fraction,
 )
 

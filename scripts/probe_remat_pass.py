@@ -5,14 +5,10 @@ VGG16 step with the pass off and on, at batches around and above the card's memo
 """
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # before scripts/autotune.py
-
-from autotune.probe import Prober  # noqa: E402
-from autotune.targets import get_target  # noqa: E402
-from models import vgg_setup  # noqa: E402
+from autotune import get_target
+from autotune._probe import Prober
+from autotune.models import vgg_setup
 
 
 def main() -> None:

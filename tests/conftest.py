@@ -4,7 +4,7 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
+import jax
 
 # Eight CPU devices for the mesh tests; single-device tests use the first.
 jax.config.update("jax_num_cpu_devices", 8)

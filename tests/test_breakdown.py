@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from autotune.breakdown import DTYPE_BYTES, OPTIMIZER_SLOTS, training_memory
-from autotune.layers import vgg_layer_table
+from autotune.models.breakdown import DTYPE_BYTES, OPTIMIZER_SLOTS, training_memory
+from autotune.models.layers import vgg_layer_table
 
 
 def test_vgg16_batch64_sgd_float32_by_hand():

@@ -3,10 +3,10 @@
 import jax
 import jax.numpy as jnp
 import pytest
+from steps import CountingStep, mlp_args, mlp_step, need_at
 
 from autotune import find_max_batch
-from autotune.cache import ResultCache
-from steps import CountingStep, mlp_args, mlp_step, need_at
+from autotune._cache import ResultCache
 
 SEARCH = dict(multiple_of=8, max_batch=256)
 

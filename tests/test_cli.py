@@ -92,11 +92,11 @@ def test_explain_prints_the_seed_table_beside_xla(capsys):
         (["--optimizer", "lion"], "`optimizer` (='lion') must be one of"),
         (["--dtype", "float8"], "float8"),
         (["--remat", "sometimes"], "sometimes"),
-        (["--budget=-3GB"], "`budget` (='-3GB')"),
+        (["--budget=-3GB"], "`--budget` (='-3GB')"),
         (["--budget", "0"], "`budget_bytes` (=0) must be positive"),
-        (["--budget", "lots"], "`budget` (='lots') must be a byte count"),
+        (["--budget", "lots"], "`--budget` (='lots') must be a byte count"),
         (["--reserve", "5MB"], "`reserve_bytes` (=5,242,880) must be below"),
-        (["--reserve=-1MB"], "`reserve` (='-1MB')"),
+        (["--reserve=-1MB"], "`--reserve` (='-1MB')"),
         (["--mesh", "2", "--verify"], "`--mesh` (=2) with --verify"),
         (["--budget", "1KB"], "smaller than the step's arguments alone"),
         (["--image-size", "18"], "`image_size` (=18)"),
@@ -114,7 +114,7 @@ def test_bad_input_is_one_clear_line(args, message, capsys):
 
 
 def test_ctrl_c_prints_the_partial_answer_and_writes_it(tmp_path, capsys, monkeypatch):
-    from autotune.probe import Prober
+    from autotune._probe import Prober
 
     compile_once = Prober.__call__
 
@@ -135,7 +135,7 @@ def test_ctrl_c_prints_the_partial_answer_and_writes_it(tmp_path, capsys, monkey
 
 def test_a_config_file_dumped_from_a_gpu(tmp_path, capsys):
     pytest.importorskip("jax_plugins.xla_cuda13", reason="a described GPU needs the CUDA plugin")
-    from autotune.targets import spec_config
+    from autotune._targets import spec_config
 
     config = tmp_path / "l4.txtpb"
     config.write_text(spec_config("l4-24gb"))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autotune import estimate as estimate_module
-from autotune.estimate import Estimate, estimate_step, residual_bytes, tree_bytes
+from autotune import _estimate as estimate_module
+from autotune._estimate import Estimate, estimate_step, residual_bytes, tree_bytes
 
 FEATURES, HIDDEN, CLASSES = 8, 32, 10
 NOTHING = jax.checkpoint_policies.nothing_saveable
@@ -154,7 +153,9 @@ def test_mlp_residuals_by_hand():
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_fixed_bytes_are_params_gradients_and_state(case):
     make_loss, params, batch_for = CASES[case]
-    result = estimate_step(make_loss(), params, batch_for, state_bytes=1_000)
+    result = estimate_step(
+        make_loss(), params, batch_for, opt_state=jax.ShapeDtypeStruct((250,), jnp.float32)
+    )
     assert result.fixed_bytes == 2 * tree_bytes(params) + 1_000
     without_grads = estimate_step(make_loss(), params, batch_for, grads=False)
     assert without_grads.fixed_bytes == tree_bytes(params)
@@ -178,7 +179,10 @@ def test_batch_independent_residuals_are_fixed():
 def test_concrete_arrays_give_the_same_estimate():
     abstract = _mlp_params()
     concrete = [(jnp.zeros(w.shape), jnp.zeros(b.shape)) for w, b in abstract]
-    batch_for = lambda b: (jnp.zeros((b, FEATURES)), jnp.zeros((b,), jnp.int32))
+
+    def batch_for(b):
+        return jnp.zeros((b, FEATURES)), jnp.zeros((b,), jnp.int32)
+
     assert estimate_step(_mlp_loss(), concrete, batch_for) == estimate_step(
         _mlp_loss(), abstract, _mlp_batch()
     )
@@ -251,12 +255,10 @@ TOLERANCE = 0.15
 
 
 def _vgg16_estimate(remat: str, every: int) -> Estimate:
-    from models import vgg_setup
+    from autotune.models import vgg_setup
 
     setup = vgg_setup("vgg16", remat=remat, remat_every=every)
-    return estimate_step(
-        setup.loss_fn, setup.params, setup.batch_args, state_bytes=tree_bytes(setup.opt_state)
-    )
+    return estimate_step(setup.loss_fn, setup.params, setup.batch_args, opt_state=setup.opt_state)
 
 
 @pytest.mark.parametrize("remat, every", sorted(XLA_H100_PER_EXAMPLE))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from autotune.layers import VGG_CONFIGS, LayerTable, vgg_layer_table
-from autotune.units import format_bytes, format_count
+from autotune import format_bytes
+from autotune.models.layers import VGG_CONFIGS, LayerTable, format_count, vgg_layer_table
 
 SEED = Path(__file__).parents[2] / "shared" / "seeds" / "vggnet-memory-analysis.txt"
 ROW = re.compile(

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 from jax._src.ad_checkpoint import saved_residuals
 
-from models import (
+from autotune.models import (
     CONFIGS,
     OPTIMIZERS,
     REMAT_POLICIES,

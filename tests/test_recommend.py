@@ -2,9 +2,9 @@
 
 import dataclasses
 
-from autotune.budget import Budget
-from autotune.recommend import recommend
-from autotune.result import TuneResult
+from autotune._budget import Budget
+from autotune._recommend import recommend
+from autotune._result import TuneResult
 
 
 def row(label, batch, flops, interrupted=False):

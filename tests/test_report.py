@@ -3,11 +3,11 @@
 import json
 
 import pytest
-
-from autotune import TuneError, find_max_batch, load_batch_size, read_json, write_json
-from autotune.recommend import recommend
-from autotune.report import read_results
 from steps import mlp_args, mlp_step, need_at
+
+from autotune import TuneError, find_max_batch, load_batch_size, write_json
+from autotune._recommend import recommend
+from autotune._report import read_json, read_results
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 
 import dataclasses
 
-from autotune.budget import Budget
-from autotune.result import TuneResult, comparison_table
+from autotune._budget import Budget
+from autotune._result import TuneResult, comparison_table
 
 GIB = 1024**3
 

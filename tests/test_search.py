@@ -2,8 +2,8 @@
 
 import pytest
 
-from autotune.errors import TuneError
-from autotune.search import search
+from autotune._errors import TuneError
+from autotune._search import search
 
 
 def affine(b):

@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from autotune.errors import TuneError
-from autotune.timing import Throughput, carried_count, materialize, measure_throughput
-from models import vgg_setup
+from autotune._errors import TuneError
+from autotune._timing import Throughput, carried_count, materialize, measure_throughput
+from autotune.models import vgg_setup
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +43,10 @@ def test_carried_count_stops_at_the_first_mismatch():
 
 def test_a_step_that_donates_what_it_does_not_return_first_is_refused():
     step = jax.jit(lambda w, x: (x.sum(), w * 2), donate_argnums=(0,))
-    args = lambda b: (
-        jax.ShapeDtypeStruct((4,), jnp.float32),
-        jax.ShapeDtypeStruct((b, 4), jnp.float32),
-    )
+
+    def args(b):
+        return jax.ShapeDtypeStruct((4,), jnp.float32), jax.ShapeDtypeStruct((b, 4), jnp.float32)
+
     with pytest.raises(TuneError, match="donated argument 0"):
         measure_throughput(step, args, 2, steps=1, warmup=1)
 

@@ -5,11 +5,10 @@ import jax
 import jax.numpy as jnp
 import optax
 import pytest
-
-from autotune import SearchInterrupted, TuneError, compare, find_max_batch
-from autotune.estimate import Estimate
-from autotune.tuner import Variant
 from steps import C, CountingStep, brute_force, mlp_args, mlp_step, need_at, padded_step
+
+from autotune import SearchInterrupted, TuneError, Workload, compare, find_max_batch
+from autotune._estimate import Estimate
 
 
 @pytest.mark.parametrize("step", [mlp_step, padded_step], ids=["affine", "staircase"])
@@ -91,7 +90,7 @@ def test_estimate_places_the_first_probes():
 def test_compare_gives_one_row_per_variant():
     budget = need_at(mlp_step, mlp_args, 64)
     results = compare(
-        {"plain": Variant(mlp_step, mlp_args), "padded": Variant(padded_step, mlp_args)},
+        {"plain": Workload(mlp_step, mlp_args), "padded": Workload(padded_step, mlp_args)},
         budget_bytes=budget,
         multiple_of=8,
         max_batch=256,
@@ -118,8 +117,8 @@ def test_interrupt_in_compare_keeps_finished_rows():
     with pytest.raises(SearchInterrupted) as e:
         compare(
             {
-                "done": Variant(mlp_step, mlp_args),
-                "cut": Variant(CountingStep(mlp_step, interrupt_after=0), mlp_args),
+                "done": Workload(mlp_step, mlp_args),
+                "cut": Workload(CountingStep(mlp_step, interrupt_after=0), mlp_args),
             },
             budget_bytes=budget,
             multiple_of=8,
@@ -222,3 +221,93 @@ def test_step_that_does_not_compile():
 
     with pytest.raises(TuneError, match=r"`step` does not compile for batch=8: RuntimeError"):
         find_max_batch(Refused(), mlp_args, budget_bytes=10**9)
+
+
+def _keyed_step(params, x, y, key):
+    """The MLP step with dropout drawn from a typed PRNG key argument."""
+    keep = jax.random.bernoulli(key, 0.9, x.shape)
+    return mlp_step(params, jnp.where(keep, x, 0.0), y)
+
+
+def _keyed_args(batch):
+    return (*mlp_args(batch), jax.ShapeDtypeStruct((), jax.random.key(0).dtype))
+
+
+def test_typed_prng_key_among_the_arguments():
+    budget = need_at(_keyed_step, _keyed_args, 48) + 1
+    result = find_max_batch(
+        _keyed_step, _keyed_args, budget_bytes=budget, donate_argnums=0, max_batch=256
+    )
+    assert result.batch == brute_force(_keyed_step, _keyed_args, budget, 8, 256) == 48
+
+
+def test_donation_given_for_a_jitted_step_is_honoured():
+    budget = need_at(mlp_step, mlp_args, 64)  # jitted with argument 0 donated
+    undonated = jax.jit(mlp_step)
+    result = find_max_batch(
+        undonated, mlp_args, budget_bytes=budget, donate_argnums=(0,), max_batch=256
+    )
+    assert result.batch == 64
+    assert result.probe.alias_bytes > 0
+    without = find_max_batch(undonated, mlp_args, budget_bytes=budget, max_batch=256)
+    assert all(p.alias_bytes == 0 for p in without.probes)
+
+
+def test_a_workload_is_tuned_as_its_fields_are():
+    budget = need_at(mlp_step, mlp_args, 64)
+    workload = Workload(mlp_step, mlp_args, donate_argnums=(0,), label="mlp")
+    result = find_max_batch(workload, budget_bytes=budget, max_batch=256)
+    assert (result.batch, result.label) == (64, "mlp")
+    assert find_max_batch(workload, budget_bytes=budget, max_batch=256, label="x").label == "x"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(donate_argnums=(0,)), r"`donate_argnums` given beside it"),
+        (dict(estimate=Estimate(0, 1)), r"`estimate` given beside it"),
+    ],
+)
+def test_a_workload_refuses_its_fields_given_twice(kwargs, message):
+    with pytest.raises(TuneError, match=message):
+        find_max_batch(Workload(mlp_step, mlp_args), budget_bytes=10**9, **kwargs)
+
+
+def test_a_workload_refuses_args_for_batch_beside_it():
+    with pytest.raises(TuneError, match=r"`args_for_batch` given beside it"):
+        find_max_batch(Workload(mlp_step, mlp_args), mlp_args, budget_bytes=10**9)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(step=42, args_for_batch=mlp_args), r"`step` \(=42\) must be callable"),
+        (dict(step=mlp_step, args_for_batch=None), r"`args_for_batch` \(=None\) must be"),
+        (dict(step=mlp_step, args_for_batch=mlp_args, donate_argnums=-1), "`donate_argnums`"),
+        (dict(step=mlp_step, args_for_batch=mlp_args, estimate="big"), r"`estimate` \(='big'\)"),
+    ],
+)
+def test_a_bad_workload_names_the_field(fields, message):
+    with pytest.raises(TuneError, match=message):
+        Workload(**fields)
+
+
+def test_step_without_args_for_batch():
+    with pytest.raises(TuneError, match=r"`args_for_batch` \(=None\) is required"):
+        find_max_batch(mlp_step, budget_bytes=10**9)
+
+
+def test_compare_takes_a_sequence_of_workloads_and_remat_pass_settings():
+    budget = need_at(mlp_step, mlp_args, 64)
+    results = compare(
+        [Workload(mlp_step, mlp_args, donate_argnums=0, label="mlp")],
+        xla_remat_pass=(False, True),
+        budget_bytes=budget,
+        max_batch=256,
+    )
+    assert [r.label for r in results] == ["mlp", "mlp +xla-pass"]
+    assert [r.xla_settings["remat_pass"] for r in results] == [False, True]
+    with pytest.raises(TuneError, match="labels that repeat"):
+        compare([Workload(mlp_step, mlp_args, label="a")] * 2, budget_bytes=budget)
+    with pytest.raises(TuneError, match="at least one workload"):
+        compare([], budget_bytes=budget)

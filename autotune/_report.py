@@ -45,9 +45,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from autotune.errors import TuneError
-from autotune.recommend import Recommendation
-from autotune.result import TuneResult
+from autotune._errors import TuneError
+from autotune._recommend import Recommendation
+from autotune._result import TuneResult
 
 SCHEMA = "autotune.result"
 VERSION = 1

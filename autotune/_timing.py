@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from autotune.errors import TuneError
+from autotune._errors import TuneError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,13 +111,18 @@ def _check_donation(args: Sequence[Any], carried: int) -> None:
             )
 
 
+def carry_outputs(args: Sequence[Any], outputs: Any) -> list[Any]:
+    """The next call's arguments: the outputs that are new versions of the
+    leading arguments, then the rest of the arguments."""
+    carried = carried_count(args, outputs)
+    _check_donation(args, carried)
+    return [*outputs[:carried], *args[carried:]]
+
+
 def _call(step: Callable[..., Any], args: list[Any]) -> tuple[float, list[Any]]:
     start = time.perf_counter()
     outputs = jax.block_until_ready(step(*args))
-    seconds = time.perf_counter() - start
-    carried = carried_count(args, outputs)
-    _check_donation(args, carried)
-    return seconds, [*outputs[:carried], *args[carried:]]
+    return time.perf_counter() - start, carry_outputs(args, outputs)
 
 
 def measure_throughput(

@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from autotune.report import write_atomic
-from autotune.result import TuneResult
+from autotune._report import write_atomic
+from autotune._result import TuneResult
 
 CACHE_FORMAT = 1
 

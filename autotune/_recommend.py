@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
-from autotune.result import TuneResult
+from autotune._result import TuneResult
 
 # Choices whose cost is within this share of the cheapest count as equal;
 # among them the larger batch wins.

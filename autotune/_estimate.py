@@ -205,7 +205,7 @@ def estimate_step(
     params: Any,
     batch_args_for: Callable[[int], tuple],
     *,
-    state_bytes: int = 0,
+    opt_state: Any = None,
     grads: bool = True,
     probe_batches: tuple[int, int] = (1, 2),
 ) -> Estimate:
@@ -215,7 +215,7 @@ def estimate_step(
     for ``b`` examples. Each term is measured at the two ``probe_batches``
     and split into a per-example and a fixed part (see the module docstring):
 
-    - fixed = params + params (gradients, if ``grads``) + ``state_bytes``
+    - fixed = params + params (gradients, if ``grads``) + ``opt_state``
       + fixed part of the peak live residuals + fixed batch-argument bytes;
     - per_example = peak live residuals per example + two gradient buffers of
       the activation that grows most per example + batch-argument bytes per
@@ -241,5 +241,5 @@ def estimate_step(
     cotangent_per = _GRADIENT_BUFFERS * max(0, growth)
     arg_per, arg_fixed = _split_affine(tree_bytes(args_small), tree_bytes(args_large), small, large)
     param_bytes = tree_bytes(params)
-    fixed = param_bytes * (2 if grads else 1) + state_bytes + res_fixed + arg_fixed
+    fixed = param_bytes * (2 if grads else 1) + tree_bytes(opt_state) + res_fixed + arg_fixed
     return Estimate(fixed_bytes=fixed, per_example_bytes=res_per + cotangent_per + arg_per)

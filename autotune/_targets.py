@@ -60,8 +60,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from autotune.errors import TuneError
-from autotune.gpu_specs import GPU_SPECS, render_target_config
+from autotune._errors import TuneError
+from autotune._gpu_specs import GPU_SPECS, render_target_config
 
 DEFAULT_MEM_FRACTION = 0.75
 MEM_FRACTION_ENV = ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION")
@@ -85,6 +85,9 @@ DUMP_BYTES_LIMIT = "bytes_limit"
 DUMP_MEM_FRACTION = "mem_fraction"
 
 _PLUGINS = ("cuda13", "cuda12")
+
+# What "auto" compiles for on a machine without an accelerator.
+DEFAULT_DESCRIBED_TARGET = "h100-sxm-80gb"
 
 GPUS_PER_HOST = 8
 MAX_DESCRIBED_DEVICES = 1024
@@ -157,7 +160,11 @@ def known_targets() -> tuple[str, ...]:
 def get_target(
     name_or_path: str | os.PathLike, *, mem_fraction: float | None = None, devices: int = 1
 ) -> Target:
-    """The target named "local", a GPU from `known_targets()`, or a config file.
+    """The target named "local", "auto", a GPU from `known_targets()`, or a
+    config file.
+
+    "auto" is the local accelerator if there is one, else a described
+    `DEFAULT_DESCRIBED_TARGET`.
 
     `mem_fraction` (default: `XLA_CLIENT_MEM_FRACTION` or
     `XLA_PYTHON_CLIENT_MEM_FRACTION` if set, else 0.75) sets the budget.
@@ -173,6 +180,9 @@ def get_target(
                 f"`devices` (={devices!r}) gives another; give one of them"
             )
         name_or_path, devices = prefixed.group(2), int(prefixed.group(1))
+    if name_or_path == "auto":
+        local = None if cuda_plugin_without_gpu() else local_target()
+        name_or_path = "local" if local and local.platform != "cpu" else DEFAULT_DESCRIBED_TARGET
     if name_or_path == "local":
         return local_target(mem_fraction=mem_fraction, devices=devices)
     if name_or_path in GPU_SPECS:
@@ -385,7 +395,7 @@ def _unknown_target(name: str) -> TargetError:
     close = difflib.get_close_matches(name, GPU_SPECS, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return TargetError(
-        f"`target` (={name!r}) is not a known target: use 'local', one of "
+        f"`target` (={name!r}) is not a known target: use 'local', 'auto', one of "
         f"{', '.join(known_targets())}, or a path to a target config file{hint}"
     )
 

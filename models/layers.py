@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from autotune.units import format_bytes, format_count
-from models.vgg import CONFIGS
+from autotune import format_bytes
+
+from .vgg import CONFIGS
 
 # The seed's family (configurations A, B, D, E): the models' own definitions.
 VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
@@ -23,6 +24,8 @@ VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
 }
 
 _DOWNSAMPLING = 32
+# Decimal steps for counts, as in the seed's "3.2M" and "150K".
+_COUNT_UNITS = ("", "K", "M", "B", "T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +81,26 @@ class LayerTable:
             f"TOTAL params: {self.total_weights:,} weights ({self.total_params:,} with biases)"
         )
         return "\n".join(lines)
+
+
+def format_count(n: int) -> str:
+    """Formats a count with two significant digits and decimal suffixes.
+
+    Counts below 1000 are printed in full ("512"); larger ones are rounded to
+    two significant digits as the seed's rows are: 150,528 -> "150K",
+    3,211,264 -> "3.2M", 802,816 -> "800K", 25,088 -> "25K".
+    """
+    if n < 0:
+        return "-" + format_count(-n)
+    if n < 1000:
+        return str(int(n))
+    rounded = float(f"{n:.2g}")
+    power = 0
+    while rounded >= 1000 and power < len(_COUNT_UNITS) - 1:
+        rounded /= 1000
+        power += 1
+    text = f"{rounded:.1f}" if rounded < 10 else f"{rounded:.0f}"
+    return text.removesuffix(".0") + _COUNT_UNITS[power]
 
 
 def _weights_formula(row: LayerRow, previous: LayerRow) -> str:

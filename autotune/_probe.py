@@ -17,7 +17,13 @@ from typing import Any
 
 import jax
 
-from autotune.errors import TuneError
+from autotune._errors import TuneError
+from autotune._layout import own_sharding
+from autotune._workload import as_argnums, jit_step
+
+# XLA's debug options as `compile(compiler_options=...)` takes them: XLA
+# wants each value in its own type (a bool for a bool option, not "false").
+CompilerOptions = Mapping[str, "str | bool | int | float"]
 
 REMAT_PASS_FLAG = "jax_compiler_enable_remat_pass"
 # The XLA option that flag sets, for compiles made outside `xla_remat_pass`.
@@ -57,10 +63,28 @@ class Probe:
     @property
     def need_bytes(self) -> int:
         """Peak bytes the device needs to run the compiled step."""
-        return self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
+        return need(self.argument_bytes, self.output_bytes, self.alias_bytes, self.temp_bytes)
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "need_bytes": self.need_bytes}
+
+
+def need(argument: int, output: int, alias: int, temp: int) -> int:
+    """The bytes a compiled program needs: `argument + output - alias + temp`."""
+    return argument + output - alias + temp
+
+
+def compiled_need(compiled: Any) -> int | None:
+    """`need` of a compiled program's memory analysis; None without one."""
+    m = compiled.memory_analysis()
+    if m is None:
+        return None
+    return need(
+        m.argument_size_in_bytes,
+        m.output_size_in_bytes,
+        m.alias_size_in_bytes,
+        m.temp_size_in_bytes,
+    )
 
 
 def _as_struct(leaf: Any, sharding: Any) -> jax.ShapeDtypeStruct:
@@ -69,19 +93,17 @@ def _as_struct(leaf: Any, sharding: Any) -> jax.ShapeDtypeStruct:
             f"`args_for_batch` returned a leaf of type {type(leaf).__name__}; "
             "every leaf must be a jax.ShapeDtypeStruct or an array"
         )
-    own = getattr(leaf, "sharding", None)
-    if sharding is not None and own is None:
-        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
-    if isinstance(leaf, jax.ShapeDtypeStruct):
+    own = own_sharding(leaf)
+    if isinstance(leaf, jax.ShapeDtypeStruct) and (own is not None or sharding is None):
         return leaf
-    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=own)
+    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=own or sharding)
 
 
 def _flops(program: Any) -> float | None:
     """FLOPs from a compiled or lowered program's cost analysis, if it has one."""
     try:
         analysis = program.cost_analysis()
-    except Exception:  # noqa: BLE001 - optional analysis, unsupported on some backends
+    except Exception:
         return None
     if isinstance(analysis, Sequence) and analysis:
         analysis = analysis[0]
@@ -101,7 +123,8 @@ class Prober:
             described target; None compiles for the default device.
         xla_remat_pass: XLA's automatic rematerialization pass on or off.
         compiler_options: extra XLA debug options passed to `compile()`.
-        donate_argnums: used only when `step` is not jitted already.
+        donate_argnums: arguments to donate (a jitted step is wrapped to
+            donate them; see `autotune.Workload`).
         on_probe: called with each new probe as soon as it is made.
     """
 
@@ -112,13 +135,11 @@ class Prober:
         *,
         sharding: Any = None,
         xla_remat_pass: bool = False,
-        compiler_options: Mapping[str, str] | None = None,
+        compiler_options: CompilerOptions | None = None,
         donate_argnums: int | Sequence[int] = (),
         on_probe: Callable[[Probe], None] | None = None,
     ):
-        self._jitted = (
-            step if hasattr(step, "lower") else jax.jit(step, donate_argnums=donate_argnums)
-        )
+        self._jitted = jit_step(step, as_argnums(donate_argnums))
         self._args_for_batch = args_for_batch
         self._sharding = sharding
         self._remat_pass = xla_remat_pass
@@ -156,7 +177,7 @@ class Prober:
         try:
             args = self._args_for_batch(batch)
             return _flops(self._jitted.lower(*args))
-        except Exception:  # noqa: BLE001 - an estimate of cost, never required
+        except Exception:
             return None
 
     def lower(self, batch: int) -> Any:

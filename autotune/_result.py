@@ -6,9 +6,9 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from autotune.budget import Budget
-from autotune.probe import Probe
-from autotune.units import format_bytes
+from autotune._budget import Budget
+from autotune._probe import Probe
+from autotune._units import format_bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +120,22 @@ class TuneResult:
             f"  obtained by     {self.how()}, {self.seconds:.1f} s",
         ]
         return "\n".join(lines)
+
+    def render_memory(self) -> str:
+        """XLA's memory analysis of the compile at the answer, as a table."""
+        p = self.probe
+        rows = [
+            ("arguments", "parameters, optimizer state, batch", p.argument_bytes),
+            ("outputs", "new parameters, optimizer state, loss", p.output_bytes),
+            ("- aliased", "outputs written over donated arguments", -p.alias_bytes),
+            ("temporaries", "activations, gradients, workspace", p.temp_bytes),
+            ("need", "arguments + outputs - aliased + temporaries", p.need_bytes),
+        ]
+        return render_table(
+            ("XLA", "what", "bytes", "size"),
+            [(name, what, f"{n:,}", format_bytes(n)) for name, what, n in rows],
+            left=2,
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TuneResult:

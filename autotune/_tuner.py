@@ -3,40 +3,42 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import jaxlib
 
-from autotune.budget import Budget, resolve_budget
-from autotune.cache import ResultCache, cache_key
-from autotune.errors import SearchInterrupted, TuneError
-from autotune.estimate import Estimate
-from autotune.probe import Probe, Prober
-from autotune.result import TuneResult
-from autotune.search import check_grid, search
-from autotune.targets import Target, get_target
-from autotune.units import format_bytes
+from autotune._budget import Budget, resolve_budget
+from autotune._cache import ResultCache, cache_key
+from autotune._errors import SearchInterrupted, TuneError
+from autotune._estimate import Estimate
+from autotune._layout import device_bytes
+from autotune._probe import CompilerOptions, Probe, Prober
+from autotune._result import TuneResult
+from autotune._search import check_grid, search
+from autotune._targets import Target, get_target
+from autotune._units import format_bytes
+from autotune._workload import Workload, as_workload
+
+_UNSET: Any = object()
 
 
 def find_max_batch(
-    step: Callable[..., Any],
-    args_for_batch: Callable[[int], Sequence[Any]],
+    step: Workload | Callable[..., Any],
+    args_for_batch: Callable[[int], Sequence[Any]] | None = None,
     *,
     target: str | Target = "local",
     budget_bytes: int | None = None,
     reserve_bytes: int = 0,
     multiple_of: int = 8,
     max_batch: int = 65536,
-    donate_argnums: int | Sequence[int] = (),
+    donate_argnums: int | Sequence[int] = _UNSET,
     xla_remat_pass: bool = False,
-    compiler_options: Mapping[str, str] | None = None,
-    estimate: Estimate | None = None,
+    compiler_options: CompilerOptions | None = None,
+    estimate: Estimate | None = _UNSET,
     on_probe: Callable[[Probe], None] | None = None,
     label: str = "",
     cache: ResultCache | None = None,
@@ -44,27 +46,36 @@ def find_max_batch(
 ) -> TuneResult:
     """Largest batch whose compiled step fits the target's memory.
 
+    `find_max_batch(workload, ...)` tunes an `autotune.Workload`;
+    `find_max_batch(step, args_for_batch, ...)` is the same with the
+    workload's fields as arguments.
+
     Args:
-        step: the train step, plain or jitted (a jitted step keeps its own
-            donation; `donate_argnums` applies to a plain one).
+        step: a `Workload`, or the train step, plain or jitted (a jitted step
+            keeps its own donation unless `donate_argnums` is given).
         args_for_batch: batch size -> the step's positional arguments as
-            pytrees of `jax.ShapeDtypeStruct`. Nothing is allocated.
+            pytrees of `jax.ShapeDtypeStruct`. Nothing is allocated. Only
+            with a step, not a workload.
         target: "local" (the default device), a described GPU name from
             `autotune.known_targets()`, a target config file, or a `Target`.
         budget_bytes: bytes the step may use; wins over the target's limit.
         reserve_bytes: bytes kept free for other live buffers.
         multiple_of: candidate batches are its multiples.
         max_batch: the largest candidate.
+        donate_argnums: arguments the step donates (with a step only).
         xla_remat_pass: keep XLA's automatic rematerialization pass on. Off
             by default: need(batch) is then affine and the answer holds on
             any device with the same memory; on, the answer is larger but
             holds only where the pass aims at the same limit.
-        compiler_options: extra XLA options for every compile.
-        estimate: an analytical estimate; it places the first probes.
+        compiler_options: extra XLA options for every compile, each value
+            of the type XLA takes (`{"xla_gpu_enable_triton_gemm": False}`).
+        estimate: an analytical estimate; it places the first probes (with
+            a step only).
         on_probe: called after each compile (progress).
-        label: names the result (a model or remat choice).
+        label: names the result (a model or remat choice); default: the
+            workload's label.
         cache: answer from, and store into, this cache (a hit compiles
-            nothing; see `autotune.cache` for what the key covers).
+            nothing; see `autotune.ResultCache` for what the key covers).
         data_parallel_size: devices the batch is split over (a mesh's data
             axis). Batches are then global, multiples of it (so must
             `multiple_of` be), and every byte count is one device's.
@@ -79,6 +90,9 @@ def find_max_batch(
         SearchInterrupted: on Ctrl-C; its `results` hold the largest batch
             proven to fit so far, marked `interrupted`.
     """
+    workload = _workload(step, args_for_batch, donate_argnums, estimate)
+    label = label or workload.label
+    estimate = workload.estimate
     start = time.perf_counter()
     check_grid(multiple_of, max_batch)
     _check_data_parallel(data_parallel_size, multiple_of)
@@ -92,12 +106,12 @@ def find_max_batch(
     )
     options = dict(compiler_options or {})
     prober = Prober(
-        step,
-        args_for_batch,
+        workload.step,
+        workload.args_for_batch,
         sharding=tgt.sharding() if tgt.deviceless else None,
         xla_remat_pass=xla_remat_pass,
         compiler_options=options,
-        donate_argnums=donate_argnums,
+        donate_argnums=workload.donate_argnums,
         on_probe=on_probe,
     )
     _check_arguments_fit(prober, multiple_of, budget)
@@ -159,6 +173,37 @@ def find_max_batch(
     return result
 
 
+def _workload(step: Any, args_for_batch: Any, donate_argnums: Any, estimate: Any) -> Workload:
+    """The workload to tune, from a `Workload` or a step and its fields."""
+    if isinstance(step, Workload):
+        given = [
+            name
+            for name, value in (
+                ("args_for_batch", args_for_batch),
+                ("donate_argnums", donate_argnums),
+                ("estimate", estimate),
+            )
+            if value is not None and value is not _UNSET
+        ]
+        if given:
+            raise TuneError(
+                f"`step` is a Workload, and {', '.join(f'`{g}`' for g in given)} "
+                "given beside it; give them in the Workload instead"
+            )
+        return step
+    if args_for_batch is None:
+        raise TuneError(
+            f"`args_for_batch` (=None) is required with a step (={step!r}); or pass "
+            "an autotune.Workload"
+        )
+    return Workload(
+        step,
+        args_for_batch,
+        donate_argnums=() if donate_argnums is _UNSET else donate_argnums,
+        estimate=None if estimate is _UNSET else estimate,
+    )
+
+
 def _key(prober: Prober, target: Target, budget: Budget, fields: Mapping[str, Any]) -> str:
     """The cache key: the program lowered at the smallest candidate, and the rest."""
     return cache_key(
@@ -204,16 +249,6 @@ def _check_data_parallel(size: int, multiple_of: int) -> None:
         )
 
 
-def device_bytes(tree: Any) -> int:
-    """Bytes one device holds of a pytree: each leaf's shard, or all of it."""
-    total = 0
-    for leaf in jax.tree.leaves(tree):
-        sharding = getattr(leaf, "sharding", None)
-        shape = leaf.shape if sharding is None else sharding.shard_shape(leaf.shape)
-        total += math.prod(shape) * jnp.dtype(leaf.dtype).itemsize
-    return total
-
-
 def _check_arguments_fit(prober: Prober, batch: int, budget: Budget) -> None:
     """Refuse, before any compile, a budget below the step's own arguments."""
     args = prober.abstract_args(batch)
@@ -252,37 +287,57 @@ def xla_settings(remat_pass: bool, options: Mapping[str, str]) -> dict[str, Any]
     }
 
 
-@dataclasses.dataclass(frozen=True)
-class Variant:
-    """One way to run the step (a remat choice, say), tuned as one row."""
+def compare(
+    workloads: Sequence[Workload] | Mapping[str, Workload],
+    *,
+    xla_remat_pass: bool | Sequence[bool] = False,
+    **kwargs: Any,
+) -> tuple[TuneResult, ...]:
+    """`find_max_batch` for each workload, one result each, in order.
 
-    step: Callable[..., Any]
-    args_for_batch: Callable[[int], Sequence[Any]]
-    estimate: Estimate | None = None
-    xla_remat_pass: bool = False
-
-
-def compare(variants: Mapping[str, Variant], **kwargs: Any) -> tuple[TuneResult, ...]:
-    """`find_max_batch` for each named variant, one result each, in order.
-
-    `kwargs` are passed to every search. On Ctrl-C, `SearchInterrupted`
-    carries every result finished before it and the partial one.
+    `workloads` is a sequence (each labelled by its `label`) or a mapping of
+    label to workload. `xla_remat_pass` may list settings: each workload is
+    then tuned once per setting; rows with the pass on are labelled
+    " +xla-pass". `kwargs` are passed to every search. On Ctrl-C,
+    `SearchInterrupted` carries every result finished before it and the
+    partial one.
     """
-    if not variants:
-        raise TuneError("`variants` (={}) must name at least one variant")
+    rows = _rows(workloads, xla_remat_pass)
     results: list[TuneResult] = []
-    for name, v in variants.items():
+    for label, workload, remat_pass in rows:
         try:
             results.append(
-                find_max_batch(
-                    v.step,
-                    v.args_for_batch,
-                    estimate=v.estimate,
-                    xla_remat_pass=v.xla_remat_pass,
-                    label=name,
-                    **kwargs,
-                )
+                find_max_batch(workload, xla_remat_pass=remat_pass, label=label, **kwargs)
             )
         except SearchInterrupted as e:
             raise SearchInterrupted((*results, *e.results)) from None
     return tuple(results)
+
+
+def _rows(
+    workloads: Sequence[Workload] | Mapping[str, Workload], passes: bool | Sequence[bool]
+) -> list[tuple[str, Workload, bool]]:
+    """(label, workload, remat pass) per row."""
+    if isinstance(workloads, Mapping):
+        named = [
+            (label, as_workload(w, f"`workloads[{label!r}]`")) for label, w in workloads.items()
+        ]
+    elif isinstance(workloads, Sequence) and not isinstance(workloads, str):
+        named = []
+        for i, w in enumerate(workloads):
+            w = as_workload(w, f"`workloads[{i}]`")
+            named.append((w.label or f"workload {i}", w))
+    else:
+        raise TuneError(
+            f"`workloads` (={workloads!r}) must be a sequence of autotune.Workload or a "
+            "mapping of label to Workload"
+        )
+    if not named:
+        raise TuneError(f"`workloads` (={workloads!r}) must hold at least one workload")
+    labels = [label for label, _ in named]
+    if len(set(labels)) != len(labels):
+        raise TuneError(f"`workloads` have labels that repeat ({labels}); each row needs its own")
+    settings = (passes,) if isinstance(passes, bool) else tuple(passes)
+    if not settings or not all(isinstance(p, bool) for p in settings):
+        raise TuneError(f"`xla_remat_pass` (={passes!r}) must be True, False or a sequence of them")
+    return [(label + (" +xla-pass" if p else ""), w, p) for label, w in named for p in settings]

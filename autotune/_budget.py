@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from autotune.errors import TuneError
+from autotune._errors import TuneError
 
 # A CPU has no allocator limit: by default the step may use this share of
 # the machine's physical memory, leaving the rest to the OS and the program.

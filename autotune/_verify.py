@@ -1,12 +1,14 @@
-"""Run a tuned VGG configuration for real, in a child process.
+"""Run a tuned workload for real, in a child process.
 
-`verify_vgg(config, batch)` starts `python -m autotune.verify`, which builds
-the step with `models.vgg_setup`, initializes a real `models.VGG` and its
-optimizer state, compiles the step once, runs it twice at `batch` and prints
-one JSON line: ok, error, the device's `peak_bytes_in_use` and `bytes_limit`
-(None on the CPU), the compiled program's own need, seconds. An
-out-of-memory error, an abort or a hang stays in the child; the caller gets
-a `Verification` with `ok=False` and the reason.
+`verify_workload(source, batch)` starts `python -m autotune._verify`, which
+loads the same workload (`load_workloads(source.spec, source.kwargs)`, by
+label), builds its real arguments (`Workload.real_args`), compiles the step
+once, runs it twice at `batch` and prints one JSON line: ok, error, the
+device's `peak_bytes_in_use` and `bytes_limit` (None on the CPU), the
+compiled program's own need, seconds. An out-of-memory error, an abort or a
+hang stays in the child; the caller gets a `Verification` with `ok=False`
+and the reason. The child runs in this process's working directory, so a
+`MODULE:ATTR` spec resolves there as it did here.
 
 The child's allocator takes its limit from the memory free when it starts:
 a parent that holds device memory (one that compiled or ran on the GPU)
@@ -32,22 +34,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from autotune.errors import TuneError
-from autotune.timing import Throughput
-from autotune.units import format_bytes
+from autotune._errors import TuneError
+from autotune._timing import Throughput
+from autotune._units import format_bytes
 
-SETUP_KEYS = (
-    "image_size",
-    "channels",
-    "num_classes",
-    "optimizer",
-    "dtype",
-    "param_dtype",
-    "remat",
-    "remat_every",
-    "hidden",
-)
-CONFIG_KEYS = ("model", *SETUP_KEYS, "xla_remat_pass")
 OOM_MARKERS = (
     "resource_exhausted",
     "out of memory",
@@ -56,9 +46,6 @@ OOM_MARKERS = (
     "cannot allocate memory",
 )  # matched in lower case
 STEPS = 2
-# Initialization runs once: optimizing its random-number program costs ~15 s
-# of CPU compile for nothing.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 _ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -120,37 +107,14 @@ class Verification:
         return "; ".join(parts)
 
 
-def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The config with defaults, validated by building its abstract setup."""
-    from models import CONFIGS, vgg_setup
+@dataclasses.dataclass(frozen=True)
+class WorkloadSource:
+    """Where a child process finds a workload: `load_workloads(spec, kwargs)`,
+    then the one labelled `label`."""
 
-    if not isinstance(config, Mapping):
-        raise TuneError(f"`config` (={config!r}) must be a mapping of VGG setup keywords")
-    unknown = sorted(set(config) - set(CONFIG_KEYS))
-    if unknown:
-        raise TuneError(f"`config` has unknown keys {unknown}; allowed: {', '.join(CONFIG_KEYS)}")
-    full = {"model": "vgg16", "xla_remat_pass": False, **config}
-    if full["model"] not in CONFIGS:
-        raise TuneError(
-            f"`config['model']` (={full['model']!r}) must be one of {', '.join(CONFIGS)}"
-        )
-    if not isinstance(full["xla_remat_pass"], bool):
-        raise TuneError(
-            f"`config['xla_remat_pass']` (={full['xla_remat_pass']!r}) must be True or False"
-        )
-    try:
-        vgg_setup(full["model"], **_setup_kwargs(full))
-    except ValueError as e:
-        raise TuneError(f"`config` is not a valid VGG setup: {e}") from e
-    try:
-        json.dumps(full)
-    except TypeError as e:
-        raise TuneError(f"`config` must be JSON-serializable (dtypes as names): {e}") from e
-    return full
-
-
-def _setup_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: config[k] for k in SETUP_KEYS if k in config}
+    spec: str  # "MODULE:ATTR"
+    label: str
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # JSON-ready
 
 
 def _check_positive(name: str, value: Any, kind: type = int) -> None:
@@ -158,32 +122,36 @@ def _check_positive(name: str, value: Any, kind: type = int) -> None:
         raise TuneError(f"`{name}` (={value!r}) must be a positive number")
 
 
-def verify_vgg(
-    config: Mapping[str, Any],
+def verify_workload(
+    source: WorkloadSource,
     batch: int,
     *,
+    xla_remat_pass: bool = False,
+    compiler_options: Mapping[str, Any] | None = None,
     timeout_s: float = 600,
     budget_bytes: int | None = None,
     predicted_peak_bytes: int | None = None,
     time_steps: int = 0,
     env: Mapping[str, str] | None = None,
 ) -> Verification:
-    """Runs the VGG step of `config` at `batch` in a child process.
+    """Runs the workload of `source` at `batch` in a child process.
 
     Args:
-        config: `model` and the `models.vgg_setup` keywords (see
-            `CONFIG_KEYS`), plus `xla_remat_pass` (default False: the child
-            sets `jax_compiler_enable_remat_pass` off, as the tuner compiles).
+        source: where the child finds the workload.
         batch: the batch size to run.
+        xla_remat_pass: XLA's remat pass, as the answer was tuned (the child
+            sets `jax_compiler_enable_remat_pass`).
+        compiler_options: XLA options, as the answer was tuned.
         timeout_s: the child is killed after this many seconds.
         budget_bytes: CPU only: cap the child's address space at its
             start-up usage plus this (see the module docstring).
         predicted_peak_bytes: the tuner's need at `batch`, for comparison.
         time_steps: if positive, the child also measures throughput over
-            this many steps with `autotune.timing.measure_throughput`.
+            this many steps.
         env: the child's environment (default: this process's).
     """
-    full = check_config(config)
+    if not isinstance(source, WorkloadSource):
+        raise TuneError(f"`source` (={source!r}) must be a WorkloadSource")
     _check_positive("batch", batch)
     _check_positive("timeout_s", timeout_s, float)
     if budget_bytes is not None:
@@ -191,20 +159,25 @@ def verify_vgg(
     if isinstance(time_steps, bool) or not isinstance(time_steps, int) or time_steps < 0:
         raise TuneError(f"`time_steps` (={time_steps!r}) must be an integer >= 0")
     payload = {
-        "config": full,
+        "source": dataclasses.asdict(source),
         "batch": batch,
+        "xla_remat_pass": bool(xla_remat_pass),
+        "compiler_options": dict(compiler_options or {}),
         "budget_bytes": budget_bytes,
         "time_steps": time_steps,
     }
+    try:
+        text = json.dumps(payload)
+    except TypeError as e:
+        raise TuneError(f"`source.kwargs` must be JSON-ready (dtypes as names): {e}") from e
     start = time.perf_counter()
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "autotune.verify"],
-            input=json.dumps(payload),
+            [sys.executable, "-m", "autotune._verify"],
+            input=text,
             capture_output=True,
             text=True,
             timeout=timeout_s,
-            cwd=_ROOT,
             env=_child_env(env),
         )
     except subprocess.TimeoutExpired:
@@ -221,6 +194,7 @@ def verify_vgg(
 
 
 def _child_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    """The environment, with the directory this package was imported from first."""
     child = dict(os.environ if env is None else env)
     paths = [str(_ROOT), *filter(None, child.get("PYTHONPATH", "").split(os.pathsep))]
     child["PYTHONPATH"] = os.pathsep.join(paths)
@@ -286,15 +260,28 @@ def _parse(
 
 
 def verify_result(
-    result: Any, config: Mapping[str, Any], *, boundary: bool = False, **kwargs: Any
+    result: Any, source: WorkloadSource, *, boundary: bool = False, **kwargs: Any
 ) -> tuple[Verification, ...]:
-    """Verifies a `TuneResult`'s batch; with `boundary`, also its next candidate."""
-    checks = [verify_vgg(config, result.batch, predicted_peak_bytes=result.peak_bytes, **kwargs)]
+    """Verifies a `TuneResult`'s batch, with the XLA settings it was tuned
+    under; with `boundary`, also its next candidate."""
+    settings = {
+        "xla_remat_pass": bool(result.xla_settings.get("remat_pass")),
+        "compiler_options": result.xla_settings.get("compiler_options") or {},
+    }
+    checks = [
+        verify_workload(
+            source, result.batch, predicted_peak_bytes=result.peak_bytes, **settings, **kwargs
+        )
+    ]
     if boundary and result.next_batch is not None:
         kwargs.pop("time_steps", None)
         checks.append(
-            verify_vgg(
-                config, result.next_batch, predicted_peak_bytes=result.next_peak_bytes, **kwargs
+            verify_workload(
+                source,
+                result.next_batch,
+                predicted_peak_bytes=result.next_peak_bytes,
+                **settings,
+                **kwargs,
             )
         )
     return tuple(checks)
@@ -323,79 +310,54 @@ def _cap_address_space(budget_bytes: int, platform: str) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def _real_state(config: Mapping[str, Any]) -> tuple[Any, Any]:
-    """Real parameters of a `models.VGG` (`nnx.Rngs(0)`) and optimizer state,
-    made by one compiled program rather than op by op."""
-    import jax
-    from flax import nnx
-
-    from models import VGG, make_optimizer
-
-    kwargs = {k: v for k, v in _setup_kwargs(config).items() if k != "optimizer"}
-    tx = make_optimizer(config.get("optimizer", "sgd"))
-
-    def init() -> tuple[Any, Any]:
-        model = VGG(config["model"], rngs=nnx.Rngs(0), **kwargs)
-        _, params = nnx.split(model, nnx.Param)
-        return params, tx.init(params)
-
-    lowered = jax.jit(init).lower()
-    try:
-        compiled = lowered.compile(compiler_options=FAST_COMPILE)
-    except Exception:  # noqa: BLE001 - the options are an optimization only
-        compiled = lowered.compile()
-    return compiled()
-
-
-def _need(compiled: Any) -> int | None:
-    m = compiled.memory_analysis()
-    if m is None:
-        return None
-    return (
-        m.argument_size_in_bytes
-        + m.output_size_in_bytes
-        - m.alias_size_in_bytes
-        + m.temp_size_in_bytes
-    )
-
-
 def _run(payload: Mapping[str, Any]) -> dict[str, Any]:
     import jax
 
-    from autotune.timing import materialize, measure_throughput
-    from models import vgg_setup
+    from autotune._probe import compiled_need
+    from autotune._timing import carry_outputs, measure_throughput
+    from autotune._workload import load_workloads
 
-    config, batch = payload["config"], payload["batch"]
-    if not config["xla_remat_pass"]:
-        jax.config.update("jax_compiler_enable_remat_pass", False)
+    source = WorkloadSource(**payload["source"])
+    batch = payload["batch"]
+    jax.config.update("jax_compiler_enable_remat_pass", payload["xla_remat_pass"])
     device = jax.devices()[0]
-    setup = vgg_setup(config["model"], **_setup_kwargs(config))
+    workloads = {w.label: w for w in load_workloads(source.spec, source.kwargs)}
+    if source.label not in workloads:
+        raise TuneError(
+            f"`source.label` (={source.label!r}) is not among the workloads of "
+            f"{source.spec!r}: {', '.join(map(repr, workloads))}"
+        )
+    workload = workloads[source.label]
+    if workload.real_args is None:
+        raise TuneError(
+            f"the workload {source.label!r} has no `real_args`: it cannot be run for real"
+        )
     if payload.get("budget_bytes"):
         _cap_address_space(payload["budget_bytes"], device.platform)
-    params, opt_state = _real_state(config)
-    x, y = materialize(setup.batch_args(batch))
-    compiled = setup.step.lower(params, opt_state, x, y).compile()
+    args = list(workload.real_args(batch))
+    compiled = (
+        workload.jitted().lower(*args).compile(compiler_options=payload["compiler_options"] or None)
+    )
     for _ in range(STEPS):
-        params, opt_state, loss = compiled(params, opt_state, x, y)
-        jax.block_until_ready((params, opt_state, loss))
+        args = carry_outputs(args, jax.block_until_ready(compiled(*args)))
     stats = device.memory_stats() or {}
     result = {
         "ok": True,
         "error": None,
         "peak_bytes_in_use": stats.get("peak_bytes_in_use"),
         "bytes_limit": stats.get("bytes_limit"),
-        "need_bytes": _need(compiled),
+        "need_bytes": compiled_need(compiled),
         "platform": device.platform,
         "throughput": None,
     }
     if payload.get("time_steps"):
         timing = measure_throughput(
             compiled,
-            setup.args_for_batch,
+            workload.args_for_batch,
             batch,
             steps=payload["time_steps"],
             warmup=1,
-            initial_args=(params, opt_state, x, y),
+            initial_args=args,
         )
         result["throughput"] = timing.to_dict()
     return result
@@ -408,7 +370,7 @@ def _stats_after_failure() -> dict[str, Any]:
     try:
         device = sys.modules["jax"].devices()[0]
         stats = device.memory_stats() or {}
-    except Exception:  # noqa: BLE001 - best effort after a failure
+    except Exception:
         return {}
     return {
         "platform": device.platform,
@@ -422,7 +384,7 @@ def main() -> int:
     start = time.perf_counter()
     try:
         result = _run(json.loads(sys.stdin.read()))
-    except BaseException as e:  # noqa: BLE001 - everything is reported to the parent
+    except BaseException as e:
         result = {"ok": False, "error": f"{type(e).__name__}: {e}"[:4000], **_stats_after_failure()}
     result["seconds"] = time.perf_counter() - start
     print(json.dumps(result), flush=True)

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from autotune.layers import LayerTable
-from autotune.units import format_bytes
+from autotune import format_bytes
+
+from .layers import LayerTable
 
 OPTIMIZER_SLOTS: dict[str, int] = {
     "sgd-plain": 0,

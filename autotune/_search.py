@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from autotune.errors import TuneError
+from autotune._errors import TuneError
 
 
 @dataclasses.dataclass(frozen=True)

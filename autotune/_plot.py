@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from autotune.errors import TuneError
-from autotune.result import TuneResult
+from autotune._errors import TuneError
+from autotune._result import TuneResult
 
 GIB = 1024**3
 

@@ -1,14 +1,12 @@
-"""Human-readable sizes and counts in the style of cs231n's VGGNet memory table.
+"""Human-readable sizes in the style of cs231n's VGGNet memory table.
 
 Bytes use binary steps labelled as the seed labels them: ``KB = 1024 B``,
-``MB = 1024**2 B``, ``GB = 1024**3 B``, ``TB = 1024**4 B``. Counts use decimal
-steps (``K = 1e3``, ``M = 1e6``, ``B = 1e9``, ``T = 1e12``), as in the seed's "3.2M" and "150K".
+``MB = 1024**2 B``, ``GB = 1024**3 B``, ``TB = 1024**4 B``.
 """
 
 from __future__ import annotations
 
 _BYTE_UNITS = ("B", "KB", "MB", "GB", "TB")
-_COUNT_UNITS = ("", "K", "M", "B", "T")
 
 
 def format_bytes(n: int) -> str:
@@ -26,26 +24,6 @@ def format_bytes(n: int) -> str:
     while power < len(_BYTE_UNITS) - 1 and round(n / 1024**power, 1) >= 1024:
         power += 1
     return f"{n / 1024**power:.1f} {_BYTE_UNITS[power]}"
-
-
-def format_count(n: int) -> str:
-    """Formats a count with two significant digits and decimal suffixes.
-
-    Counts below 1000 are printed in full ("512"); larger ones are rounded to
-    two significant digits as the seed's rows are: 150,528 -> "150K",
-    3,211,264 -> "3.2M", 802,816 -> "800K", 25,088 -> "25K".
-    """
-    if n < 0:
-        return "-" + format_count(-n)
-    if n < 1000:
-        return str(int(n))
-    rounded = float(f"{n:.2g}")
-    power = 0
-    while rounded >= 1000 and power < len(_COUNT_UNITS) - 1:
-        rounded /= 1000
-        power += 1
-    text = f"{rounded:.1f}" if rounded < 10 else f"{rounded:.0f}"
-    return text.removesuffix(".0") + _COUNT_UNITS[power]
 
 
 _PARSE_UNITS = {

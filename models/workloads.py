@@ -1,0 +1,134 @@
+"""The VGG application's workloads: one `autotune.Workload` per remat choice.
+
+`VGGConfig` is the one description of a VGG run: the command builds it from
+its VGG flags, the verification child rebuilds the same workloads from it
+(`vgg_workloads(**config.to_dict())`), and `--explain` reads it. Only the
+engine's public API is used here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+import autotune
+
+from .train import TrainSetup, make_optimizer, vgg_setup
+from .vgg import REMAT_POLICIES, VGG
+
+# Initialization runs once: optimizing its random-number program costs ~15 s
+# of CPU compile for nothing.
+_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+@dataclasses.dataclass(frozen=True)
+class VGGConfig:
+    """A VGG train step to tune, one row per remat choice."""
+
+    model: str = "vgg16"  # vgg11, vgg13, vgg16, vgg19 or vgg-tiny
+    image_size: int = 224  # square NHWC input
+    channels: int = 3
+    num_classes: int = 1000
+    hidden: int | None = None  # FC width; None: the model's own (4096)
+    optimizer: str = "sgd"  # sgd (momentum 0.9), adam or adamw
+    dtype: str = "float32"  # compute dtype
+    param_dtype: str = "float32"
+    remat: tuple[str, ...] = ("none",)  # "none" or jax.checkpoint_policies names
+    remat_every: int = 1  # rematerialize conv stages 0, k, 2k, ...
+
+    def __post_init__(self) -> None:
+        remat = (self.remat,) if isinstance(self.remat, str) else tuple(self.remat)
+        object.__setattr__(self, "remat", remat)
+        if not remat:
+            raise ValueError(f"`remat` (={remat!r}) must name at least one choice")
+        if len(set(remat)) != len(remat):
+            raise ValueError(f"`remat` (={remat!r}) names a choice twice")
+        for choice in remat:
+            if choice not in REMAT_POLICIES:
+                raise ValueError(
+                    f"`remat` (={choice!r}) must be one of {', '.join(REMAT_POLICIES)}"
+                )
+        self.setup(remat[0])  # validates every other field
+
+    def setup(self, remat: str) -> TrainSetup:
+        """The abstract train step for one remat choice."""
+        return vgg_setup(
+            self.model,
+            image_size=self.image_size,
+            channels=self.channels,
+            num_classes=self.num_classes,
+            hidden=self.hidden,
+            optimizer=self.optimizer,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            remat=remat,
+            remat_every=self.remat_every,
+        )
+
+    def label(self, remat: str) -> str:
+        label = f"{self.model} remat={remat}"
+        if remat != "none" and self.remat_every != 1:
+            label += f"/every {self.remat_every}"
+        return label
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready keywords of `vgg_workloads`."""
+        data = dataclasses.asdict(self)
+        data["remat"] = list(self.remat)
+        return data
+
+    def workloads(self) -> tuple[autotune.Workload, ...]:
+        """One workload per remat choice, with its analytical estimate."""
+        return tuple(self._workload(remat) for remat in self.remat)
+
+    def _workload(self, remat: str) -> autotune.Workload:
+        setup = self.setup(remat)
+        estimate = autotune.estimate_step(
+            setup.loss_fn, setup.params, setup.batch_args, opt_state=setup.opt_state
+        )
+        return autotune.Workload(
+            setup.step,
+            setup.args_for_batch,
+            estimate=estimate,
+            label=self.label(remat),
+            real_args=lambda batch: self.real_args(setup, batch),
+        )
+
+    def real_args(self, setup: TrainSetup, batch: int) -> tuple[Any, ...]:
+        """Real parameters of a `VGG` (`nnx.Rngs(0)`), its optimizer state, and
+        a batch of zeros; the state is made by one compiled program."""
+        tx = make_optimizer(self.optimizer)
+        kwargs = dict(
+            image_size=self.image_size,
+            channels=self.channels,
+            num_classes=self.num_classes,
+            hidden=self.hidden,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            remat=setup.remat,
+            remat_every=self.remat_every,
+        )
+
+        def init() -> tuple[Any, Any]:
+            model = VGG(self.model, rngs=nnx.Rngs(0), **kwargs)
+            _, params = nnx.split(model, nnx.Param)
+            return params, tx.init(params)
+
+        lowered = jax.jit(init).lower()
+        try:
+            compiled = lowered.compile(compiler_options=_FAST_COMPILE)
+        except Exception:
+            compiled = lowered.compile()
+        params, opt_state = compiled()
+        x, y = setup.batch_args(batch)
+        return params, opt_state, jnp.zeros(x.shape, x.dtype), jnp.zeros(y.shape, y.dtype)
+
+
+def vgg_workloads(**config: Any) -> tuple[autotune.Workload, ...]:
+    """The workloads of `VGGConfig(**config)`: `autotune --workload
+    autotune.models:vgg_workloads` is what `autotune` runs by default."""
+    return VGGConfig(**config).workloads()
