@@ -9,8 +9,10 @@ CPU backend reports only the argument size there.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -30,9 +32,9 @@ REMAT_PASS_FLAG = "jax_compiler_enable_remat_pass"
 REMAT_PASS_OFF = {"xla_disable_hlo_passes": "rematerialization"}
 
 
-@contextlib.contextmanager
-def xla_remat_pass(enabled: bool) -> Iterator[None]:
-    """XLA's automatic rematerialization pass on or off for the compiles inside.
+def xla_remat_pass(enabled: bool) -> contextlib.AbstractContextManager[None]:
+    """XLA's automatic rematerialization pass on or off for the compiles inside,
+    in this thread only.
 
     The pass makes need(batch) non-affine near the limit it aims for, and that
     limit differs between devices and described targets. It is switched with
@@ -40,12 +42,25 @@ def xla_remat_pass(enabled: bool) -> Iterator[None]:
     (`jax.config.update("jax_compiler_enable_remat_pass", False)`), so both
     compile the same program and share JAX's persistent compilation cache.
     """
-    before = getattr(jax.config, REMAT_PASS_FLAG)
-    jax.config.update(REMAT_PASS_FLAG, enabled)
     try:
-        yield
-    finally:
-        jax.config.update(REMAT_PASS_FLAG, before)
+        from jax._src.config import enable_remat_opt_pass
+    except ImportError:  # the flag's state moved: set it for the process
+        return _process_remat_pass(enabled)
+    return enable_remat_opt_pass(enabled)
+
+
+_REMAT_PASS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _process_remat_pass(enabled: bool) -> Iterator[None]:
+    with _REMAT_PASS_LOCK:
+        before = getattr(jax.config, REMAT_PASS_FLAG)
+        jax.config.update(REMAT_PASS_FLAG, enabled)
+        try:
+            yield
+        finally:
+            jax.config.update(REMAT_PASS_FLAG, before)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,8 +127,53 @@ def _flops(program: Any) -> float | None:
     return float(analysis["flops"])
 
 
+@dataclasses.dataclass(frozen=True)
+class CompileFailure:
+    """A compile that failed for a reason other than memory: XLA's message."""
+
+    batch: int
+    error: str
+    compile_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Compile failures with a known way around them: (what XLA says, what to do).
+KNOWN_WORKAROUNDS = (
+    (
+        "Couldn't find output tile sizes",
+        "XLA's Triton GEMM emitter found no tiling for a matrix product at this "
+        "shape; compile without it: compiler_options="
+        '{"xla_gpu_enable_triton_gemm": False} (the command: --xla-option '
+        "xla_gpu_enable_triton_gemm=false), and train with the same option",
+    ),
+)
+
+
+def compile_failures_text(failures: Sequence[CompileFailure], options: Mapping[str, Any]) -> str:
+    """Why the step did not compile: the batches, XLA's message, the options
+    in force, and a known workaround where the message matches one."""
+    batches = ", ".join(str(f.batch) for f in failures)
+    error = failures[0].error.strip().splitlines()[0][:800] if failures else "no compile ran"
+    text = (
+        f"the step does not compile for batch={batches} with compiler options "
+        f"{dict(options) or '(none)'}, for a reason other than memory: {error}"
+    )
+    for marker, workaround in KNOWN_WORKAROUNDS:
+        if any(marker in f.error for f in failures):
+            text += f". Known workaround: {workaround}"
+    return text
+
+
 class Prober:
     """Compiles `step` at batch sizes on demand and remembers every result.
+
+    Lowering (tracing) runs in the calling thread; compiles run in a pool of
+    `workers` threads, so a round of batches compiles concurrently and the
+    next batch is lowered while the previous one compiles. A Ctrl-C while
+    waiting leaves the compiles in flight to finish in their threads: no
+    exception is ever raised inside XLA.
 
     Args:
         step: the train step, plain or already jitted.
@@ -126,6 +186,7 @@ class Prober:
         donate_argnums: arguments to donate (a jitted step is wrapped to
             donate them; see `autotune.Workload`).
         on_probe: called with each new probe as soon as it is made.
+        workers: compiles that may run at once.
     """
 
     def __init__(
@@ -138,6 +199,7 @@ class Prober:
         compiler_options: CompilerOptions | None = None,
         donate_argnums: int | Sequence[int] = (),
         on_probe: Callable[[Probe], None] | None = None,
+        workers: int = 1,
     ):
         self._jitted = jit_step(step, as_argnums(donate_argnums))
         self._args_for_batch = args_for_batch
@@ -145,12 +207,18 @@ class Prober:
         self._remat_pass = xla_remat_pass
         self._compiler_options = dict(compiler_options or {})
         self._on_probe = on_probe
+        self._workers = workers
         self._lowered: dict[int, Any] = {}
         self.probes: dict[int, Probe] = {}
+        self.failures: dict[int, CompileFailure] = {}
 
     @property
     def compiles(self) -> int:
-        return len(self.probes)
+        return len(self.probes) + len(self.failures)
+
+    @property
+    def workers(self) -> int:
+        return self._workers
 
     def abstract_args(self, batch: int) -> tuple[Any, ...]:
         """The step's arguments for `batch`, as placed structs."""
@@ -170,18 +238,20 @@ class Prober:
             )
         return tuple(jax.tree.map(lambda x: _as_struct(x, self._sharding), args))
 
-    def host_flops(self, batch: int) -> float | None:
-        """FLOPs of the step lowered for the host backend, before XLA's
-        optimizations: for targets whose compiled program has no cost
-        analysis (described GPUs)."""
+    def flops(self, batch: int) -> float | None:
+        """FLOPs of the program lowered for `batch`, before XLA's
+        optimizations, by the host's cost analysis: for targets whose
+        compiled program has none (described GPUs)."""
         try:
-            args = self._args_for_batch(batch)
-            return _flops(self._jitted.lower(*args))
-        except Exception:
+            flops = _host_flops(self.lower(batch))
+            if flops is None:  # lower again, for the host
+                flops = _flops(self._jitted.lower(*self._args_for_batch(batch)))
+            return flops
+        except Exception:  # an estimate of cost, never required
             return None
 
     def lower(self, batch: int) -> Any:
-        """The step lowered for `batch` (traced once, kept for the compile)."""
+        """The step lowered for `batch` (traced once, kept)."""
         if batch not in self._lowered:
             args = self.abstract_args(batch)
             try:
@@ -192,19 +262,51 @@ class Prober:
                 ) from e
         return self._lowered[batch]
 
+    def measure(self, batches: Sequence[int], record: Callable[[int, int | None], None]) -> None:
+        """Compiles `batches` concurrently; records each one's need (None: it
+        did not compile) as its compile ends. The search's measure."""
+        pool = _pool(self._workers)
+        pending = {}
+        for batch in batches:
+            if batch in self.probes or batch in self.failures:
+                record(batch, self._need(batch))
+                continue
+            lowered = self.lower(batch)
+            pending[pool.submit(self._compile, batch, lowered)] = batch
+        while pending:
+            done, _ = concurrent.futures.wait(
+                pending, timeout=_POLL_S, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            for future in done:
+                batch = pending.pop(future)
+                outcome = future.result()
+                if isinstance(outcome, Probe):
+                    self.probes[batch] = outcome
+                else:
+                    self.failures[batch] = outcome
+                record(batch, self._need(batch))
+                if isinstance(outcome, Probe) and self._on_probe is not None:
+                    self._on_probe(outcome)
+
+    def _need(self, batch: int) -> int | None:
+        probe = self.probes.get(batch)
+        return None if probe is None else probe.need_bytes
+
     def __call__(self, batch: int) -> Probe:
-        if batch in self.probes:
-            return self.probes[batch]
+        """The probe at `batch`; a compile that fails raises TuneError."""
+        self.measure([batch], lambda b, need: None)
+        if batch in self.failures:
+            raise TuneError(compile_failures_text([self.failures[batch]], self._compiler_options))
+        return self.probes[batch]
+
+    def _compile(self, batch: int, lowered: Any) -> Probe | CompileFailure:
+        """One compile, in a worker thread."""
         start = time.perf_counter()
-        lowered = self.lower(batch)
         try:
-            with xla_remat_pass(self._remat_pass):
+            with _IN_FLIGHT, xla_remat_pass(self._remat_pass):
                 compiled = lowered.compile(compiler_options=self._compiler_options or None)
         except Exception as e:
-            raise TuneError(
-                f"`step` does not compile for batch={batch}: {type(e).__name__}: {e}"
-            ) from e
-        del self._lowered[batch]
+            return CompileFailure(batch, f"{type(e).__name__}: {e}", time.perf_counter() - start)
         seconds = time.perf_counter() - start
         analysis = compiled.memory_analysis()
         if analysis is None:
@@ -213,7 +315,7 @@ class Prober:
                 "analysis for the compiled step (`memory_analysis()` is None); "
                 "this backend cannot be tuned by compiling"
             )
-        probe = Probe(
+        return Probe(
             batch=batch,
             argument_bytes=int(analysis.argument_size_in_bytes),
             output_bytes=int(analysis.output_size_in_bytes),
@@ -222,7 +324,57 @@ class Prober:
             compile_seconds=seconds,
             flops=_flops(compiled),
         )
-        self.probes[batch] = probe
-        if self._on_probe is not None:
-            self._on_probe(probe)
-        return probe
+
+
+# Seconds between checks for Ctrl-C while compiles run.
+_POLL_S = 0.1
+
+
+class _Counter:
+    """How many compiles run now, in any thread."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.count -= 1
+
+
+_IN_FLIGHT = _Counter()
+
+
+def compiles_in_flight() -> bool:
+    """Whether a compile is running in a worker thread now."""
+    return _IN_FLIGHT.count > 0
+
+
+_POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    """A process-wide pool of `workers` compile threads."""
+    if workers not in _POOLS:
+        _POOLS[workers] = concurrent.futures.ThreadPoolExecutor(
+            workers, thread_name_prefix="autotune-compile"
+        )
+    return _POOLS[workers]
+
+
+def _host_flops(lowered: Any) -> float | None:
+    """FLOPs of a lowered program by the host backend's cost analysis."""
+    try:
+        from jax._src import xla_bridge
+        from jax._src.lib import _jax
+
+        module = lowered.compiler_ir("hlo").get_hlo_module()
+        analysis = _jax.hlo_module_cost_analysis(xla_bridge.get_backend("cpu"), module)
+    except Exception:  # private API moved
+        return None
+    flops = analysis.get("flops") if isinstance(analysis, Mapping) else None
+    return None if flops is None else float(flops)

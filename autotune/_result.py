@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autotune._budget import Budget
-from autotune._probe import Probe
+from autotune._probe import CompileFailure, Probe
 from autotune._units import format_bytes
 
 
@@ -16,9 +16,13 @@ class TuneResult:
     """The largest batch that fits, with the evidence for it.
 
     `batch` was compiled and needs `peak_bytes` <= `budget_bytes`;
-    `next_batch`, the next candidate, was compiled and needs more
-    (None when `batch` is `max_batch`, or when the search was interrupted
-    before the boundary was found: see `interrupted`).
+    `next_batch`, the next candidate that compiles, was compiled and needs
+    more (None when `batch` is `max_batch`, or when the search was
+    interrupted before the boundary was found: see `interrupted`).
+    `failures` are candidates that did not compile for a reason other than
+    memory, with XLA's message; `contradictions` are pairs of batches (a, b),
+    a < b, whose need fell from a to b: need did not grow with the batch,
+    and the answer is not exact.
 
     With `data_parallel_size` > 1, batches are global (split over that many
     devices: `per_device_batch` each) and byte counts are one device's.
@@ -46,6 +50,8 @@ class TuneResult:
     data_parallel_size: int = 1
     flops_per_example: float | None = None
     flops_source: str = ""
+    failures: tuple[CompileFailure, ...] = ()
+    contradictions: tuple[tuple[int, int], ...] = ()
 
     @property
     def budget_bytes(self) -> int:
@@ -62,8 +68,9 @@ class TuneResult:
 
     @property
     def exact(self) -> bool:
-        """True when the next candidate was proven not to fit."""
-        return self.next_batch is not None
+        """True when the next candidate that compiles was proven not to fit
+        and every compile agreed that need grows with the batch."""
+        return self.next_batch is not None and not self.contradictions and not self.interrupted
 
     @property
     def probe(self) -> Probe:
@@ -80,6 +87,8 @@ class TuneResult:
     def how(self) -> str:
         """How the answer was obtained, in one line."""
         batches = ", ".join(str(p.batch) for p in self.probes)
+        if self.failures:
+            batches += "; did not compile: " + ", ".join(str(f.batch) for f in self.failures)
         remat = "on" if self.xla_settings.get("remat_pass") else "off"
         cached = "from the cache: " if self.from_cache else ""
         return (
@@ -92,6 +101,9 @@ class TuneResult:
         """A short report a person reads."""
         if self.next_batch is not None:
             nxt = f"next candidate {self.next_batch} needs {self.next_peak_bytes:,} B: does not fit"
+            skipped = [f.batch for f in self.failures if self.batch < f.batch < self.next_batch]
+            if skipped:
+                nxt += f"; {', '.join(map(str, skipped))} did not compile"
         elif self.interrupted:
             nxt = "PARTIAL: interrupted before the boundary was proven"
         else:
@@ -119,6 +131,14 @@ class TuneResult:
             ),
             f"  obtained by     {self.how()}, {self.seconds:.1f} s",
         ]
+        if self.failures:
+            lines.append(f"  compile failed  {self.failures[0].error.splitlines()[0][:300]}")
+        if self.contradictions:
+            pairs = ", ".join(f"{a} -> {b}" for a, b in self.contradictions)
+            lines.append(
+                f"  NOT EXACT       need fell as the batch grew ({pairs}): a batch above "
+                "the next candidate may fit"
+            )
         return "\n".join(lines)
 
     def render_memory(self) -> str:
@@ -148,6 +168,8 @@ class TuneResult:
         values["probes"] = tuple(
             Probe(**{k: v for k, v in p.items() if k in probe_fields}) for p in data["probes"]
         )
+        values["failures"] = tuple(CompileFailure(**f) for f in data.get("failures", ()))
+        values["contradictions"] = tuple(tuple(pair) for pair in data.get("contradictions", ()))
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,6 +179,8 @@ class TuneResult:
         data["headroom_bytes"] = self.headroom_bytes
         data["per_device_batch"] = self.per_device_batch
         data["probes"] = [p.to_dict() for p in self.probes]
+        data["failures"] = [f.to_dict() for f in self.failures]
+        data["contradictions"] = [list(pair) for pair in self.contradictions]
         data["xla_settings"] = dict(self.xla_settings)
         return data
 

@@ -1,41 +1,72 @@
 """The search for the largest batch whose compiled need fits a budget.
 
-The search only ever trusts compiled results. Guesses (an analytical estimate,
-the affine model of two compiles) choose *where* to compile next; whether a
-batch fits is decided by its compile alone. It keeps the largest batch proven
-to fit (`lo`) and the smallest proven not to (`hi`), and ends when they are
-neighbouring candidates, so the answer is exact for any need(batch) that
-grows with the batch, affine or not:
+The search only ever trusts compiled results. Guesses (an analytical
+estimate, the affine model of the compiles made so far) choose *where* to
+compile next; whether a batch fits is decided by its compile alone. It keeps
+the largest batch proven to fit (`lo`) and the smallest above it proven not
+to (`hi`), and ends when no candidate that compiles lies between them, so the
+answer is exact for any need(batch) that grows with the batch, affine or not.
 
-1. with an analytical estimate: compile a batch a quarter of the way to
-   its guess (safely inside), then jump to where the estimate's per-example
-   bytes, added to that compile's need, meet the budget; without one, or if
-   the first compile does not fit: compile the smallest candidate and a
-   second small one;
-2. jump to the boundary of the affine model through the compiled points,
-   then confirm: the boundary fits and the next candidate does not (3 or 4
-   compiles when XLA's need is affine, as it is with XLA's rematerialization
-   pass off);
-3. otherwise interpolate between the compiled points that bracket the
-   budget, halving the bracket instead whenever interpolation fails to.
+It works in rounds of up to `width` compiles, which the caller may run
+concurrently. Each round aims at the boundary predicted so far and compiles
+the candidates nearest to it, the one predicted to fit first:
 
-No candidate at or above a batch proven not to fit is ever compiled.
+1. with an analytical estimate: a quarter and a half of the way to its guess
+   (the first then jumps by the estimate's slope when the round holds one
+   compile); without one: the smallest candidate and a small multiple;
+2. the boundary of the affine model through the two largest batches that
+   fit, or through the bracket's ends once one does not; with need affine,
+   as it is with XLA's rematerialization pass off, this round proves the
+   answer (2 rounds, 4 compiles; 3 or 4 rounds one compile at a time);
+3. when a round fails to halve the bracket, the next one halves it instead.
+
+A batch that does not compile for a reason other than memory (`None` from
+the measure) is left out of the candidates, and the search goes on around
+it; the proof then says which candidates between the answer and the next
+one did not compile. No candidate at or above a batch proven not to fit is
+ever compiled, and none is compiled twice.
+
+Need is assumed to grow with the batch; compiles that contradict it (a
+larger batch needing less) are reported, and such an answer is not exact.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 from autotune._errors import TuneError
+
+# What a compile says: the bytes it needs, or None when it did not compile.
+Need = int | None
+Record = Callable[[int, Need], None]
+# Compiles the batches given (concurrently or not), recording each as it ends.
+Measure = Callable[[Sequence[int], Record], None]
+
+
+def sequential(need_of: Callable[[int], Need]) -> Measure:
+    """A measure that compiles one batch after another with `need_of`."""
+
+    def measure(batches: Sequence[int], record: Record) -> None:
+        for batch in batches:
+            record(batch, need_of(batch))
+
+    return measure
 
 
 @dataclasses.dataclass(frozen=True)
 class Bracket:
-    """What the compiles proved: `lo` fits, `hi` does not (None: not found)."""
+    """What the compiles proved.
+
+    `lo` fits (None: no candidate does); `hi`, the smallest compiled batch
+    above it, does not (None: none found). `failed` did not compile;
+    `contradictions` are pairs (a, b), a < b, whose need falls from a to b.
+    """
 
     lo: int | None
     hi: int | None
+    failed: tuple[int, ...] = ()
+    contradictions: tuple[tuple[int, int], ...] = ()
     interrupted: bool = False
 
 
@@ -49,6 +80,154 @@ def check_grid(multiple_of: int, max_batch: int) -> None:
         )
 
 
+def search(
+    measure: Measure,
+    budget: int,
+    *,
+    multiple_of: int = 8,
+    max_batch: int = 65536,
+    guess: int | None = None,
+    per_example: float | None = None,
+    width: int = 1,
+    max_failures: int = 6,
+) -> Bracket:
+    """Largest multiple of `multiple_of` up to `max_batch` with need <= budget.
+
+    Args:
+        measure: compiles a round of batches, recording each one's need
+            (None: it did not compile); see `sequential`.
+        budget: bytes available.
+        multiple_of: candidates are its multiples.
+        max_batch: the largest candidate considered.
+        guess: an analytical estimate of the answer; it places the first
+            compiles, never decides the answer.
+        per_example: the estimate's bytes per example.
+        width: compiles per round.
+        max_failures: compiles that may fail before the search stops.
+
+    Returns:
+        The bracket proven by compiles. A KeyboardInterrupt returns what was
+        proven so far, marked interrupted.
+    """
+    check_grid(multiple_of, max_batch)
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise TuneError(f"`width` (={width!r}) must be a positive integer")
+    state = _State(budget, multiple_of, max_batch // multiple_of * multiple_of)
+    try:
+        for batches in _rounds(state, guess, per_example, width, max_failures):
+            measure(batches, state.record)
+    except KeyboardInterrupt:
+        return state.bracket(interrupted=True)
+    return state.bracket()
+
+
+class _State:
+    """The compiles made so far and what they prove."""
+
+    def __init__(self, budget: int, m: int, top: int):
+        self.budget, self.m, self.top = budget, m, top
+        self.needs: dict[int, int] = {}
+        self.failed: set[int] = set()
+
+    def record(self, batch: int, need: Need) -> None:
+        if need is None:
+            self.failed.add(batch)
+        else:
+            self.needs[batch] = need
+
+    @property
+    def lo(self) -> int | None:
+        return max((b for b, n in self.needs.items() if n <= self.budget), default=None)
+
+    @property
+    def hi(self) -> int | None:
+        lo = self.lo
+        over = [b for b, n in self.needs.items() if n > self.budget and (lo is None or b > lo)]
+        return min(over, default=None)
+
+    def above(self, batch: int, limit: int | None = None) -> Iterator[int]:
+        """Candidates that may compile above `batch`, below `limit`, in order."""
+        end = self.top if limit is None else min(self.top, limit - self.m)
+        b = (batch // self.m + 1) * self.m
+        while b <= end:
+            if b not in self.failed:
+                yield b
+            b += self.m
+
+    def proven(self) -> bool:
+        lo, hi = self.lo, self.hi
+        if lo is None:
+            return hi is not None and next(self.above(0, hi), None) is None
+        return next(self.above(lo, hi), None) is None
+
+    def unknown_near(self, target: float, count: int) -> list[int]:
+        """Up to `count` candidates not yet compiled in the open bracket,
+        nearest to `target`; the lower first on a tie."""
+        lo, hi = self.lo, self.hi
+        start = 0 if lo is None else lo
+        centre = max(start + self.m, min(_grid(target, self.m), self.top))
+        found: list[int] = []
+        limit = centre + self.m if hi is None else min(centre + self.m, hi)
+        below = [c for c in self.above(start, limit) if c not in self.needs]
+        above = self.above(centre, hi)
+        below.reverse()
+        up = next((c for c in above if c not in self.needs), None)
+        while len(found) < count and (below or up is not None):
+            if below and (up is None or centre - below[0] <= up - centre - self.m):
+                found.append(below.pop(0))
+            else:
+                found.append(up)
+                up = next((c for c in above if c not in self.needs), None)
+        return sorted(found)
+
+    def bracket(self, interrupted: bool = False) -> Bracket:
+        ordered = sorted(self.needs)
+        drops = tuple((a, b) for a, b in zip(ordered, ordered[1:]) if self.needs[a] > self.needs[b])
+        return Bracket(self.lo, self.hi, tuple(sorted(self.failed)), drops, interrupted)
+
+
+def _rounds(
+    s: _State, guess: int | None, per_example: float | None, width: int, max_failures: int
+) -> Iterator[list[int]]:
+    """The batches of each round, until the bracket is proven."""
+    m = s.m
+    if guess and guess > 0:
+        first = min(s.top, max(m, int(guess) // 4 // m * m))
+        yield [first] if width == 1 else _spread(first, int(guess) // 2, m, s.top)
+    else:
+        yield _spread(m, 4 * m, m, s.top)[:width] if width > 1 else [m]
+    misses = 0
+    width_before = None
+    while not s.proven() and len(s.failed) < max_failures:
+        lo, hi = s.lo, s.hi
+        if lo is not None and hi is None:
+            target = _extend(s, lo, per_example)
+            if target <= lo + m / 2:
+                target = lo + m * 2**misses
+                misses += 1
+        elif lo is not None:
+            target = _interpolate(s, lo, hi)
+            confirming = _grid(target, m) in (lo, hi - m)
+            if width_before is not None and 2 * (hi - lo) > width_before and not confirming:
+                target = lo + (hi - lo) / 2
+            width_before = hi - lo
+        elif hi is not None:
+            target = _shrink(s, hi, per_example)
+        else:
+            target = m  # every compile so far failed: try the smallest candidates
+        batches = s.unknown_near(target, width)
+        if not batches:
+            return
+        yield batches
+
+
+def _spread(first: int, second: int, m: int, top: int) -> list[int]:
+    """`first` and a distinct larger candidate near `second`, within the grid."""
+    first = min(top, max(m, first // m * m))
+    second = min(top, max(first + m, second // m * m))
+    return [first] if second > top or second == first else [first, second]
+
+
 def _affine_boundary(p: tuple[int, int], q: tuple[int, int], budget: int) -> float | None:
     """Batch at which the line through two (batch, need) points meets budget."""
     (b0, n0), (b1, n1) = sorted((p, q))
@@ -57,90 +236,37 @@ def _affine_boundary(p: tuple[int, int], q: tuple[int, int], budget: int) -> flo
     return b0 + (budget - n0) * (b1 - b0) / (n1 - n0)
 
 
-def search(
-    measure: Callable[[int], int],
-    budget: int,
-    *,
-    multiple_of: int = 8,
-    max_batch: int = 65536,
-    guess: int | None = None,
-    per_example: float | None = None,
-) -> Bracket:
-    """Largest multiple of `multiple_of` up to `max_batch` with measure <= budget.
-
-    Args:
-        measure: batch -> bytes needed (one compile per new batch).
-        budget: bytes available.
-        multiple_of: candidates are its multiples.
-        max_batch: the largest candidate considered.
-        guess: an analytical estimate of the answer; it places the first
-            compiles, never decides the answer.
-        per_example: the estimate's bytes per example; with `guess`, it
-            places the jump after the first compile.
-
-    Returns:
-        The bracket proven by compiles. `lo` is None if even the smallest
-        candidate does not fit; `hi` is None if `max_batch` fits.
-        A KeyboardInterrupt returns what was proven so far, marked
-        interrupted.
-    """
-    check_grid(multiple_of, max_batch)
-    m = multiple_of
-    top = max_batch // m * m
-    fits: dict[int, int] = {}
-    over: dict[int, int] = {}
-
-    def probe(batch: int) -> bool:
-        need = measure(batch)
-        (fits if need <= budget else over)[batch] = need
-        return need <= budget
-
-    def bracket(interrupted: bool = False) -> Bracket:
-        return Bracket(max(fits, default=None), min(over, default=None), interrupted)
-
-    try:
-        if guess and per_example and per_example > 0:
-            first = min(top, max(m, int(guess) // 4 // m * m))
-            if probe(first) and first < top:
-                jump = first + (budget - fits[first]) / per_example
-                probe(max(first + m, _grid(jump, m, top)))
-        if not fits:
-            if m in over or not probe(m) or top == m:
-                return bracket()
-            if not over:
-                probe(min(top, max(2 * m, int(guess or 0) // 4 // m * m)))
-        if max(fits) == top:
-            return bracket()
-        misses = 0
-        width = None
-        confirmations = 0
-        while True:
-            lo, hi = max(fits), min(over, default=None)
-            if lo == top or (hi is not None and hi - lo == m):
-                return bracket()
-            if hi is None:
-                below = sorted(fits)[-2]
-                nxt = _grid(_affine_boundary((below, fits[below]), (lo, fits[lo]), budget), m, top)
-                if nxt <= lo:
-                    nxt = min(top, lo + m * 2**misses)
-                    misses += 1
-            else:
-                nxt = max(
-                    lo + m,
-                    _grid(_affine_boundary((lo, fits[lo]), (hi, over[hi]), budget), m, hi - m),
-                )
-                confirming = nxt in (lo + m, hi - m) and confirmations < 2
-                if width is not None and 2 * (hi - lo) > width and not confirming:
-                    nxt = lo + (hi - lo) // 2 // m * m
-                confirmations = confirmations + 1 if confirming else 0
-                width = hi - lo
-            probe(nxt)
-    except KeyboardInterrupt:
-        return bracket(interrupted=True)
+def _extend(s: _State, lo: int, per_example: float | None) -> float:
+    """Where the boundary lies above `lo`, the largest batch that fits."""
+    fits = sorted(b for b, n in s.needs.items() if n <= s.budget)
+    if len(fits) >= 2:
+        below = fits[-2]
+        boundary = _affine_boundary((below, s.needs[below]), (lo, s.needs[lo]), s.budget)
+        return s.top + s.m if boundary is None else boundary
+    if per_example and per_example > 0:
+        return lo + (s.budget - s.needs[lo]) / per_example
+    return 4 * lo
 
 
-def _grid(batch: float | None, m: int, ceiling: int) -> int:
-    """`batch` rounded down to a multiple of m, at most `ceiling`."""
-    if batch is None:
-        return ceiling
-    return min(ceiling, int(batch // m) * m)
+def _interpolate(s: _State, lo: int, hi: int) -> float:
+    boundary = _affine_boundary((lo, s.needs[lo]), (hi, s.needs[hi]), s.budget)
+    return lo + (hi - lo) / 2 if boundary is None else boundary
+
+
+def _shrink(s: _State, hi: int, per_example: float | None) -> float:
+    """Where the boundary lies below `hi`, when nothing compiled fits yet."""
+    over = sorted(s.needs)
+    if len(over) >= 2:
+        boundary = _affine_boundary(
+            (over[0], s.needs[over[0]]), (over[1], s.needs[over[1]]), s.budget
+        )
+        if boundary is not None:
+            return boundary
+    if per_example and per_example > 0:
+        return hi - (s.needs[hi] - s.budget) / per_example
+    return hi / 4
+
+
+def _grid(batch: float, m: int) -> int:
+    """`batch` rounded down to a multiple of m."""
+    return int(batch // m) * m

@@ -12,11 +12,11 @@ import jax
 import jaxlib
 
 from autotune._budget import Budget, resolve_budget
-from autotune._cache import ResultCache, cache_key
+from autotune._cache import ResultCache, cache_key, program_hash
 from autotune._errors import SearchInterrupted, TuneError
 from autotune._estimate import Estimate
 from autotune._layout import device_bytes
-from autotune._probe import CompilerOptions, Probe, Prober
+from autotune._probe import CompilerOptions, Probe, Prober, compile_failures_text
 from autotune._result import TuneResult
 from autotune._search import check_grid, search
 from autotune._targets import Target, get_target
@@ -24,6 +24,9 @@ from autotune._units import format_bytes
 from autotune._workload import Workload, as_workload
 
 _UNSET: Any = object()
+# Compiles at once for a target compiled on this machine's CPUs (described
+# devices, the CPU itself): each XLA compile keeps about a core busy.
+MAX_WORKERS = 4
 
 
 def find_max_batch(
@@ -43,6 +46,7 @@ def find_max_batch(
     label: str = "",
     cache: ResultCache | None = None,
     data_parallel_size: int = 1,
+    workers: int | None = None,
 ) -> TuneResult:
     """Largest batch whose compiled step fits the target's memory.
 
@@ -79,6 +83,8 @@ def find_max_batch(
         data_parallel_size: devices the batch is split over (a mesh's data
             axis). Batches are then global, multiples of it (so must
             `multiple_of` be), and every byte count is one device's.
+        workers: compiles at once (default: one on a local accelerator,
+            else one per core, at most `MAX_WORKERS`).
 
     Returns:
         A `TuneResult`: the batch, its peak, the budget, the headroom, and
@@ -92,7 +98,6 @@ def find_max_batch(
     """
     workload = _workload(step, args_for_batch, donate_argnums, estimate)
     label = label or workload.label
-    estimate = workload.estimate
     start = time.perf_counter()
     check_grid(multiple_of, max_batch)
     _check_data_parallel(data_parallel_size, multiple_of)
@@ -113,6 +118,7 @@ def find_max_batch(
         compiler_options=options,
         donate_argnums=workload.donate_argnums,
         on_probe=on_probe,
+        workers=_workers(workers, tgt),
     )
     _check_arguments_fit(prober, multiple_of, budget)
     settings = xla_settings(xla_remat_pass, options)
@@ -121,27 +127,33 @@ def find_max_batch(
         grid = {"multiple_of": multiple_of, "max_batch": max_batch,
                 "data_parallel_size": data_parallel_size}  # fmt: skip
         key = _key(prober, tgt, budget, {**grid, **settings})
-        hit = cache.get(key)
+        hit = _cache_hit(cache, key, prober)
         if hit is not None:
             return dataclasses.replace(
                 hit, label=label, from_cache=True, seconds=time.perf_counter() - start
             )
+    estimate = workload.estimate
     hint = estimate if estimate and estimate.per_example_bytes > 0 else None
     bracket = search(
-        lambda b: prober(b).need_bytes,
+        prober.measure,
         budget.bytes,
         multiple_of=multiple_of,
         max_batch=max_batch,
         guess=hint.max_batch(budget.bytes) if hint else None,
         per_example=hint.per_example_bytes if hint else None,
+        width=prober.workers,
     )
-    if bracket.lo is None:
-        if bracket.interrupted:
+    if bracket.interrupted:  # the probes may hold a compile the bracket did not see
+        fits = [p for p in prober.probes.values() if p.need_bytes <= budget.bytes]
+        bracket = dataclasses.replace(
+            bracket, lo=max((p.batch for p in fits), default=None), hi=None
+        )
+        if bracket.lo is None:
             raise SearchInterrupted()
-        raise TuneError(_does_not_fit(prober.probes[multiple_of], budget))
+    if bracket.lo is None:
+        raise TuneError(_no_answer(prober, budget, options))
     answer = prober.probes[bracket.lo]
-    proven_next = bracket.hi is not None and bracket.hi - bracket.lo == multiple_of
-    nxt = prober.probes[bracket.hi] if proven_next else None
+    nxt = prober.probes[bracket.hi] if bracket.hi is not None else None
     smallest = min(prober.probes.values(), key=lambda p: p.batch)
     per_example = _slope(smallest, answer)
     result = TuneResult(
@@ -165,12 +177,45 @@ def find_max_batch(
         probes=tuple(prober.probes.values()),
         interrupted=bracket.interrupted,
         data_parallel_size=data_parallel_size,
+        failures=tuple(prober.failures[b] for b in sorted(prober.failures)),
+        contradictions=bracket.contradictions,
     )
     if result.interrupted:
         raise SearchInterrupted((result,))
     if cache is not None:
-        cache.put(key, result)
+        cache.put(key, result, _proof(prober, result))
     return result
+
+
+def _workers(workers: int | None, target: Target) -> int:
+    """Compiles at once: one on a local accelerator (its compiles run
+    kernels to pick algorithms, on the device's memory), else up to
+    `MAX_WORKERS`, one per core."""
+    if workers is not None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise TuneError(f"`workers` (={workers!r}) must be a positive integer or None")
+        return workers
+    if not target.deviceless and target.platform != "cpu":
+        return 1
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
+def _cache_hit(cache: ResultCache, key: str, prober: Prober) -> TuneResult | None:
+    """The cached answer, if the programs at its batch and at the next
+    candidate are still those its proof compiled."""
+    entry = cache.get(key)
+    if entry is None:
+        return None
+    result, proof = entry
+    if _proof(prober, result) != proof:
+        return None
+    return result
+
+
+def _proof(prober: Prober, result: TuneResult) -> dict[str, str]:
+    """Hashes of the programs the answer rests on: at its batch and the next."""
+    batches = [result.batch] + ([result.next_batch] if result.next_batch is not None else [])
+    return {str(b): program_hash(prober.lower(b).as_text()) for b in batches}
 
 
 def _workload(step: Any, args_for_batch: Any, donate_argnums: Any, estimate: Any) -> Workload:
@@ -204,6 +249,13 @@ def _workload(step: Any, args_for_batch: Any, donate_argnums: Any, estimate: Any
     )
 
 
+def _no_answer(prober: Prober, budget: Budget, options: Mapping[str, Any]) -> str:
+    """Why no batch is an answer: none fits, or none compiles."""
+    if prober.probes:
+        return _does_not_fit(min(prober.probes.values(), key=lambda p: p.batch), budget)
+    return compile_failures_text(tuple(prober.failures.values()), options)
+
+
 def _key(prober: Prober, target: Target, budget: Budget, fields: Mapping[str, Any]) -> str:
     """The cache key: the program lowered at the smallest candidate, and the rest."""
     return cache_key(
@@ -219,7 +271,7 @@ def _flops_per_example(prober: Prober, answer: Probe, data_parallel_size: int) -
             "flops_per_example": answer.flops * data_parallel_size / answer.batch,
             "flops_source": "compiled program's cost analysis",
         }
-    flops = prober.host_flops(answer.batch)
+    flops = prober.flops(answer.batch)
     if flops is not None:
         return {
             "flops_per_example": flops / answer.batch,

@@ -89,3 +89,30 @@ def brute_force(step, args_for_batch, budget, multiple_of, max_batch):
         if need_at(step, args_for_batch, b) <= budget
     ]
     return max(fits, default=None)
+
+
+class FailingStep:
+    """A jitted step whose compile fails, as XLA's can for reasons other than
+    memory, at the batches given."""
+
+    MESSAGE = "INTERNAL: Couldn't find output tile sizes that satisfy hlo: %dot"
+
+    def __init__(self, fn, failing, donate_argnums=(0,)):
+        self.jitted = jax.jit(fn, donate_argnums=donate_argnums)
+        self.failing = set(failing)
+
+    def lower(self, *args):
+        return _FailingLowered(self, self.jitted.lower(*args), args[1].shape[0])
+
+
+class _FailingLowered:
+    def __init__(self, owner, lowered, batch):
+        self.owner, self.lowered, self.batch = owner, lowered, batch
+
+    def as_text(self):
+        return self.lowered.as_text()
+
+    def compile(self, **kwargs):
+        if self.batch in self.owner.failing:
+            raise RuntimeError(FailingStep.MESSAGE)
+        return self.lowered.compile(**kwargs)

@@ -3,7 +3,7 @@
 import pytest
 
 from autotune._errors import TuneError
-from autotune._search import search
+from autotune._search import search, sequential
 
 
 def affine(b):
@@ -32,13 +32,18 @@ def brute_force(need, budget, m, top):
 
 
 class Recorder:
+    """A measure that records every batch compiled, and each round."""
+
     def __init__(self, need):
         self.need = need
         self.calls = []
+        self.rounds = []
 
-    def __call__(self, b):
-        self.calls.append(b)
-        return self.need(b)
+    def __call__(self, batches, record):
+        self.rounds.append(list(batches))
+        for b in batches:
+            self.calls.append(b)
+            record(b, self.need(b))
 
 
 @pytest.mark.parametrize("need", CURVES, ids=lambda f: f.__name__)
@@ -55,11 +60,11 @@ def test_exact_against_brute_force(need, budget, multiple_of):
 
 
 @pytest.mark.parametrize("budget", [5_000, 50_000, 123_456])
-def test_affine_need_takes_four_compiles(budget):
+def test_affine_need_takes_at_most_four_compiles(budget):
     measure = Recorder(affine)
     bracket = search(measure, budget, multiple_of=8, max_batch=65536)
-    assert len(measure.calls) == 4
-    assert measure.calls[-2:] == [bracket.lo, bracket.hi]
+    assert len(measure.calls) <= 4
+    assert set(measure.calls[-2:]) == {bracket.lo, bracket.hi}
 
 
 def test_never_compiles_above_a_batch_known_not_to_fit():
@@ -74,7 +79,7 @@ def test_never_compiles_above_a_batch_known_not_to_fit():
 
 
 def test_smallest_candidate_does_not_fit():
-    bracket = search(affine, 100, multiple_of=8, max_batch=64)
+    bracket = search(sequential(affine), 100, multiple_of=8, max_batch=64)
     assert bracket.lo is None and bracket.hi == 8
 
 
@@ -93,7 +98,7 @@ def test_interrupt_returns_what_was_proven():
         return convex(b)
 
     calls = []
-    bracket = search(need, 50_000, multiple_of=8, max_batch=4096)
+    bracket = search(sequential(need), 50_000, multiple_of=8, max_batch=4096)
     assert bracket.interrupted
     assert bracket.lo == max(b for b in calls if convex(b) <= 50_000)
 
@@ -112,7 +117,7 @@ def test_interrupt_returns_what_was_proven():
 )
 def test_bad_grid(kwargs, message):
     with pytest.raises(TuneError) as e:
-        search(affine, 10_000, **kwargs)
+        search(sequential(affine), 10_000, **kwargs)
     assert str(e.value) == message
 
 
@@ -158,3 +163,90 @@ def test_a_close_estimate_takes_four_compiles(error):
         per_example=137 * error,
     )
     assert len(measure.calls) == 4
+
+
+@pytest.mark.parametrize("need", CURVES, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("budget", [5_000, 50_000, 123_456])
+@pytest.mark.parametrize("width", [2, 3])
+@pytest.mark.parametrize("guess", [None, 100, 900])
+def test_rounds_of_several_compiles_are_exact(need, budget, width, guess):
+    measure = Recorder(need)
+    bracket = search(measure, budget, multiple_of=8, max_batch=4096, guess=guess, width=width)
+    assert bracket.lo == brute_force(need, budget, 8, 4096)
+    assert all(len(r) <= width for r in measure.rounds)
+    assert len(measure.calls) == len(set(measure.calls)), "a batch compiled twice"
+    if bracket.hi is not None:
+        assert bracket.hi == bracket.lo + 8 and need(bracket.hi) > budget
+
+
+@pytest.mark.parametrize("budget", [50_000, 123_456])
+def test_affine_need_takes_two_rounds_of_two(budget):
+    measure = Recorder(affine)
+    bracket = search(measure, budget, multiple_of=8, max_batch=65536, width=2)
+    assert len(measure.rounds) == 2 and all(len(r) == 2 for r in measure.rounds)
+    assert measure.rounds[-1] == [bracket.lo, bracket.hi]
+
+
+def test_a_round_never_compiles_above_a_batch_known_not_to_fit():
+    for need in CURVES:
+        measure = Recorder(need)
+        search(measure, 80_000, multiple_of=1, max_batch=4096, width=2)
+        over = []
+        for batches in measure.rounds:
+            assert all(b < o for b in batches for o in over), (need.__name__, measure.rounds)
+            over += [b for b in batches if need(b) > 80_000]
+
+
+def failing_at(batches):
+    """A need that does not compile at the given batches."""
+    return lambda b: None if b in batches else affine(b)
+
+
+@pytest.mark.parametrize("width", [1, 2])
+@pytest.mark.parametrize("broken", [{360}, {368}, {360, 368}, {8, 16}])
+def test_batches_that_do_not_compile_are_searched_around(width, broken):
+    budget = affine(360) + 10  # 360 fits, 368 does not
+    bracket = search(
+        sequential(failing_at(broken)), budget, multiple_of=8, max_batch=4096, width=width
+    )
+    usable = [b for b in range(8, 4097, 8) if b not in broken and affine(b) <= budget]
+    assert bracket.lo == max(usable)
+    assert set(bracket.failed) <= broken
+    assert all(b in bracket.failed for b in range(bracket.lo + 8, bracket.hi, 8))
+    assert affine(bracket.hi) > budget and bracket.hi not in broken
+
+
+def test_a_step_that_never_compiles_stops_after_max_failures():
+    measure = Recorder(lambda b: None)
+    bracket = search(measure, 10**6, multiple_of=8, max_batch=4096, max_failures=4, width=2)
+    assert (bracket.lo, bracket.hi) == (None, None)
+    assert len(bracket.failed) == len(measure.calls) == 4
+
+
+def non_monotone(b):
+    """Need that falls above 300, as when a compiler rematerializes by itself."""
+    return affine(b) if b < 300 else affine(b) - 60_000
+
+
+def test_need_that_falls_is_reported():
+    measure = Recorder(non_monotone)
+    bracket = search(measure, 30_000, multiple_of=8, max_batch=4096, guess=1200, width=2)
+    assert measure.rounds[0] == [296, 600]
+    assert (296, 600) in bracket.contradictions
+    for a, b in bracket.contradictions:
+        assert a < b and non_monotone(a) > non_monotone(b)
+    assert not search(Recorder(affine), 50_000, width=2).contradictions
+
+
+def test_interrupt_mid_round_keeps_the_compiles_that_ended():
+    def measure(batches, record):
+        record(batches[0], affine(batches[0]))
+        raise KeyboardInterrupt
+
+    bracket = search(measure, 50_000, multiple_of=8, max_batch=4096, width=2)
+    assert bracket.interrupted and bracket.lo == 8
+
+
+def test_bad_width():
+    with pytest.raises(TuneError, match=r"`width` \(=0\) must be a positive integer"):
+        search(sequential(affine), 10_000, width=0)

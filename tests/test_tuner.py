@@ -5,7 +5,16 @@ import jax
 import jax.numpy as jnp
 import optax
 import pytest
-from steps import C, CountingStep, brute_force, mlp_args, mlp_step, need_at, padded_step
+from steps import (
+    C,
+    CountingStep,
+    FailingStep,
+    brute_force,
+    mlp_args,
+    mlp_step,
+    need_at,
+    padded_step,
+)
 
 from autotune import SearchInterrupted, TuneError, Workload, compare, find_max_batch
 from autotune._estimate import Estimate
@@ -78,6 +87,7 @@ def test_estimate_places_the_first_probes():
         donate_argnums=(0,),
         multiple_of=8,
         max_batch=4096,
+        workers=1,
     )
     first = result.probes[0]
     assert first.batch == 96
@@ -100,13 +110,33 @@ def test_compare_gives_one_row_per_variant():
     assert results[1].batch == brute_force(padded_step, mlp_args, budget, 8, 256)
 
 
-def test_interrupt_keeps_the_best_batch_proven():
+def ctrl_c_after(count):
+    """An `on_probe` that presses Ctrl-C, in the calling thread, after `count` probes."""
+    made = []
+
+    def on_probe(probe):
+        made.append(probe)
+        if len(made) == count:
+            raise KeyboardInterrupt
+
+    return on_probe
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_interrupt_keeps_the_best_batch_proven(workers):
     budget = need_at(padded_step, mlp_args, 200)
-    counting = CountingStep(padded_step, interrupt_after=3)
     with pytest.raises(SearchInterrupted) as e:
-        find_max_batch(counting, mlp_args, budget_bytes=budget, multiple_of=8, max_batch=4096)
+        find_max_batch(
+            CountingStep(padded_step),
+            mlp_args,
+            budget_bytes=budget,
+            multiple_of=8,
+            max_batch=4096,
+            on_probe=ctrl_c_after(3),
+            workers=workers,
+        )
     (partial,) = e.value.results
-    assert partial.interrupted and partial.next_batch is None
+    assert partial.interrupted and not partial.exact
     assert partial.compiles == 3
     assert partial.peak_bytes <= budget
     assert partial.batch == max(p.batch for p in partial.probes if p.need_bytes <= budget)
@@ -120,6 +150,7 @@ def test_interrupt_in_compare_keeps_finished_rows():
                 "done": Workload(mlp_step, mlp_args),
                 "cut": Workload(CountingStep(mlp_step, interrupt_after=0), mlp_args),
             },
+            workers=1,
             budget_bytes=budget,
             multiple_of=8,
             max_batch=256,
@@ -219,7 +250,9 @@ def test_step_that_does_not_compile():
         def as_text(self):
             return ""
 
-    with pytest.raises(TuneError, match=r"`step` does not compile for batch=8: RuntimeError"):
+    with pytest.raises(
+        TuneError, match=r"the step does not compile for batch=8, 32, .*RuntimeError: RESOURCE"
+    ):
         find_max_batch(Refused(), mlp_args, budget_bytes=10**9)
 
 
@@ -236,9 +269,9 @@ def _keyed_args(batch):
 def test_typed_prng_key_among_the_arguments():
     budget = need_at(_keyed_step, _keyed_args, 48) + 1
     result = find_max_batch(
-        _keyed_step, _keyed_args, budget_bytes=budget, donate_argnums=0, max_batch=256
+        _keyed_step, _keyed_args, budget_bytes=budget, donate_argnums=0, max_batch=72
     )
-    assert result.batch == brute_force(_keyed_step, _keyed_args, budget, 8, 256) == 48
+    assert result.batch == brute_force(_keyed_step, _keyed_args, budget, 8, 72) == 48
 
 
 def test_donation_given_for_a_jitted_step_is_honoured():
@@ -311,3 +344,30 @@ def test_compare_takes_a_sequence_of_workloads_and_remat_pass_settings():
         compare([Workload(mlp_step, mlp_args, label="a")] * 2, budget_bytes=budget)
     with pytest.raises(TuneError, match="at least one workload"):
         compare([], budget_bytes=budget)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batches_that_do_not_compile_are_searched_around(workers):
+    budget = need_at(mlp_step, mlp_args, 64) + 1
+    failing = {64, 72}  # the answer and the next candidate do not compile
+    step = FailingStep(mlp_step, failing)
+    result = find_max_batch(step, mlp_args, budget_bytes=budget, max_batch=256, workers=workers)
+    fits = [
+        b for b in range(8, 257, 8) if b not in failing and need_at(mlp_step, mlp_args, b) <= budget
+    ]
+    assert result.batch == max(fits) == 56
+    assert result.next_batch == 80 and result.next_peak_bytes > budget
+    assert result.exact
+    assert {f.batch for f in result.failures} == failing
+    assert all(FailingStep.MESSAGE in f.error for f in result.failures)
+    assert "64, 72 did not compile" in result.render()
+
+
+def test_a_step_that_never_compiles_names_the_message_the_options_and_a_workaround():
+    step = FailingStep(mlp_step, range(8, 4097, 8))
+    with pytest.raises(TuneError) as e:
+        find_max_batch(step, mlp_args, budget_bytes=10**9, compiler_options={"xla_foo": True})
+    message = str(e.value)
+    assert "does not compile for batch=8" in message and "{'xla_foo': True}" in message
+    assert "Couldn't find output tile sizes" in message
+    assert '"xla_gpu_enable_triton_gemm": False' in message
