@@ -95,3 +95,24 @@ def test_a_foreign_file_is_ignored(cache, budget):
 def test_no_temporary_files_are_left(cache, budget):
     tune(cache, budget)
     assert [p.suffix for p in cache.directory.iterdir()] == [".json"]
+
+
+def test_a_program_changed_only_at_large_batches_misses(cache):
+    """The key holds the program at the smallest candidate; the proof holds
+    the programs at the answer and the next candidate."""
+
+    def step_above(threshold):
+        def step(params, x, y):
+            if x.shape[0] >= threshold:  # shape-dependent code: more memory up there
+                x = jnp.concatenate([x, x], axis=1)[:, : x.shape[1]] * 1.5
+            return mlp_step(params, x, y)
+
+        return step
+
+    budget = need_at(mlp_step, mlp_args, 64) + 1
+    first, _ = tune(cache, budget, step=step_above(10**6))
+    assert first.batch == 64
+    changed, compiled = tune(cache, budget, step=step_above(64))
+    assert not changed.from_cache and compiled > 0
+    again, recompiled = tune(cache, budget, step=step_above(64))
+    assert again.from_cache and recompiled == 0 and again.batch == changed.batch
