@@ -1,7 +1,5 @@
 """`python -m autotune`: the command."""
 
-import sys
+from autotune.cli import entry
 
-from autotune.cli import main
-
-sys.exit(main())
+entry()

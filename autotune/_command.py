@@ -46,6 +46,7 @@ class Job:
     multiple_of: int | None = None  # default: lcm(8, mesh)
     max_batch: int = 65536
     xla_remat_pass: str = "off"  # off, on or both
+    compiler_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     accumulate_to: int | None = None
     json_path: str | None = None
     plot_path: str | None = None
@@ -90,6 +91,7 @@ def run(job: Job) -> int:
             multiple_of=math.lcm(8, n) if job.multiple_of is None else job.multiple_of,
             max_batch=job.max_batch,
             data_parallel_size=n,
+            compiler_options=job.compiler_options,
             on_probe=None if job.quiet else _progress,
             cache=ResultCache(job.cache_dir) if job.cache else None,
         )

@@ -69,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
         "jax_compiler_enable_remat_pass=False to match)",
     )
     p.add_argument(
+        "--xla-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an XLA option for every compile, e.g. xla_gpu_enable_triton_gemm=false "
+        "(repeatable; true/false, integers and numbers are passed as such); train "
+        "with the same options",
+    )
+    p.add_argument(
         "--target",
         default="auto",
         help="auto (the local accelerator, else a described "
@@ -214,10 +223,37 @@ def _workload_source(args: argparse.Namespace) -> tuple[str, dict, object]:
     return VGG_WORKLOADS, config.to_dict(), explain
 
 
+def parse_xla_options(items: Sequence[str]) -> dict[str, bool | int | float | str]:
+    """`--xla-option NAME=VALUE` items as `compile(compiler_options=...)` takes
+    them: XLA wants each value in its own type (a bool, not "false")."""
+    options: dict[str, bool | int | float | str] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip() or not name.strip().startswith("xla_"):
+            raise ValueError(
+                f"`--xla-option` (={item!r}) must be NAME=VALUE with an XLA option's "
+                "name, e.g. xla_gpu_enable_triton_gemm=false"
+            )
+        options[name.strip()] = _option_value(text.strip())
+    return options
+
+
+def _option_value(text: str) -> bool | int | float | str:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _keep_cuda_plugin_quiet()
     from autotune._command import Job, run
+    from autotune._signals import as_interrupts
     from autotune._units import parse_bytes
 
     try:
@@ -234,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             multiple_of=args.multiple_of,
             max_batch=args.max_batch,
             xla_remat_pass=args.xla_remat_pass,
+            compiler_options=parse_xla_options(args.xla_option),
             accumulate_to=args.accumulate_to,
             json_path=args.json,
             plot_path=args.plot,
@@ -247,11 +284,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             quiet=args.quiet,
             explain=explain,
         )
-        return run(job)
+        with as_interrupts() as received:
+            try:
+                status = run(job)
+            except KeyboardInterrupt:
+                print("autotune: interrupted before any batch was proven to fit", file=sys.stderr)
+                status = received.exit_status
+        return received.exit_status if received.signum is not None else status
     except ValueError as e:  # TuneError and the models' argument checks
         print(f"autotune: error: {e}", file=sys.stderr)
         return 2
 
 
+def entry() -> None:
+    """The console script: `main`, then an exit that leaves compiles still in
+    flight after Ctrl-C or SIGTERM without unwinding them."""
+    from autotune._probe import compiles_in_flight
+    from autotune._signals import leave
+
+    status = main()
+    leave(status, compiles_in_flight())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
