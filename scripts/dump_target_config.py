@@ -9,7 +9,7 @@ The file is the `GpuTargetConfigProto` text JAX reads from the device
 (`get_topology_for_devices(devices).target_config`), preceded by comment
 lines. Two of them, `# bytes_limit: N` (the allocator's limit from
 `memory_stats()`) and `# mem_fraction: F` (the fraction in effect here), let
-`autotune.targets` model the budget of the dumped card exactly. Load the
+`autotune.get_target` model the budget of the dumped card exactly. Load the
 file with the same jaxlib version or an older config may be needed: a newer
 jaxlib can write fields an older one does not parse.
 """
@@ -22,11 +22,11 @@ import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from autotune._targets import (
     DUMP_BYTES_LIMIT,
     DUMP_MEM_FRACTION,
+    TargetError,
+    local_gpu_config,
     resolve_mem_fraction,
 )
 
@@ -35,15 +35,12 @@ def dump(device_index: int = 0) -> str:
     """The config text of `jax.devices()[device_index]`, with its header."""
     import jax
     import jaxlib
-    from jax._src.lib import xla_client
 
     device = jax.devices()[device_index]
-    if device.platform != "gpu":
-        raise SystemExit(
-            f"jax.devices()[{device_index}] is {device.platform!r}, "
-            "not a GPU: run this on the machine with the GPU"
-        )
-    config = xla_client.get_topology_for_devices([device]).target_config
+    try:
+        config = local_gpu_config(device)
+    except TargetError as e:
+        raise SystemExit(f"{e}; run this on the machine with the GPU") from None
     stats = device.memory_stats() or {}
     header = [
         f"# {device.device_kind}: GpuTargetConfigProto dumped by scripts/dump_target_config.py",

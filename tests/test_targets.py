@@ -221,3 +221,8 @@ def test_described_target_is_quiet_without_jax_platforms(target):
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "h100-sxm-80gb cpu"
     assert "Traceback" not in run.stderr and "plugin" not in run.stderr.lower()
+
+
+def test_local_deviceless_needs_a_local_gpu():
+    with pytest.raises(TargetError, match="is 'cpu', not a GPU: `target` 'local-deviceless'"):
+        get_target("local-deviceless")
