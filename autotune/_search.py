@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from autotune import _checks as check
 from autotune._errors import TuneError
 
 
@@ -39,14 +40,15 @@ class Bracket:
     interrupted: bool = False
 
 
-def check_grid(multiple_of: int, max_batch: int) -> None:
-    for name, value in (("multiple_of", multiple_of), ("max_batch", max_batch)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise TuneError(f"`{name}` (={value!r}) must be a positive integer")
+def check_grid(multiple_of: int, max_batch: int) -> tuple[int, int]:
+    """(`multiple_of`, `max_batch`) as ints, once they make a grid."""
+    multiple_of = check.integer("multiple_of", multiple_of, minimum=1)
+    max_batch = check.integer("max_batch", max_batch, minimum=1)
     if max_batch < multiple_of:
         raise TuneError(
             f"`max_batch` (={max_batch}) must be at least `multiple_of` (={multiple_of})"
         )
+    return multiple_of, max_batch
 
 
 def _affine_boundary(p: tuple[int, int], q: tuple[int, int], budget: int) -> float | None:
@@ -84,8 +86,7 @@ def search(
         A KeyboardInterrupt returns what was proven so far, marked
         interrupted.
     """
-    check_grid(multiple_of, max_batch)
-    m = multiple_of
+    m, max_batch = check_grid(multiple_of, max_batch)
     top = max_batch // m * m
     fits: dict[int, int] = {}
     over: dict[int, int] = {}

@@ -60,6 +60,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from autotune import _checks as check
 from autotune._errors import TuneError
 from autotune._gpu_specs import GPU_SPECS, render_target_config
 
@@ -171,7 +172,14 @@ def get_target(
     `devices` (or a name prefix "<N>x", as in "8xh100-sxm-80gb") asks for
     that many devices; the budget stays one device's.
     """
-    name_or_path = os.fspath(name_or_path)
+    if isinstance(name_or_path, os.PathLike):
+        name_or_path = os.fspath(name_or_path)
+    if not isinstance(name_or_path, str):
+        raise TargetError(
+            f"`target` (={name_or_path!r}) must be 'local', 'auto', a described GPU's "
+            "name, a target config file's path, or an autotune.Target"
+        )
+    devices = _check_device_count(devices)
     prefixed = _COUNT_PREFIX.fullmatch(name_or_path)
     if prefixed and prefixed.group(2) in GPU_SPECS:
         if devices != 1:
@@ -330,9 +338,11 @@ def _local_devices(count: int) -> list[Any]:
     return present[:count]
 
 
-def _check_device_count(devices: Any) -> None:
-    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
-        raise TargetError(f"`devices` (={devices!r}) must be a positive integer")
+def _check_device_count(devices: Any) -> int:
+    try:
+        return check.integer("devices", devices, minimum=1)
+    except TuneError as e:
+        raise TargetError(str(e)) from None
 
 
 def _local_budget(bytes_limit: int, mem_fraction: float | None) -> MemoryBudget:
@@ -408,9 +418,10 @@ def _installed_version(dist: str) -> str | None:
 
 
 def _check_fraction(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise TargetError(f"`{name}` (={value!r}) must be a number in (0, 1]")
-    return float(value)
+    try:
+        return check.fraction(name, value)
+    except TuneError as e:
+        raise TargetError(str(e)) from None
 
 
 def _looks_like_path(text: str) -> bool:
