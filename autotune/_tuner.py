@@ -126,7 +126,9 @@ def find_max_batch(
         grid = {"multiple_of": multiple_of, "max_batch": max_batch,
                 "data_parallel_size": data_parallel_size}  # fmt: skip
         key = _key(prober, tgt, budget, {**grid, **settings})
-        hit = cache.get(key)
+        asked = dict(budget=budget, target=tgt.name, target_description=tgt.description,
+                     xla_settings=settings, interrupted=False, **grid)  # fmt: skip
+        hit = cache.get(key, expect=asked)
         if hit is not None:
             return dataclasses.replace(
                 hit, label=label, from_cache=True, seconds=time.perf_counter() - start
