@@ -57,6 +57,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -470,18 +471,32 @@ def _check_required_fields(config: str, where: str) -> dict[str, int]:
 
 
 def _dumped_budget(config: str, total: int, fraction: float, file: Path) -> MemoryBudget | None:
+    """The budget model from the dumped comments, once they fit the card: the
+    limit at the dumped fraction implies the memory free at start, which is
+    at most the card's `device_memory_size`."""
     limit = _comment_value(config, DUMP_BYTES_LIMIT)
     dumped_fraction = _comment_value(config, DUMP_MEM_FRACTION)
     if limit is None or dumped_fraction is None:
         return None
+    where = f"target config file `{file}`"
+    if not (limit.isascii() and limit.isdigit()) or int(limit) < 1:
+        raise TargetError(f"{where}: `{DUMP_BYTES_LIMIT}` (={limit!r}) must be a positive integer")
     try:
-        free = math.ceil(int(limit) / float(dumped_fraction))
+        share = Fraction(dumped_fraction)
     except (ValueError, ZeroDivisionError):
+        share = None
+    if share is None or not 0 < share <= 1:
         raise TargetError(
-            f"target config file `{file}`: the comments `{DUMP_BYTES_LIMIT}: "
-            f"{limit}` and `{DUMP_MEM_FRACTION}: {dumped_fraction}` must be an "
-            "integer and a positive number"
-        ) from None
+            f"{where}: `{DUMP_MEM_FRACTION}` (={dumped_fraction!r}) must be a number in (0, 1]"
+        )
+    free = math.ceil(int(limit) / share)
+    if free > total:
+        raise TargetError(
+            f"{where}: `{DUMP_BYTES_LIMIT}` (={int(limit):,}) at `{DUMP_MEM_FRACTION}` "
+            f"(={dumped_fraction}) means {free:,} B free at start, more than the card's "
+            f"`device_memory_size` (={total:,}); the comments come from another card "
+            "or were edited"
+        )
     return MemoryBudget(
         total, total - free, fraction, f"from the dumped bytes_limit at fraction {dumped_fraction}"
     )
