@@ -1,14 +1,21 @@
-"""Bad input at the API boundary: one error type, naming the argument, its value
-and the rule; numpy integers are counts like any other."""
+"""What is refused, and how: bad input at the API boundary is one `TuneError`
+naming the argument, its value and the rule (numpy integers are counts like any
+other); the command checks its outputs and its environment before the first
+compile and says what is wrong on one line, exit status 2."""
 
 import json
+import os
 import re
+import sys
 
 import numpy as np
 import pytest
 from steps import mlp_args, mlp_step, need_at
 
 from autotune import TuneError, Workload, find_max_batch, get_target
+from autotune._preflight import check_xla_flags
+from autotune._probe import Prober
+from autotune.cli import main
 
 SEARCH = dict(multiple_of=8, max_batch=256)
 
@@ -82,3 +89,114 @@ def test_the_layout_helpers_take_numpy_counts_and_refuse_others():
     )
     with pytest.raises(TuneError, match=re.escape("`batch` (='64') must be a positive integer")):
         agree_across_hosts("64")
+
+
+# The command, on a tiny VGG; see tests/test_cli.py.
+TINY = ["--model", "vgg-tiny", "--image-size", "16", "--classes", "10", "--target", "local"]
+TINY += ["--budget", "4MB", "--remat", "none", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+
+@pytest.fixture
+def no_compile(monkeypatch):
+    """The refusal must come before the first compile."""
+
+    def compile_(self, batch):
+        raise AssertionError(f"compiled batch {batch} before refusing")
+
+    monkeypatch.setattr(Prober, "__call__", compile_)
+
+
+def refused(args, capsys):
+    """The one line the command printed, after exiting with status 2."""
+    assert main([*TINY, *args]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("autotune: error: ")]
+    assert "Traceback" not in err and errors == err.splitlines()[-1:], err
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--budget", "0.5"], "`--budget` (='0.5') is 0.5 B, less than one byte"),
+        (["--remat", ","], "`--remat` (=',') must name at least one remat choice"),
+        (["--target", "h100-sxm-80gb", "--verify"], "`--target` (='h100-sxm-80gb') is a described"),
+        (["--json", "/dev/null"], "`--json` (='/dev/null') exists and is not a regular file"),
+    ],
+)
+def test_the_command_refuses_on_one_line(args, message, capsys, no_compile):
+    assert message in refused(args, capsys)
+
+
+def test_json_to_a_directory(tmp_path, capsys, no_compile):
+    err = refused(["--json", str(tmp_path)], capsys)
+    assert f"`--json` (={str(tmp_path)!r}) is a directory" in err
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc, where nothing is created")
+def test_json_to_a_read_only_place(capsys, no_compile):
+    err = refused(["--json", "/proc/tune.json"], capsys)
+    assert "`--json` (='/proc/tune.json'): a file cannot be written in '/proc'" in err
+
+
+def test_json_and_plot_to_the_same_file(tmp_path, capsys, no_compile):
+    same = str(tmp_path / "out")
+    assert "name the same file" in refused(["--json", same, "--plot", same], capsys)
+
+
+def test_plot_without_matplotlib(tmp_path, capsys, monkeypatch, no_compile):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    err = refused(["--plot", str(tmp_path / "need.png")], capsys)
+    assert "`--plot` needs matplotlib" in err
+
+
+def test_an_unwritable_cache_warns_and_the_answer_is_printed_and_written(tmp_path, capsys):
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    out = tmp_path / "tune.json"
+    with pytest.warns(RuntimeWarning, match="cannot be written") as caught:
+        assert main([*TINY, "--cache-dir", str(blocker), "--json", str(out)]) == 0
+    assert len(caught) == 1
+    batch = json.loads(out.read_text())["results"][0]["batch"]
+    assert f"max batch       {batch}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "flags, reason",
+    [
+        ("--bogus", "Unknown flag in XLA_FLAGS: --bogus"),
+        ("garbage", 'Could not open file "garbage"'),
+        ("--xla_cpu_enable_fast_math=maybe", "Couldn't interpret value maybe"),
+    ],
+)
+def test_xla_flags_that_xla_refuses(flags, reason, capsys, monkeypatch, no_compile):
+    monkeypatch.setenv("XLA_FLAGS", flags)
+    err = refused([], capsys)
+    assert f"`XLA_FLAGS` (={flags!r}) is refused by XLA: {reason}" in err
+
+
+def test_xla_flags_that_xla_takes_pass(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false --xla_gpu_autotune_level=0")
+    check_xla_flags()
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("XLA_PYTHON_CLIENT_MEM_FRACTION", "abc", "(='abc') must be a number"),
+        ("XLA_PYTHON_CLIENT_MEM_FRACTION", "7", "(=7.0) must be a number in (0, 1]"),
+        ("XLA_PYTHON_CLIENT_ALLOCATOR", "weird", "XLA_PYTHON_CLIENT_ALLOCATOR env var must be"),
+    ],
+)
+def test_gpu_client_environment_on_a_local_target(
+    name, value, message, capsys, monkeypatch, no_compile
+):
+    monkeypatch.delenv("XLA_CLIENT_MEM_FRACTION", raising=False)
+    monkeypatch.setenv(name, value)
+    err = refused([], capsys)
+    assert name in err and message in err
