@@ -200,3 +200,22 @@ def test_gpu_client_environment_on_a_local_target(
     monkeypatch.setenv(name, value)
     err = refused([], capsys)
     assert name in err and message in err
+
+
+def test_every_test_the_refusal_table_names_exists():
+    """README's "What it refuses": each row names tests that exist."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md")) as f:
+        section = f.read().split("## What it refuses", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "`test_" in line]
+    assert len(rows) >= 14
+    for row in rows:
+        named, file = [], None
+        for path, name, alone in re.findall(r"(test_\w+\.py)(?:::(test_\w+))?|`(test_\w+)`", row):
+            file = path or file
+            if name or alone:
+                named.append((file, name or alone))
+        assert named, row
+        for file, name in named:
+            with open(os.path.join(root, "tests", file)) as f:
+                assert f"def {name}(" in f.read(), f"{file} has no {name}"
