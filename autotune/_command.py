@@ -19,7 +19,7 @@ from autotune._cache import ResultCache
 from autotune._errors import SearchInterrupted, TuneError
 from autotune._layout import accumulation_plan, lay_out
 from autotune._plot import pyplot
-from autotune._preflight import check_environment, check_output_path
+from autotune._preflight import check_environment, check_output_dir, check_output_path
 from autotune._probe import Probe
 from autotune._recommend import recommend
 from autotune._report import write_json
@@ -135,6 +135,8 @@ def _check(job: Job) -> None:
         raise TuneError(f"`--json` and `--plot` (={job.plot_path!r}) name the same file")
     if job.plot_path:
         pyplot()
+    if job.compilation_cache_dir:
+        check_output_dir("--compilation-cache-dir", job.compilation_cache_dir)
     check_environment(job.target)
     if job.accumulate_to is not None and (
         job.accumulate_to < 1 or job.accumulate_to % max(job.mesh, 1)

@@ -54,6 +54,12 @@ def check_output_path(flag: str, path: str) -> None:
         ) from None
 
 
+def check_output_dir(flag: str, path: str) -> None:
+    """`path` is a directory, or nothing yet (it will be made)."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise TuneError(f"`{flag}` (={path!r}) exists and is not a directory")
+
+
 def check_environment(target: str) -> None:
     """`XLA_FLAGS` as XLA will read it; for a local target, what JAX's GPU
     client will read."""

@@ -149,6 +149,13 @@ def test_json_and_plot_to_the_same_file(tmp_path, capsys, no_compile):
     assert "name the same file" in refused(["--json", same, "--plot", same], capsys)
 
 
+def test_compilation_cache_dir_that_is_a_file(tmp_path, capsys, no_compile):
+    file = tmp_path / "a file"
+    file.write_text("")
+    err = refused(["--compilation-cache-dir", str(file)], capsys)
+    assert f"`--compilation-cache-dir` (={str(file)!r}) exists and is not a directory" in err
+
+
 def test_plot_without_matplotlib(tmp_path, capsys, monkeypatch, no_compile):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     err = refused(["--plot", str(tmp_path / "need.png")], capsys)
