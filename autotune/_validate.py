@@ -104,13 +104,8 @@ def result_from_dict(
             f"plus per_example_bytes (={per_example:,}) x batch (={batch}) must equal "
             f"peak_bytes (={peak:,}): the fit passes through the answer",
         )
-    row.optional_integer("estimate_per_example_bytes", 0)
     row.equal("compiles", len(probes), "the number of probes")
-    row.number("seconds")
-    row.optional_number("flops_per_example")
-    for field in ("label", "target", "target_description", "flops_source"):
-        row.string(field)
-    _xla_settings(_Fields(row.raw("xla_settings"), row.name("xla_settings")))
+    _descriptive_fields(row)
     try:
         result = TuneResult.from_dict(data)
     except (TypeError, ValueError, KeyError) as e:
@@ -207,6 +202,16 @@ def _next_candidate(
     row.equal("next_peak_bytes", probes[nxt].need_bytes, f"the need of the compile at {nxt}")
     if nxt_peak <= budget.bytes:
         raise row.fail("next_peak_bytes", f"must exceed the budget (={budget.bytes:,})")
+
+
+def _descriptive_fields(row: _Fields) -> None:
+    """The fields no proof rests on: their types only."""
+    row.optional_integer("estimate_per_example_bytes", 0)
+    row.number("seconds")
+    row.optional_number("flops_per_example")
+    for field in ("label", "target", "target_description", "flops_source"):
+        row.string(field)
+    _xla_settings(_Fields(row.raw("xla_settings"), row.name("xla_settings")))
 
 
 def _xla_settings(fields: _Fields) -> None:
