@@ -167,7 +167,8 @@ def test_an_unwritable_cache_warns_and_the_answer_is_printed_and_written(tmp_pat
     blocker.write_text("")
     out = tmp_path / "tune.json"
     with pytest.warns(RuntimeWarning, match="cannot be written") as caught:
-        assert main([*TINY, "--cache-dir", str(blocker), "--json", str(out)]) == 0
+        args = ["--cache-dir", str(blocker), "--json", str(out), "--max-batch", "8"]
+        assert main([*TINY, *args]) == 0
     assert len(caught) == 1
     batch = json.loads(out.read_text())["results"][0]["batch"]
     assert f"max batch       {batch}" in capsys.readouterr().out
