@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from autotune import _checks as check
 from autotune._errors import TuneError
 
 # A CPU has no allocator limit: by default the step may use this share of
@@ -27,12 +28,14 @@ class Budget:
 
 
 def _check_bytes(name: str, value: object, *, positive: bool) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TuneError(f"`{name}` (={value!r}) must be an integer number of bytes")
-    if value < 0 or (positive and value == 0):
+    try:
+        number = check.integer(name, value)
+    except TuneError:
+        raise TuneError(f"`{name}` (={value!r}) must be an integer number of bytes") from None
+    if number < 0 or (positive and number == 0):
         rule = "positive" if positive else "zero or positive"
-        raise TuneError(f"`{name}` (={value}) must be {rule}")
-    return value
+        raise TuneError(f"`{name}` (={value!r}) must be {rule}")
+    return number
 
 
 def physical_memory_bytes() -> int:

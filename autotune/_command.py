@@ -18,6 +18,8 @@ from typing import Any
 from autotune._cache import ResultCache
 from autotune._errors import SearchInterrupted, TuneError
 from autotune._layout import accumulation_plan, lay_out
+from autotune._plot import pyplot
+from autotune._preflight import check_environment, check_output_dir, check_output_path
 from autotune._probe import Probe
 from autotune._recommend import recommend
 from autotune._report import write_json
@@ -79,6 +81,9 @@ def run(job: Job) -> int:
     if job.runs_steps:
         _check_runnable(workloads, target)
     laid_out = [_laid_out(w, target, job.layout) for w in workloads]
+    cache = ResultCache(job.cache_dir) if job.cache else None
+    if cache is not None:
+        cache.writable()  # an unwritable cache is reported now, and costs nothing else
     n = target.device_count
     passes = REMAT_PASS_SETTINGS[job.xla_remat_pass]
     try:
@@ -93,7 +98,7 @@ def run(job: Job) -> int:
             data_parallel_size=n,
             compiler_options=job.compiler_options,
             on_probe=None if job.quiet else _progress,
-            cache=ResultCache(job.cache_dir) if job.cache else None,
+            cache=cache,
         )
     except SearchInterrupted as e:
         if not e.results:
@@ -122,10 +127,19 @@ def run(job: Job) -> int:
 def _check(job: Job) -> None:
     """Refuse, before any compile, what would fail after the search."""
     for flag, path in (("--json", job.json_path), ("--plot", job.plot_path)):
-        if path and not Path(path).resolve().parent.is_dir():
-            raise TuneError(
-                f"`{flag}` (={path!r}): the directory {str(Path(path).parent)!r} does not exist"
-            )
+        if path:
+            check_output_path(flag, path)
+    if (
+        job.json_path
+        and job.plot_path
+        and Path(job.json_path).resolve() == Path(job.plot_path).resolve()
+    ):
+        raise TuneError(f"`--json` and `--plot` (={job.plot_path!r}) name the same file")
+    if job.plot_path:
+        pyplot()
+    if job.compilation_cache_dir:
+        check_output_dir("--compilation-cache-dir", job.compilation_cache_dir)
+    check_environment(job.target)
     if job.accumulate_to is not None and (
         job.accumulate_to < 1 or job.accumulate_to % max(job.mesh, 1)
     ):

@@ -35,6 +35,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from autotune import _checks as check
 from autotune._errors import TuneError
 from autotune._workload import Workload
 
@@ -158,13 +159,14 @@ def accumulation_plan(
     `data_size` (no equal micro-batches split over the devices reach it) or
     when not even `data_size` examples fit.
     """
-    for name, value in (
-        ("desired_global", desired_global),
-        ("max_fitting_global", max_fitting_global),
-        ("data_size", data_size),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise TuneError(f"`{name}` (={value!r}) must be a positive integer")
+    desired_global, max_fitting_global, data_size = (
+        check.integer(name, value, minimum=1)
+        for name, value in (
+            ("desired_global", desired_global),
+            ("max_fitting_global", max_fitting_global),
+            ("data_size", data_size),
+        )
+    )
     if desired_global % data_size:
         lower = desired_global // data_size * data_size
         options = " or ".join(str(b) for b in (lower, lower + data_size) if b)
@@ -186,6 +188,7 @@ def accumulation_plan(
 
 def agree_across_hosts(batch: int) -> int:
     """Process 0's `batch`, on every process; the identity with one process."""
+    batch = check.integer("batch", batch, minimum=1)
     if jax.process_count() == 1:
         return batch
     from jax.experimental import multihost_utils

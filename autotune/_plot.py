@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from autotune._errors import TuneError
 from autotune._result import TuneResult
@@ -11,9 +12,8 @@ from autotune._result import TuneResult
 GIB = 1024**3
 
 
-def plot_results(results: Sequence[TuneResult], path: str | os.PathLike[str]) -> None:
-    """Write a PNG: each choice's compiled probes, its affine fit, its answer,
-    and the budget line."""
+def pyplot() -> Any:
+    """`matplotlib.pyplot`, drawing to files; TuneError if it is not installed."""
     try:
         import matplotlib
 
@@ -21,6 +21,13 @@ def plot_results(results: Sequence[TuneResult], path: str | os.PathLike[str]) ->
         import matplotlib.pyplot as plt
     except ImportError:
         raise TuneError("`--plot` needs matplotlib: pip install -e '.[plot]'") from None
+    return plt
+
+
+def plot_results(results: Sequence[TuneResult], path: str | os.PathLike[str]) -> None:
+    """Write a PNG: each choice's compiled probes, its affine fit, its answer,
+    and the budget line."""
+    plt = pyplot()
     if not results:
         raise TuneError("`results` (=()) must hold at least one result to plot")
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)

@@ -154,6 +154,7 @@ KNOWN_WORKAROUNDS = (
 def compile_failures_text(failures: Sequence[CompileFailure], options: Mapping[str, Any]) -> str:
     """Why the step did not compile: the batches, XLA's message, the options
     in force, and a known workaround where the message matches one."""
+    failures = sorted(failures, key=lambda f: f.batch)
     batches = ", ".join(str(f.batch) for f in failures)
     error = failures[0].error.strip().splitlines()[0][:800] if failures else "no compile ran"
     text = (

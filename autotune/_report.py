@@ -1,10 +1,11 @@
 """The JSON report a training job reads, and the one-line reader for it.
 
-Schema (version 1)::
+Schema (version 2; the reader also takes version 1, which had no
+`failures` and `contradictions`)::
 
     {
       "schema": "autotune.result",
-      "version": 1,
+      "version": 2,
       "results": [
         {
           "label": "vgg16 remat=none",      # the choice this row answers
@@ -12,7 +13,8 @@ Schema (version 1)::
           "peak_bytes": 79000000000,         # compiled need at `batch`
           "budget": {"limit_bytes": ..., "reserve_bytes": ..., "source": "...", "bytes": ...},
           "headroom_bytes": ...,             # budget.bytes - peak_bytes
-          "next_batch": 640,                 # next candidate, proven not to fit (null: none proven)
+          "next_batch": 640,                 # next candidate that compiles, proven not
+                                             # to fit (null: none proven)
           "next_peak_bytes": ...,
           "fixed_bytes": ..., "per_example_bytes": ...,   # XLA's affine fit
           "estimate_per_example_bytes": ...,              # analytical, or null
@@ -27,7 +29,13 @@ Schema (version 1)::
           "interrupted": false,
           "from_cache": false,               # answered from the result cache
           "flops_per_example": 9.0e10,       # or null
-          "flops_source": "..."              # which cost analysis gave it
+          "flops_source": "...",             # which cost analysis gave it
+          "failures": [{"batch": 648, "error": "...", "compile_seconds": 2.1}],
+                                             # candidates that did not compile, not
+                                             # for memory (those between batch and
+                                             # next_batch are part of the proof)
+          "contradictions": [[a, b], ...]    # compiles whose need fell from batch a
+                                             # to b > a: the answer is not exact
         }
       ],
       "recommendation": {"label": ..., "batch": ..., "basis": "...",   # optional
@@ -45,12 +53,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from autotune import _checks as check
 from autotune._errors import TuneError
 from autotune._recommend import Recommendation
 from autotune._result import TuneResult
+from autotune._validate import check_recommendation, result_from_dict
 
 SCHEMA = "autotune.result"
-VERSION = 1
+VERSION = 2
+# Versions this reader takes; those before 2 lack `failures` and `contradictions`.
+READABLE = (1, 2)
 
 
 def to_json(
@@ -85,48 +97,91 @@ def write_json(
     recommendation: Recommendation | None = None,
 ) -> None:
     """Write the results report to `path` atomically."""
+    for i, r in enumerate(results):
+        check.instance(f"results[{i}]", r, TuneResult, "an autotune.TuneResult")
+    check.path("path", path)
     write_atomic(path, json.dumps(to_json(results, recommendation), indent=2) + "\n")
 
 
 def read_json(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The result rows of a report, after checking its schema and version."""
+    """The result rows of a report, once its schema, version and every row check out."""
+    return _read(path)[0]
+
+
+def read_results(path: str | os.PathLike[str]) -> tuple[TuneResult, ...]:
+    """The results of a report, as `TuneResult`s, once every row checks out
+    (`TuneError` naming the path and the field otherwise)."""
+    return _read(path)[1]
+
+
+def _read(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], tuple[TuneResult, ...]]:
+    file = check.path("path", path)
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(file.read_text())
     except FileNotFoundError:
         raise TuneError(f"`path` (={str(path)!r}) does not exist") from None
-    except json.JSONDecodeError as e:
+    except (OSError, UnicodeDecodeError) as e:
+        raise TuneError(f"`path` (={str(path)!r}) cannot be read: {e}") from None
+    except (json.JSONDecodeError, RecursionError) as e:
         raise TuneError(f"`path` (={str(path)!r}) is not valid JSON: {e}") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise TuneError(
             f"`path` (={str(path)!r}) is not an autotune report (its 'schema' must be {SCHEMA!r})"
         )
-    if data.get("version") != VERSION:
+    version = data.get("version")
+    if version not in READABLE or type(version) is not int:
         raise TuneError(
-            f"`path` (={str(path)!r}) has report version "
-            f"{data.get('version')!r}; this reader knows {VERSION}"
+            f"`path` (={str(path)!r}) has report version {version!r}; this reader knows "
+            f"{', '.join(map(str, READABLE))}"
         )
-    return data["results"]
+    try:
+        rows = data.get("results")
+        if not isinstance(rows, list):
+            raise TuneError(f"`results` (={check.shown(rows)}) must be a list of results")
+        results = tuple(
+            result_from_dict(row, f"results[{i}]", legacy=version < 2)
+            for i, row in enumerate(rows)
+        )
+        if "recommendation" in data:
+            check_recommendation(data["recommendation"], results, "recommendation")
+    except TuneError as e:
+        raise TuneError(f"`path` (={str(path)!r}) holds an invalid report: {e}") from None
+    return rows, results
 
 
-def read_results(path: str | os.PathLike[str]) -> tuple[TuneResult, ...]:
-    """The results of a report, as `TuneResult`s."""
-    return tuple(TuneResult.from_dict(row) for row in read_json(path))
-
-
-def load_batch_size(path: str | os.PathLike[str], label: str | None = None) -> int:
+def load_batch_size(
+    path: str | os.PathLike[str], label: str | None = None, *, allow_interrupted: bool = False
+) -> int:
     """The tuned batch size from a report: `load_batch_size("tune.json")`.
 
-    A report of several rows (remat choices) needs `label` to pick one.
+    A report of several rows (remat choices) needs `label` to pick one. A row
+    of an interrupted search (its batch fits; larger ones were not all tried)
+    is refused unless `allow_interrupted` is True.
     """
-    rows = read_json(path)
-    labels = ", ".join(repr(r["label"]) for r in rows)
+    check.instance_or_none("label", label, str, "a string")
+    check.boolean("allow_interrupted", allow_interrupted)
+    results = read_results(path)
+    labels = ", ".join(repr(r.label) for r in results)
     if label is None:
-        if len(rows) != 1:
+        if len(results) != 1:
             raise TuneError(
-                f"`label` (=None): {str(path)!r} holds {len(rows)} results ({labels}); name one"
+                f"`label` (=None): {str(path)!r} holds {len(results)} results ({labels}); name one"
             )
-        return int(rows[0]["batch"])
-    for row in rows:
-        if row["label"] == label:
-            return int(row["batch"])
-    raise TuneError(f"`label` (={label!r}) is not in {str(path)!r}; it holds {labels}")
+        (row,) = results
+    else:
+        rows = [r for r in results if r.label == label]
+        if not rows:
+            raise TuneError(f"`label` (={label!r}) is not in {str(path)!r}; it holds {labels}")
+        if len(rows) > 1:
+            raise TuneError(
+                f"`label` (={label!r}) names {len(rows)} rows of {str(path)!r}; "
+                "a batch size needs one"
+            )
+        (row,) = rows
+    if row.interrupted and not allow_interrupted:
+        raise TuneError(
+            f"`label` (={row.label!r}) in {str(path)!r} is from an interrupted search: "
+            f"batch {row.batch} fits, but the boundary above it was not proven; "
+            "pass allow_interrupted=True to use it anyway"
+        )
+    return row.batch

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 
+from autotune import _checks as check
 from autotune._errors import TuneError
 
 # What a compile says: the bytes it needs, or None when it did not compile.
@@ -70,14 +71,15 @@ class Bracket:
     interrupted: bool = False
 
 
-def check_grid(multiple_of: int, max_batch: int) -> None:
-    for name, value in (("multiple_of", multiple_of), ("max_batch", max_batch)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise TuneError(f"`{name}` (={value!r}) must be a positive integer")
+def check_grid(multiple_of: int, max_batch: int) -> tuple[int, int]:
+    """(`multiple_of`, `max_batch`) as ints, once they make a grid."""
+    multiple_of = check.integer("multiple_of", multiple_of, minimum=1)
+    max_batch = check.integer("max_batch", max_batch, minimum=1)
     if max_batch < multiple_of:
         raise TuneError(
             f"`max_batch` (={max_batch}) must be at least `multiple_of` (={multiple_of})"
         )
+    return multiple_of, max_batch
 
 
 def search(
@@ -109,9 +111,8 @@ def search(
         The bracket proven by compiles. A KeyboardInterrupt returns what was
         proven so far, marked interrupted.
     """
-    check_grid(multiple_of, max_batch)
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise TuneError(f"`width` (={width!r}) must be a positive integer")
+    multiple_of, max_batch = check_grid(multiple_of, max_batch)
+    width = check.integer("width", width, minimum=1)
     state = _State(budget, multiple_of, max_batch // multiple_of * multiple_of)
     try:
         for batches in _rounds(state, guess, per_example, width, max_failures):

@@ -57,9 +57,11 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from autotune import _checks as check
 from autotune._errors import TuneError
 from autotune._gpu_specs import GPU_SPECS, render_target_config
 
@@ -173,7 +175,14 @@ def get_target(
     `devices` (or a name prefix "<N>x", as in "8xh100-sxm-80gb") asks for
     that many devices; the budget stays one device's.
     """
-    name_or_path = os.fspath(name_or_path)
+    if isinstance(name_or_path, os.PathLike):
+        name_or_path = os.fspath(name_or_path)
+    if not isinstance(name_or_path, str):
+        raise TargetError(
+            f"`target` (={name_or_path!r}) must be 'local', 'auto', a described GPU's "
+            "name, a target config file's path, or an autotune.Target"
+        )
+    devices = _check_device_count(devices)
     prefixed = _COUNT_PREFIX.fullmatch(name_or_path)
     if prefixed and prefixed.group(2) in GPU_SPECS:
         if devices != 1:
@@ -370,9 +379,11 @@ def _local_devices(count: int) -> list[Any]:
     return present[:count]
 
 
-def _check_device_count(devices: Any) -> None:
-    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
-        raise TargetError(f"`devices` (={devices!r}) must be a positive integer")
+def _check_device_count(devices: Any) -> int:
+    try:
+        return check.integer("devices", devices, minimum=1)
+    except TuneError as e:
+        raise TargetError(str(e)) from None
 
 
 def _local_budget(bytes_limit: int, mem_fraction: float | None) -> MemoryBudget:
@@ -449,9 +460,10 @@ def _installed_version(dist: str) -> str | None:
 
 
 def _check_fraction(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise TargetError(f"`{name}` (={value!r}) must be a number in (0, 1]")
-    return float(value)
+    try:
+        return check.fraction(name, value)
+    except TuneError as e:
+        raise TargetError(str(e)) from None
 
 
 def _looks_like_path(text: str) -> bool:
@@ -500,18 +512,32 @@ def _check_required_fields(config: str, where: str) -> dict[str, int]:
 
 
 def _dumped_budget(config: str, total: int, fraction: float, file: Path) -> MemoryBudget | None:
+    """The budget model from the dumped comments, once they fit the card: the
+    limit at the dumped fraction implies the memory free at start, which is
+    at most the card's `device_memory_size`."""
     limit = _comment_value(config, DUMP_BYTES_LIMIT)
     dumped_fraction = _comment_value(config, DUMP_MEM_FRACTION)
     if limit is None or dumped_fraction is None:
         return None
+    where = f"target config file `{file}`"
+    if not (limit.isascii() and limit.isdigit()) or int(limit) < 1:
+        raise TargetError(f"{where}: `{DUMP_BYTES_LIMIT}` (={limit!r}) must be a positive integer")
     try:
-        free = math.ceil(int(limit) / float(dumped_fraction))
+        share = Fraction(dumped_fraction)
     except (ValueError, ZeroDivisionError):
+        share = None
+    if share is None or not 0 < share <= 1:
         raise TargetError(
-            f"target config file `{file}`: the comments `{DUMP_BYTES_LIMIT}: "
-            f"{limit}` and `{DUMP_MEM_FRACTION}: {dumped_fraction}` must be an "
-            "integer and a positive number"
-        ) from None
+            f"{where}: `{DUMP_MEM_FRACTION}` (={dumped_fraction!r}) must be a number in (0, 1]"
+        )
+    free = math.ceil(int(limit) / share)
+    if free > total:
+        raise TargetError(
+            f"{where}: `{DUMP_BYTES_LIMIT}` (={int(limit):,}) at `{DUMP_MEM_FRACTION}` "
+            f"(={dumped_fraction}) means {free:,} B free at start, more than the card's "
+            f"`device_memory_size` (={total:,}); the comments come from another card "
+            "or were edited"
+        )
     return MemoryBudget(
         total, total - free, fraction, f"from the dumped bytes_limit at fraction {dumped_fraction}"
     )

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import jaxlib
 
+from autotune import _checks as check
 from autotune._budget import Budget, resolve_budget
 from autotune._cache import ResultCache, cache_key, program_hash
 from autotune._errors import SearchInterrupted, TuneError
@@ -97,10 +98,14 @@ def find_max_batch(
             proven to fit so far, marked `interrupted`.
     """
     workload = _workload(step, args_for_batch, donate_argnums, estimate)
-    label = label or workload.label
+    label = check.string("label", label) or workload.label
     start = time.perf_counter()
-    check_grid(multiple_of, max_batch)
-    _check_data_parallel(data_parallel_size, multiple_of)
+    multiple_of, max_batch = check_grid(multiple_of, max_batch)
+    data_parallel_size = _check_data_parallel(data_parallel_size, multiple_of)
+    check.boolean("xla_remat_pass", xla_remat_pass)
+    check.callable_or_none("on_probe", on_probe)
+    check.instance_or_none("cache", cache, ResultCache, "an autotune.ResultCache")
+    check.instance_or_none("compiler_options", compiler_options, Mapping, "a mapping")
     tgt = target if isinstance(target, Target) else get_target(target)
     budget = resolve_budget(
         budget_bytes=budget_bytes,
@@ -127,7 +132,9 @@ def find_max_batch(
         grid = {"multiple_of": multiple_of, "max_batch": max_batch,
                 "data_parallel_size": data_parallel_size}  # fmt: skip
         key = _key(prober, tgt, budget, {**grid, **settings})
-        hit = _cache_hit(cache, key, prober)
+        asked = dict(budget=budget, target=tgt.name, target_description=tgt.description,
+                     xla_settings=settings, interrupted=False, **grid)  # fmt: skip
+        hit = _cache_hit(cache, key, prober, asked)
         if hit is not None:
             return dataclasses.replace(
                 hit, label=label, from_cache=True, seconds=time.perf_counter() - start
@@ -200,10 +207,12 @@ def _workers(workers: int | None, target: Target) -> int:
     return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 
 
-def _cache_hit(cache: ResultCache, key: str, prober: Prober) -> TuneResult | None:
-    """The cached answer, if the programs at its batch and at the next
-    candidate are still those its proof compiled."""
-    entry = cache.get(key)
+def _cache_hit(
+    cache: ResultCache, key: str, prober: Prober, asked: Mapping[str, Any]
+) -> TuneResult | None:
+    """The cached answer to the question `asked`, if the programs at its
+    batch and at the next candidate are still those its proof compiled."""
+    entry = cache.get(key, expect=asked)
     if entry is None:
         return None
     result, proof = entry
@@ -290,15 +299,15 @@ def _slope(small: Probe, large: Probe) -> int:
     return round((large.need_bytes - small.need_bytes) / (large.batch - small.batch))
 
 
-def _check_data_parallel(size: int, multiple_of: int) -> None:
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise TuneError(f"`data_parallel_size` (={size!r}) must be a positive integer")
+def _check_data_parallel(size: int, multiple_of: int) -> int:
+    size = check.integer("data_parallel_size", size, minimum=1)
     if multiple_of % size:
         raise TuneError(
             f"`multiple_of` (={multiple_of}) must be a multiple of "
             f"`data_parallel_size` (={size}): every candidate global batch is "
             "split evenly over the data-parallel devices"
         )
+    return size
 
 
 def _check_arguments_fit(prober: Prober, batch: int, budget: Budget) -> None:

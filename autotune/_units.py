@@ -53,4 +53,9 @@ def parse_bytes(name: str, text: str) -> int:
         ) from None
     if result < 0 or result != result or result == float("inf"):
         raise ValueError(f"`{name}` (={text!r}) must be a non-negative byte count")
+    if 0 < result < 1:
+        raise ValueError(
+            f"`{name}` (={text!r}) is {result:g} B, less than one byte: give a byte "
+            "count such as 32212254720, 30GB or 1.5GiB"
+        )
     return int(result)

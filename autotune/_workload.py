@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 
+from autotune import _checks as check
 from autotune._errors import TuneError
 from autotune._estimate import Estimate
 
@@ -73,12 +74,12 @@ class Workload:
 
 def as_argnums(value: Any) -> tuple[int, ...]:
     items = (value,) if not isinstance(value, (tuple, list)) else tuple(value)
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, int) or item < 0:
-            raise TuneError(
-                f"`donate_argnums` (={value!r}) must be a non-negative integer or a tuple of them"
-            )
-    return tuple(int(i) for i in items)
+    try:
+        return tuple(check.integer("donate_argnums", item, minimum=0) for item in items)
+    except TuneError:
+        raise TuneError(
+            f"`donate_argnums` (={value!r}) must be a non-negative integer or a tuple of them"
+        ) from None
 
 
 def jit_step(step: Callable[..., Any], donate_argnums: tuple[int, ...] = ()) -> Any:

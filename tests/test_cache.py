@@ -76,7 +76,7 @@ def test_a_corrupt_entry_is_reported_and_replaced(cache, budget):
     first, _ = tune(cache, budget)
     (entry,) = cache.directory.glob("*.json")
     entry.write_text("{not json")
-    with pytest.warns(RuntimeWarning, match="ignoring the unreadable cache entry"):
+    with pytest.warns(RuntimeWarning, match="ignoring the cache entry"):
         again, compiled = tune(cache, budget)
     assert compiled > 0 and again.batch == first.batch
     _, compiled = tune(cache, budget)
@@ -116,3 +116,14 @@ def test_a_program_changed_only_at_large_batches_misses(cache):
     assert not changed.from_cache and compiled > 0
     again, recompiled = tune(cache, budget, step=step_above(64))
     assert again.from_cache and recompiled == 0 and again.batch == changed.batch
+
+
+def test_an_unwritable_cache_is_reported_once_and_the_answer_stands(tmp_path, budget):
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    cache = ResultCache(blocker / "cache")
+    with pytest.warns(RuntimeWarning, match="cannot be written") as caught:
+        first, compiled = tune(cache, budget)
+        second, recompiled = tune(cache, budget)
+    assert len(caught) == 1 and not cache.writable()
+    assert first.batch == second.batch == 64 and compiled == recompiled > 0

@@ -104,6 +104,7 @@ def test_explain_prints_the_seed_table_beside_xla(capsys):
         (["--max-batch", "4", "--multiple-of", "8"], "`max_batch` (=4) must be at least"),
         (["--json", "/nonexistent/dir/out.json"], "`--json` (='/nonexistent/dir/out.json')"),
         (["--plot", "/nonexistent/need.png"], "`--plot` (='/nonexistent/need.png')"),
+        (["--xla-option", "triton=false"], "`--xla-option` (='triton=false') must be NAME=VALUE"),
     ],
 )
 def test_bad_input_is_one_clear_line(args, message, capsys):

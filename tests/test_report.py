@@ -32,7 +32,7 @@ def test_round_trip(results, tmp_path):
     write_json(results, path, recommend(results))
     assert read_results(path) == results
     data = json.loads(path.read_text())
-    assert (data["schema"], data["version"]) == ("autotune.result", 1)
+    assert (data["schema"], data["version"]) == ("autotune.result", 2)
     assert data["recommendation"]["label"] in ("small", "large")
     assert [p.name for p in tmp_path.iterdir()] == ["tune.json"]
 
@@ -68,3 +68,16 @@ def test_bad_reports(tmp_path, text, message):
 def test_missing_report(tmp_path):
     with pytest.raises(TuneError, match="does not exist"):
         read_json(tmp_path / "absent.json")
+
+
+def test_a_version_1_report_without_failures_or_contradictions_is_read(results, tmp_path):
+    path = tmp_path / "tune.json"
+    write_json(results, path)
+    data = json.loads(path.read_text())
+    for row in data["results"]:
+        del row["failures"], row["contradictions"]
+    path.write_text(json.dumps({**data, "version": 1}))
+    assert read_results(path) == results
+    path.write_text(json.dumps({**data, "version": 2}))
+    with pytest.raises(TuneError, match="lacks the field 'failures'"):
+        read_results(path)

@@ -190,6 +190,42 @@ def test_config_file_without_budget(tmp_path):
     assert target.description.startswith("NVIDIA L4")
 
 
+def _dumped(tmp_path, name, bytes_limit, mem_fraction):
+    path = tmp_path / f"{name}.txtpb"
+    path.write_text(
+        f"# {targets.DUMP_BYTES_LIMIT}: {bytes_limit}\n"
+        f"# {targets.DUMP_MEM_FRACTION}: {mem_fraction}\n" + targets.spec_config(name)
+    )
+    return path
+
+
+def test_config_file_with_another_cards_limit(tmp_path):
+    """An L4 file carrying an H100's limit would budget 63.6 GB on a 24 GB card."""
+    h100_limit = get_target("h100-sxm-80gb").default_budget_bytes
+    path = _dumped(tmp_path, "l4-24gb", h100_limit, 0.75)
+    card = GPU_SPECS["l4-24gb"].device_memory_size
+    with pytest.raises(TargetError, match=f"more than the card's `device_memory_size` .={card:,}."):
+        get_target(str(path))
+    ceiling = int(0.75 * card)  # the largest limit the card allows at that fraction
+    assert get_target(str(_dumped(tmp_path, "l4-24gb", ceiling, 0.75))).default_budget_bytes > 0
+    with pytest.raises(TargetError, match="more than the card's"):
+        get_target(str(_dumped(tmp_path, "l4-24gb", ceiling + 1, 0.75)))
+
+
+@pytest.mark.parametrize("fraction", ["7", "0", "-0.5", "nan", "inf", "abc", "1.000001"])
+def test_config_file_with_a_fraction_outside_0_1(tmp_path, fraction):
+    path = _dumped(tmp_path, "l4-24gb", 10**9, fraction)
+    with pytest.raises(TargetError, match=rf"`mem_fraction` \(='{fraction}'\) must be a number in"):
+        get_target(str(path))
+
+
+@pytest.mark.parametrize("limit", ["-5", "0", "1.5e9", "abc", "1_000"])
+def test_config_file_with_a_limit_that_is_not_a_count(tmp_path, limit):
+    path = _dumped(tmp_path, "l4-24gb", limit, 0.75)
+    with pytest.raises(TargetError, match=rf"`bytes_limit` \(='{limit}'\) must be a positive"):
+        get_target(str(path))
+
+
 def test_local_target_on_cpu():
     target = get_target("local")
     assert (target.name, target.platform) == ("local:cpu", "cpu")

@@ -251,7 +251,7 @@ def test_step_that_does_not_compile():
             return ""
 
     with pytest.raises(
-        TuneError, match=r"the step does not compile for batch=8, 32, .*RuntimeError: RESOURCE"
+        TuneError, match=r"the step does not compile for batch=8, 16, .*RuntimeError: RESOURCE"
     ):
         find_max_batch(Refused(), mlp_args, budget_bytes=10**9)
 

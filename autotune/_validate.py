@@ -1,0 +1,269 @@
+"""Results read back from disk (a report, a cache entry), believed only when a
+search could have produced them.
+
+Every field must have its type (an integer is neither a float nor a bool),
+every count its range, and the proof must hold together: the batch is a
+multiple of `multiple_of` in [multiple_of, max_batch] and one of the row's
+own compiles, whose need is `peak_bytes`, within the budget; the next
+candidate that compiles is compiled and needs more than the budget, and every
+candidate between them is a compile that failed (or there is none: the
+answer is the largest candidate, or the search was interrupted); the derived
+fields (budget bytes, headroom, batch per device, need of each compile, the
+fit through the answer, the compile count, the pairs whose need falls) agree
+with what they derive from. Fields this reader does not know are left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from autotune import _checks as check
+from autotune._budget import Budget
+from autotune._errors import TuneError
+from autotune._probe import Probe
+from autotune._result import TuneResult
+
+_PROBE_BYTES = ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes")
+
+
+class _Fields:
+    """The fields of one JSON object, each read through a check that names it."""
+
+    def __init__(self, data: Any, where: str):
+        if not isinstance(data, dict):
+            raise TuneError(f"`{where}` (={check.shown(data)}) must be a JSON object")
+        self.data, self.where = data, where
+
+    def name(self, field: str) -> str:
+        return f"{self.where}.{field}"
+
+    def raw(self, field: str) -> Any:
+        if field not in self.data:
+            raise TuneError(f"`{self.where}` lacks the field {field!r}")
+        return self.data[field]
+
+    def fail(self, field: str, rule: str) -> TuneError:
+        return TuneError(f"`{self.name(field)}` (={check.shown(self.data.get(field))}) {rule}")
+
+    def integer(self, field: str, minimum: int | None = None) -> int:
+        return check.integer(self.name(field), self.raw(field), minimum=minimum)
+
+    def optional_integer(self, field: str, minimum: int | None = None) -> int | None:
+        return check.optional_integer(self.name(field), self.raw(field), minimum=minimum)
+
+    def number(self, field: str) -> float:
+        return check.real(self.name(field), self.raw(field), minimum=0)
+
+    def optional_number(self, field: str) -> float | None:
+        return check.optional_real(self.name(field), self.raw(field), minimum=0)
+
+    def boolean(self, field: str) -> bool:
+        return check.boolean(self.name(field), self.raw(field))
+
+    def string(self, field: str) -> str:
+        return check.string(self.name(field), self.raw(field))
+
+    def equal(self, field: str, value: int, what: str) -> None:
+        if self.integer(field) != value:
+            raise self.fail(field, f"must equal {what} (={value:,})")
+
+
+def result_from_dict(
+    data: Any,
+    where: str = "result",
+    expect: Mapping[str, Any] | None = None,
+    legacy: bool = False,
+) -> TuneResult:
+    """`data` as a `TuneResult`, once every field and the proof check out.
+
+    `expect` maps fields to the values the caller asked for (a cache hit must
+    answer the question asked: the same budget, grid, target and settings).
+    `legacy`: a row of a version-1 report, which had no `failures` and
+    `contradictions`.
+    Raises `TuneError` naming the first field that fails, and the rule.
+    """
+    row = _Fields(data, where)
+    m = row.integer("multiple_of", 1)
+    top = row.integer("max_batch", m)
+    dp = row.integer("data_parallel_size", 1)
+    if m % dp:
+        raise row.fail("data_parallel_size", f"must divide `multiple_of` (={m})")
+    batch = _candidate(row, "batch", m, top)
+    budget = _budget(_Fields(row.raw("budget"), row.name("budget")))
+    probes = _probes(row, m, top)
+    if legacy:
+        row = _Fields({"failures": [], "contradictions": [], **row.data}, where)
+    failed = _failures(row, m, top, probes)
+    peak = row.integer("peak_bytes", 0)
+    if batch not in probes:
+        raise row.fail("batch", f"is not among the batches compiled ({_batches(probes)})")
+    row.equal("peak_bytes", probes[batch].need_bytes, f"the need of the compile at batch {batch}")
+    if peak > budget.bytes:
+        raise row.fail("peak_bytes", f"exceeds the budget (={budget.bytes:,})")
+    row.equal("headroom_bytes", budget.bytes - peak, "budget.bytes - peak_bytes")
+    row.equal("per_device_batch", batch // dp, "batch / data_parallel_size")
+    interrupted = row.boolean("interrupted")
+    row.boolean("from_cache")
+    _next_candidate(row, batch, m, top, budget, probes, failed, interrupted)
+    fixed, per_example = row.integer("fixed_bytes"), row.integer("per_example_bytes")
+    if fixed + per_example * batch != peak:
+        raise row.fail(
+            "fixed_bytes",
+            f"plus per_example_bytes (={per_example:,}) x batch (={batch}) must equal "
+            f"peak_bytes (={peak:,}): the fit passes through the answer",
+        )
+    row.equal("compiles", len(probes) + len(failed), "the number of probes and failures")
+    _contradictions(row, probes)
+    _descriptive_fields(row)
+    try:
+        result = TuneResult.from_dict(data)
+    except (TypeError, ValueError, KeyError) as e:
+        raise TuneError(f"`{where}` does not make a result: {type(e).__name__}: {e}") from None
+    for field, value in (expect or {}).items():
+        if getattr(result, field) != value:
+            raise row.fail(field, f"answers another question: asked for {check.shown(value)}")
+    return result
+
+
+def check_recommendation(data: Any, results: tuple[TuneResult, ...], where: str) -> None:
+    """A report's recommendation names one of its finished rows, at that row's batch."""
+    rec = _Fields(data, where)
+    label = rec.string("label")
+    batch = rec.integer("batch", 1)
+    rec.string("basis")
+    rate = rec.optional_number("samples_per_second")
+    if rate == 0:
+        raise rec.fail("samples_per_second", "must be positive or null")
+    rows = [r for r in results if r.label == label and not r.interrupted]
+    if not rows:
+        raise rec.fail("label", "is not the label of a finished row of this report")
+    if all(r.batch != batch for r in rows):
+        raise rec.fail("batch", f"is not the batch of the row {label!r}")
+
+
+def _candidate(row: _Fields, field: str, m: int, top: int) -> int:
+    batch = row.integer(field, 1)
+    if batch % m or batch > top:
+        raise row.fail(field, f"must be a multiple of `multiple_of` (={m}) in [{m}, {top}]")
+    return batch
+
+
+def _budget(fields: _Fields) -> Budget:
+    limit = fields.integer("limit_bytes", 1)
+    reserve = fields.integer("reserve_bytes", 0)
+    if reserve >= limit:
+        raise fields.fail("reserve_bytes", f"must be below limit_bytes (={limit:,})")
+    fields.equal("bytes", limit - reserve, "limit_bytes - reserve_bytes")
+    return Budget(limit, reserve, fields.string("source"))
+
+
+def _probes(row: _Fields, m: int, top: int) -> dict[int, Probe]:
+    items = row.raw("probes")
+    if not isinstance(items, list) or not items:
+        raise row.fail("probes", "must be a non-empty list of compiles")
+    probes: dict[int, Probe] = {}
+    for i, item in enumerate(items):
+        fields = _Fields(item, f"{row.name('probes')}[{i}]")
+        batch = _candidate(fields, "batch", m, top)
+        if batch in probes:
+            raise fields.fail("batch", "repeats a batch compiled before it")
+        probe = Probe(
+            batch,
+            *(fields.integer(name, 0) for name in _PROBE_BYTES),
+            compile_seconds=fields.number("compile_seconds"),
+            flops=fields.optional_number("flops"),
+        )
+        fields.equal("need_bytes", probe.need_bytes, "argument + output - alias + temp bytes")
+        if probe.need_bytes < 0:
+            raise fields.fail("need_bytes", "must not be negative")
+        probes[batch] = probe
+    return probes
+
+
+def _failures(row: _Fields, m: int, top: int, probes: Mapping[int, Probe]) -> set[int]:
+    """The candidates that did not compile."""
+    items = row.raw("failures")
+    if not isinstance(items, list):
+        raise row.fail("failures", "must be a list of compiles that failed")
+    failed: set[int] = set()
+    for i, item in enumerate(items):
+        fields = _Fields(item, f"{row.name('failures')}[{i}]")
+        batch = _candidate(fields, "batch", m, top)
+        if batch in probes or batch in failed:
+            raise fields.fail("batch", "repeats a batch compiled before it")
+        fields.string("error")
+        fields.number("compile_seconds")
+        failed.add(batch)
+    return failed
+
+
+def _contradictions(row: _Fields, probes: Mapping[int, Probe]) -> None:
+    """The pairs whose need falls are those the compiles show."""
+    ordered = sorted(probes)
+    shown = [
+        [a, b] for a, b in zip(ordered, ordered[1:]) if probes[a].need_bytes > probes[b].need_bytes
+    ]
+    if row.raw("contradictions") != shown:
+        raise row.fail(
+            "contradictions", f"must be the consecutive compiles whose need falls (={shown})"
+        )
+
+
+def _next_candidate(
+    row: _Fields,
+    batch: int,
+    m: int,
+    top: int,
+    budget: Budget,
+    probes: Mapping[int, Probe],
+    failed: set[int],
+    interrupted: bool,
+) -> None:
+    """`next_batch` is the next candidate that compiles, compiled and over the
+    budget, with every candidate between them failed; or none."""
+    nxt = row.optional_integer("next_batch", 1)
+    nxt_peak = row.optional_integer("next_peak_bytes", 0)
+    largest = next((b for b in range(top // m * m, 0, -m) if b not in failed), 0)
+    if nxt is None:
+        if nxt_peak is not None:
+            raise row.fail("next_peak_bytes", "must be null when next_batch is null")
+        if not interrupted and batch != largest:
+            raise row.fail(
+                "next_batch",
+                f"is null, so the batch (={batch}) must be the largest candidate "
+                f"(={largest}) or the search interrupted",
+            )
+        return
+    between = set(range(batch + m, nxt, m))
+    if nxt <= batch or nxt not in probes or not between <= failed:
+        raise row.fail(
+            "next_batch",
+            f"must be the next candidate above the batch (={batch}) that compiled, "
+            f"every one between failing (batches compiled: {_batches(probes)})",
+        )
+    row.equal("next_peak_bytes", probes[nxt].need_bytes, f"the need of the compile at {nxt}")
+    if nxt_peak <= budget.bytes:
+        raise row.fail("next_peak_bytes", f"must exceed the budget (={budget.bytes:,})")
+
+
+def _descriptive_fields(row: _Fields) -> None:
+    """The fields no proof rests on: their types only."""
+    row.optional_integer("estimate_per_example_bytes", 0)
+    row.number("seconds")
+    row.optional_number("flops_per_example")
+    for field in ("label", "target", "target_description", "flops_source"):
+        row.string(field)
+    _xla_settings(_Fields(row.raw("xla_settings"), row.name("xla_settings")))
+
+
+def _xla_settings(fields: _Fields) -> None:
+    fields.boolean("remat_pass")
+    for name in ("XLA_FLAGS", "jax", "jaxlib"):
+        fields.string(name)
+    if not isinstance(fields.raw("compiler_options"), dict):
+        raise fields.fail("compiler_options", "must be a JSON object")
+
+
+def _batches(probes: Mapping[int, Probe]) -> str:
+    return ", ".join(str(b) for b in sorted(probes))
