@@ -20,6 +20,7 @@ import jax
 from autotune._errors import TuneError
 from autotune._layout import own_sharding
 from autotune._workload import as_argnums, jit_step
+from autotune._xla_dump import Dump, compile_with_dump
 
 # XLA's debug options as `compile(compiler_options=...)` takes them: XLA
 # wants each value in its own type (a bool for a bool option, not "false").
@@ -126,6 +127,8 @@ class Prober:
         donate_argnums: arguments to donate (a jitted step is wrapped to
             donate them; see `autotune.Workload`).
         on_probe: called with each new probe as soon as it is made.
+        keep_dumps: also dump each compile (`autotune._xla_dump`) and keep
+            what the dump says in `dumps`, for the peak breakdown.
     """
 
     def __init__(
@@ -138,6 +141,7 @@ class Prober:
         compiler_options: CompilerOptions | None = None,
         donate_argnums: int | Sequence[int] = (),
         on_probe: Callable[[Probe], None] | None = None,
+        keep_dumps: bool = False,
     ):
         self._jitted = jit_step(step, as_argnums(donate_argnums))
         self._args_for_batch = args_for_batch
@@ -146,7 +150,9 @@ class Prober:
         self._compiler_options = dict(compiler_options or {})
         self._on_probe = on_probe
         self._lowered: dict[int, Any] = {}
+        self._keep_dumps = keep_dumps
         self.probes: dict[int, Probe] = {}
+        self.dumps: dict[int, Dump] = {}
 
     @property
     def compiles(self) -> int:
@@ -199,7 +205,7 @@ class Prober:
         lowered = self.lower(batch)
         try:
             with xla_remat_pass(self._remat_pass):
-                compiled = lowered.compile(compiler_options=self._compiler_options or None)
+                compiled = self._compile(lowered, batch)
         except Exception as e:
             raise TuneError(
                 f"`step` does not compile for batch={batch}: {type(e).__name__}: {e}"
@@ -226,3 +232,9 @@ class Prober:
         if self._on_probe is not None:
             self._on_probe(probe)
         return probe
+
+    def _compile(self, lowered: Any, batch: int) -> Any:
+        if not self._keep_dumps:
+            return lowered.compile(compiler_options=self._compiler_options or None)
+        compiled, self.dumps[batch] = compile_with_dump(lowered, self._compiler_options)
+        return compiled

@@ -1,10 +1,10 @@
 """The JSON report a training job reads, and the one-line reader for it.
 
-Schema (version 1)::
+Schema (version 2; version 1 is the same without the breakdown)::
 
     {
       "schema": "autotune.result",
-      "version": 1,
+      "version": 2,
       "results": [
         {
           "label": "vgg16 remat=none",      # the choice this row answers
@@ -27,7 +27,22 @@ Schema (version 1)::
           "interrupted": false,
           "from_cache": false,               # answered from the result cache
           "flops_per_example": 9.0e10,       # or null
-          "flops_source": "..."              # which cost analysis gave it
+          "flops_source": "...",             # which cost analysis gave it
+          # Only with --why (find_max_batch(why=True)): what is live at the peak.
+          "peak_breakdown": [  # largest first; sums to peak_bytes; null if unavailable
+            {"bytes": ..., "shape": [440, 224, 224, 64], "dtype": "float32",
+             "kind": "activation",           # parameter, optimizer_state, input_batch, activation,
+                                             # gradient, temporary, output, arena_free (the
+                                             # arena's bytes free at the peak); the last: rest
+             "op_name": "jit(step)/jvp(stage1)/conv1/conv_general_dilated",
+             "source": "/path/vgg.py:119",  # or null
+             "module": "stage1/conv1"},      # from the op name or the stack; "" if none
+            ...,
+            {"bytes": ..., "kind": "rest", ...}],
+          "peak_breakdown_info": {"obtained": "...", "seconds": 0.4, "peak_step": "...",
+                                  "unused_bytes": ...,   # arena free at the peak
+                                  "bytes_by_kind": {...}, "bytes_by_module": {...},
+                                  "unavailable": ""}     # the reason, when unavailable
         }
       ],
       "recommendation": {"label": ..., "batch": ..., "basis": "...",   # optional
@@ -50,7 +65,8 @@ from autotune._recommend import Recommendation
 from autotune._result import TuneResult
 
 SCHEMA = "autotune.result"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 def to_json(
@@ -100,10 +116,11 @@ def read_json(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         raise TuneError(
             f"`path` (={str(path)!r}) is not an autotune report (its 'schema' must be {SCHEMA!r})"
         )
-    if data.get("version") != VERSION:
+    if data.get("version") not in READABLE_VERSIONS:
         raise TuneError(
             f"`path` (={str(path)!r}) has report version "
-            f"{data.get('version')!r}; this reader knows {VERSION}"
+            f"{data.get('version')!r}; this reader knows "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     return data["results"]
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autotune._budget import Budget
+from autotune._peak import PeakBreakdown, breakdown_from_row, breakdown_to_row
 from autotune._probe import Probe
 from autotune._units import format_bytes
 
@@ -46,6 +47,8 @@ class TuneResult:
     data_parallel_size: int = 1
     flops_per_example: float | None = None
     flops_source: str = ""
+    # What is live at the peak of the compile at `batch`; only when asked for.
+    peak_breakdown: PeakBreakdown | None = None
 
     @property
     def budget_bytes(self) -> int:
@@ -148,6 +151,7 @@ class TuneResult:
         values["probes"] = tuple(
             Probe(**{k: v for k, v in p.items() if k in probe_fields}) for p in data["probes"]
         )
+        values["peak_breakdown"] = breakdown_from_row(data)
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,6 +162,8 @@ class TuneResult:
         data["per_device_batch"] = self.per_device_batch
         data["probes"] = [p.to_dict() for p in self.probes]
         data["xla_settings"] = dict(self.xla_settings)
+        del data["peak_breakdown"]
+        data.update(breakdown_to_row(self.peak_breakdown))
         return data
 
 

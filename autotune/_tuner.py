@@ -21,6 +21,7 @@ from autotune._result import TuneResult
 from autotune._search import check_grid, search
 from autotune._targets import Target, get_target
 from autotune._units import format_bytes
+from autotune._why import breakdown_at
 from autotune._workload import Workload, as_workload
 
 _UNSET: Any = object()
@@ -43,6 +44,7 @@ def find_max_batch(
     label: str = "",
     cache: ResultCache | None = None,
     data_parallel_size: int = 1,
+    why: bool = False,
 ) -> TuneResult:
     """Largest batch whose compiled step fits the target's memory.
 
@@ -79,6 +81,9 @@ def find_max_batch(
         data_parallel_size: devices the batch is split over (a mesh's data
             axis). Batches are then global, multiples of it (so must
             `multiple_of` be), and every byte count is one device's.
+        why: also explain the answer's peak (`TuneResult.peak_breakdown`):
+            the search dumps its compiles and the breakdown is read from the
+            one at the answer; a cached answer costs one more compile.
 
     Returns:
         A `TuneResult`: the batch, its peak, the budget, the headroom, and
@@ -113,6 +118,7 @@ def find_max_batch(
         compiler_options=options,
         donate_argnums=workload.donate_argnums,
         on_probe=on_probe,
+        keep_dumps=why,
     )
     _check_arguments_fit(prober, multiple_of, budget)
     settings = xla_settings(xla_remat_pass, options)
@@ -123,9 +129,10 @@ def find_max_batch(
         key = _key(prober, tgt, budget, {**grid, **settings})
         hit = cache.get(key)
         if hit is not None:
-            return dataclasses.replace(
+            hit = dataclasses.replace(
                 hit, label=label, from_cache=True, seconds=time.perf_counter() - start
             )
+            return _explained(hit, prober) if why else hit
     hint = estimate if estimate and estimate.per_example_bytes > 0 else None
     bracket = search(
         lambda b: prober(b).need_bytes,
@@ -170,7 +177,11 @@ def find_max_batch(
         raise SearchInterrupted((result,))
     if cache is not None:
         cache.put(key, result)
-    return result
+    return _explained(result, prober) if why else result
+
+
+def _explained(result: TuneResult, prober: Prober) -> TuneResult:
+    return dataclasses.replace(result, peak_breakdown=breakdown_at(prober, result.batch))
 
 
 def _workload(step: Any, args_for_batch: Any, donate_argnums: Any, estimate: Any) -> Workload:
