@@ -175,7 +175,6 @@ def explain_peak(
     *,
     batch: int,
     obtained: str,
-    seconds: float = 0.0,
 ) -> PeakBreakdown:
     """The breakdown of a compile's dump; "unavailable" if it cannot be read.
 
@@ -214,7 +213,7 @@ def explain_peak(
         peak_bytes=peak_bytes,
         entries=_listed(entries, peak_bytes),
         obtained=obtained,
-        seconds=seconds,
+        seconds=0.0,
         peak_step=step,
         unused_bytes=unused,
         bytes_by_kind=_largest_first(by_kind),
@@ -441,14 +440,10 @@ def _describe_step(hlo: Hlo, live: LiveRanges, step: int) -> str:
     """Where the peak is: its step, the pass it falls in, the op scheduled there."""
     sequence = live.sequence
     name = sequence[step] if step < len(sequence) else ""
-    before = _nearest_phase(hlo, reversed(sequence[: step + 1]))
-    after = _nearest_phase(hlo, sequence[step + 1 :])
-    if before == after or not after:
-        phase = f"in the {before}" if before else ""
-    elif not before:
-        phase = f"in the {after}"
-    else:
-        phase = f"between the {before} and the {after}"
+    # The op there may have no op name (a fusion XLA made): the nearest before it.
+    nearest = _nearest_phase(hlo, reversed(sequence[: step + 1]))
+    nearest = nearest or _nearest_phase(hlo, sequence[step + 1 :])
+    phase = f"in the {nearest}" if nearest else ""
     ins = hlo.named(name)
     op = f" ({ins.op_name})" if ins is not None and ins.op_name else ""
     return ", ".join(p for p in (f"step {step} of {len(sequence)}", phase) if p) + (
@@ -486,7 +481,7 @@ def module_of(op_name: str, stack: Sequence[str] = ()) -> str:
     the `Class.method` frames nearest the op on its stack, up to the first
     other frame (an NNX model's modules, by class: "Net/Conv"), else "".
     """
-    scopes = _scopes(op_name)
+    scopes = _scopes(op_name.split(";")[0])  # XLA joins the names of fused ops with ";"
     if scopes:
         return "/".join(scopes)
     classes: list[str] = []

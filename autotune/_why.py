@@ -9,6 +9,7 @@ any batch with one compile.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,9 +25,16 @@ from autotune._workload import Workload, as_workload
 def breakdown_at(prober: Prober, batch: int) -> PeakBreakdown:
     """The breakdown of `prober`'s compile at `batch` (made now if it was not).
 
-    `prober` must keep its dumps (`Prober(..., keep_dumps=True)`).
+    `prober` must keep its dumps (`Prober(..., keep_dumps=True)`). The
+    breakdown's `seconds` count reading the dump, and the compile if one was
+    made for it.
     """
     start = time.perf_counter()
+    breakdown = _read(prober, batch)
+    return dataclasses.replace(breakdown, seconds=time.perf_counter() - start)
+
+
+def _read(prober: Prober, batch: int) -> PeakBreakdown:
     searched = batch in prober.dumps
     probe = prober(batch)
     obtained = (
@@ -43,13 +51,7 @@ def breakdown_at(prober: Prober, batch: int) -> PeakBreakdown:
     except ValueError as e:
         return unavailable(batch, probe.need_bytes, str(e), obtained)
     return explain_peak(
-        dump.texts,
-        probe.need_bytes,
-        arguments,
-        dump.out_paths,
-        batch=batch,
-        obtained=obtained,
-        seconds=time.perf_counter() - start,
+        dump.texts, probe.need_bytes, arguments, dump.out_paths, batch=batch, obtained=obtained
     )
 
 

@@ -61,15 +61,38 @@ def compile_with_dump(lowered: Any, options: Mapping[str, Any]) -> tuple[Any, Du
 
     The dump directory is a fresh temporary one, removed before returning.
     Compile errors propagate; a dump that cannot be read is reported in
-    `Dump.error`.
+    `Dump.error`. The dump options leave JAX's persistent compilation cache
+    key unchanged, so a compile found there writes no dump: it is then
+    compiled once more under a key of its own (`_UNCACHED`).
     """
+    compiled, texts, error = _compile_and_read(lowered, options)
+    if texts is None and _persistent_cache_on():
+        _, texts, error = _compile_and_read(lowered, {**options, **_UNCACHED})
+    return compiled, Dump(texts, error, _out_paths(lowered))
+
+
+# A dump option JAX keeps in its cache key and the compiled program ignores.
+_UNCACHED = {"xla_dump_large_constants": True}
+
+
+def _compile_and_read(
+    lowered: Any, options: Mapping[str, Any]
+) -> tuple[Any, DumpTexts | None, str]:
     with tempfile.TemporaryDirectory(prefix="autotune-xla-dump-") as directory:
         compiled = lowered.compile(compiler_options={**options, **dump_options(directory)})
         try:
-            texts, error = read_dump(directory, _module_name(lowered)), ""
+            return compiled, read_dump(directory, _module_name(lowered)), ""
         except (DumpError, OSError) as e:
-            texts, error = None, str(e)
-    return compiled, Dump(texts, error, _out_paths(lowered))
+            return compiled, None, str(e)
+
+
+def _persistent_cache_on() -> bool:
+    try:
+        return bool(jax.config.jax_compilation_cache_dir) and bool(
+            jax.config.jax_enable_compilation_cache
+        )
+    except AttributeError:
+        return False
 
 
 def _module_name(lowered: Any) -> str:

@@ -2,7 +2,11 @@
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
+import textwrap
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -167,6 +171,11 @@ def test_an_unreadable_dump_gives_a_reason_not_a_table(dump_texts):
     assert "add up to" in wrong_need.unavailable and wrong_need.entries == ()
 
 
+def test_a_bad_batch_is_refused():
+    with pytest.raises(autotune.TuneError, match=r"`batch` \(=0\) must be a positive integer"):
+        peak_breakdown(DONATED, 0)
+
+
 def test_a_missing_dump_is_reported(tmp_path):
     (tmp_path / "module_0001.jit_step.cpu_after_optimizations.txt").write_text("")
     with pytest.raises(Exception, match="buffer-assignment.txt"):
@@ -191,6 +200,8 @@ def _need():
         ("jit(step)/transpose(jvp(stage2))/jvp(stage2)/checkpoint/conv1/select_n", (),
          "stage2/conv1"),
         ("jit(step)/jvp(fc1)/jit(relu)/max", (), "fc1"),
+        ("jit(step)/transpose(jvp(head))/mul;jit(step)/transpose(jvp())/broadcast_in_dim", (),
+         "head"),
         ("jit(step)/jvp()/conv_general_dilated",
          ("step", "loss_fn", "Net.__call__", "Conv.__call__"), "Net/Conv"),
         ("jit(step)/jvp()/jit(relu)/max", ("loss_fn", "Net.__call__", "relu"), "Net"),
@@ -270,3 +281,45 @@ def test_argument_kinds_of_user_steps():
     assert sum(leaf.nbytes for leaf in leaves) == sum(
         x.size * x.dtype.itemsize for x in jax.tree.leaves(linen_args(4))
     )
+
+
+PERSISTENT = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    import jax
+    jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    sys.path.insert(0, "tests")
+    from steps import mlp_args, mlp_step, need_at
+    import autotune
+
+    def entries():
+        return sorted(p.name for p in Path(sys.argv[1]).iterdir() if "mlp_step" in p.name)
+
+    result = autotune.find_max_batch(mlp_step, mlp_args, donate_argnums=(0,), why=True,
+                                     budget_bytes=need_at(mlp_step, mlp_args, 32),
+                                     multiple_of=8, max_batch=64)
+    before = entries()
+    need_at(mlp_step, mlp_args, result.batch)  # a plain compile of the answer
+    b = result.peak_breakdown
+    print(b.unavailable or "ok", result.batch, entries() == before, len(b.entries))
+""")
+
+
+def test_the_dump_survives_jaxs_persistent_compilation_cache(tmp_path):
+    """The dump options leave the cache key alone: a --why search stores the
+    compile a training job finds, and a second one, served from that cache,
+    still gets its dump (compiled once more under a key of its own)."""
+    run = [sys.executable, "-c", PERSISTENT, str(tmp_path)]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    root = Path(__file__).resolve().parents[1]
+    outputs = []
+    for _ in range(2):
+        done = subprocess.run(run, cwd=root, capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout.split())
+    first, second = outputs
+    assert first[0] == second[0] == "ok", outputs
+    assert first[2] == "True"  # the plain compile of the answer hit the cache
+    assert first[1] == second[1] and first[3] == second[3]
