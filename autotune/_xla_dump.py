@@ -277,27 +277,34 @@ class Instruction:
     parameter: int | None  # entry parameter number
     operand: str = ""  # the operand of a get-tuple-element, bitcast or copy
     tuple_index: int | None = None  # a get-tuple-element's index
+    called: str = ""  # the computation a fusion calls
 
 
 @dataclasses.dataclass(frozen=True)
 class Hlo:
     instructions: Mapping[str, Instruction]
     root_operands: tuple[str, ...]  # the entry's ROOT tuple operands, in order
+    # computation -> its first instruction that has an op name
+    named_in: Mapping[str, Instruction] = dataclasses.field(default_factory=dict)
 
     def output_values(self) -> tuple[tuple[str, str], ...]:
         """The value (instruction, shape index) of each output, in order."""
         return tuple(self._defining(name) for name in self.root_operands)
 
     def named(self, name: str) -> Instruction | None:
-        """`name`'s instruction, or, when it has no op name (a copy XLA added),
-        the instruction it copies or forwards that has one."""
+        """`name`'s instruction or, when it has no op name, the instruction
+        that names it: the one a copy XLA added copies, the first named op a
+        fusion XLA made fuses."""
         ins = self.instructions.get(name)
         seen = set()
-        while ins is not None and not ins.op_name and ins.opcode in _FORWARDING:
-            if ins.name in seen or ins.operand not in self.instructions:
-                break
+        while ins is not None and not ins.op_name and ins.name not in seen:
             seen.add(ins.name)
-            ins = self.instructions[ins.operand]
+            if ins.opcode in _FORWARDING and ins.operand in self.instructions:
+                ins = self.instructions[ins.operand]
+            elif ins.called in self.named_in:
+                return dataclasses.replace(ins, **_naming(self.named_in[ins.called]))
+            else:
+                break
         return ins
 
     def _defining(self, name: str) -> tuple[str, str]:
@@ -323,14 +330,16 @@ def parse_hlo(text: str) -> Hlo:
     """Instructions by name, with the metadata that names them."""
     frames = _StackFrames.parse(text)
     instructions: dict[str, Instruction] = {}
+    named_in: dict[str, Instruction] = {}
     root: tuple[str, ...] = ()
-    in_entry = False
+    in_entry, computation = False, ""
     for line in text.splitlines():
-        if line.startswith("ENTRY "):
-            in_entry = True
+        if line.startswith(("ENTRY ", "%")) and line.rstrip().endswith("{"):
+            in_entry = line.startswith("ENTRY ")
+            computation = line.split()[1 if in_entry else 0].lstrip("%")
             continue
         if line.startswith("}"):
-            in_entry = False
+            in_entry, computation = False, ""
             continue
         m = _INSTRUCTION.match(line)
         if not m:
@@ -351,7 +360,8 @@ def parse_hlo(text: str) -> Hlo:
             operand = next(iter(_operands(rest)), "")
             index = re.search(r"\bindex=(\d+)", rest)
             tuple_index = int(index.group(1)) if index else None
-        instructions[name] = Instruction(
+        called = re.search(r"\bcalls=%?([\w.\-]+)", rest) if opcode == "fusion" else None
+        ins = Instruction(
             name,
             shape,
             opcode,
@@ -361,10 +371,18 @@ def parse_hlo(text: str) -> Hlo:
             parameter,
             operand,
             tuple_index,
+            called.group(1) if called else "",
         )
+        instructions[name] = ins
+        if ins.op_name and computation and computation not in named_in:
+            named_in[computation] = ins
     if not instructions:
         raise DumpError("the optimized HLO has no instruction")
-    return Hlo(instructions, root)
+    return Hlo(instructions, root, named_in)
+
+
+def _naming(ins: Instruction) -> dict[str, Any]:
+    return {"op_name": ins.op_name, "source": ins.source, "stack": ins.stack}
 
 
 def _split_shape(rest: str) -> tuple[str, str]:

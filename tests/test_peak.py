@@ -242,6 +242,29 @@ ENTRY %main (p: f32[2]) -> f32[2] {
 """
 
 
+FUSED = """HloModule m, entry_computation_layout={(f32[2]{0})->f32[2]{0}}
+
+%fused_max (param_0: f32[2]) -> f32[2] {
+  %param_0 = f32[2]{0} parameter(0)
+  ROOT %m = f32[2]{0} maximum(%param_0, %param_0), metadata={op_name="jit(s)/jvp(stage1)/pool/max"}
+}
+
+ENTRY %main (p: f32[2]) -> f32[2] {
+  %p = f32[2]{0} parameter(0), metadata={op_name="x"}
+  %fusion = f32[2]{0} fusion(%p), kind=kLoop, calls=%fused_max, metadata={scheduling_name="fusion"}
+  ROOT %copy = f32[2]{0} copy(%fusion), metadata={scheduling_name="copy"}
+}
+"""
+
+
+def test_ops_xla_made_take_the_name_of_what_they_fuse_or_copy():
+    hlo = parse_hlo(FUSED)
+    assert hlo.instructions["fusion"].op_name == ""
+    assert hlo.named("fusion").op_name == "jit(s)/jvp(stage1)/pool/max"
+    assert hlo.named("copy").op_name == "jit(s)/jvp(stage1)/pool/max"
+    assert hlo.named("p").op_name == "x"
+
+
 def test_stack_frames_name_the_users_line_and_modules():
     hlo = parse_hlo(SHIFTED_FRAMES)
     assert hlo.instructions["p"].op_name == "params['w']" and hlo.instructions["p"].parameter == 0
