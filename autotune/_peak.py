@@ -414,11 +414,12 @@ def _value_entry(hlo: Hlo, value: Value, nbytes: int) -> PeakEntry:
     dtype, shape = parse_shape(value.shape)
     if ins is None:
         return PeakEntry(nbytes, shape, dtype, TEMPORARY, "", None)
+    own = hlo.named(value.name, fusions=False)  # a nameless fusion is XLA's: temporary
     return PeakEntry(
         bytes=nbytes,
         shape=shape,
         dtype=dtype,
-        kind=_value_kind(ins, dtype),
+        kind=_value_kind(own, dtype) if own is not None and own.op_name else TEMPORARY,
         op_name=ins.op_name,
         source=ins.source or None,
         module=module_of(ins.op_name, ins.stack),
@@ -444,8 +445,11 @@ def _describe_step(hlo: Hlo, live: LiveRanges, step: int) -> str:
     nearest = _nearest_phase(hlo, reversed(sequence[: step + 1]))
     nearest = nearest or _nearest_phase(hlo, sequence[step + 1 :])
     phase = f"in the {nearest}" if nearest else ""
-    ins = hlo.named(name)
-    op = f" ({ins.op_name})" if ins is not None and ins.op_name else ""
+    ins, own = hlo.named(name), hlo.named(name, fusions=False)
+    op = ""
+    if ins is not None and ins.op_name:
+        fuses = own is None or not own.op_name
+        op = f" ({'fuses ' if fuses else ''}{ins.op_name})"
     return ", ".join(p for p in (f"step {step} of {len(sequence)}", phase) if p) + (
         f": {name}{op}" if name else ""
     )
@@ -453,7 +457,7 @@ def _describe_step(hlo: Hlo, live: LiveRanges, step: int) -> str:
 
 def _nearest_phase(hlo: Hlo, names: Any) -> str:
     for name in names:
-        ins = hlo.named(name)
+        ins = hlo.named(name, fusions=False)
         op = ins.op_name if ins is not None else ""
         if "transpose(" in op:
             return "backward pass"

@@ -291,17 +291,18 @@ class Hlo:
         """The value (instruction, shape index) of each output, in order."""
         return tuple(self._defining(name) for name in self.root_operands)
 
-    def named(self, name: str) -> Instruction | None:
+    def named(self, name: str, fusions: bool = True) -> Instruction | None:
         """`name`'s instruction or, when it has no op name, the instruction
-        that names it: the one a copy XLA added copies, the first named op a
-        fusion XLA made fuses."""
+        that names it: the one a copy XLA added copies, and, with `fusions`,
+        the first named op a fusion XLA made fuses (a name, not a phase: the
+        fusion may run in the backward pass an op of the forward)."""
         ins = self.instructions.get(name)
         seen = set()
         while ins is not None and not ins.op_name and ins.name not in seen:
             seen.add(ins.name)
             if ins.opcode in _FORWARDING and ins.operand in self.instructions:
                 ins = self.instructions[ins.operand]
-            elif ins.called in self.named_in:
+            elif fusions and ins.called in self.named_in:
                 return dataclasses.replace(ins, **_naming(self.named_in[ins.called]))
             else:
                 break

@@ -126,6 +126,21 @@ def test_the_dump_changes_no_byte_and_leaves_nothing_behind(tmp_path, monkeypatc
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_dump_changes_no_byte_for_a_described_h100():
+    pytest.importorskip(
+        "jax_plugins.xla_cuda13",
+        reason="compiling for a described GPU needs the CUDA plugin (the [deviceless] extra)",
+    )
+    sharding = autotune.get_target("h100-sxm-80gb").sharding()
+    args = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), args_for_batch(B)
+    )
+    lowered = jax.jit(step, donate_argnums=(0, 1)).lower(*args)
+    compiled, dump = compile_with_dump(lowered, REMAT_PASS_OFF)
+    assert dump.error == "" and dump.texts is not None
+    assert compiled_need(compiled) == compiled_need(lowered.compile(REMAT_PASS_OFF))
+
+
 def test_why_reuses_the_search_compiles_and_changes_no_answer(tmp_path):
     budget = need_at(mlp_step, mlp_args, 40)
     plain, explained = CountingStep(mlp_step), CountingStep(mlp_step)
@@ -261,6 +276,7 @@ def test_ops_xla_made_take_the_name_of_what_they_fuse_or_copy():
     hlo = parse_hlo(FUSED)
     assert hlo.instructions["fusion"].op_name == ""
     assert hlo.named("fusion").op_name == "jit(s)/jvp(stage1)/pool/max"
+    assert hlo.named("fusion", fusions=False).op_name == ""  # a name, not a phase
     assert hlo.named("copy").op_name == "jit(s)/jvp(stage1)/pool/max"
     assert hlo.named("p").op_name == "x"
 
