@@ -28,7 +28,9 @@ input_batch. Values, by the op name JAX gave the op that made them:
 - gradient: made by the backward pass (`transpose(...)`): the gradients of
   activations and of parameters.
 - temporary: anything else: convolution workspace, values recomputed under
-  remat (`rematted_computation`), the optimizer's update, copies.
+  remat (`rematted_computation`), the optimizer's update, fusions XLA made
+  without an op name (named after the first op they fuse). A copy XLA adds
+  takes the name and kind of the value it copies.
 - output: an output that is not written over a donated argument and is not
   a new value of an argument at the same path (which takes that argument's
   kind: an undonated step holds its parameters twice).
@@ -164,6 +166,7 @@ def breakdown_from_row(row: Mapping[str, Any]) -> PeakBreakdown | None:
 
 
 def unavailable(batch: int, peak_bytes: int, reason: str, obtained: str = "") -> PeakBreakdown:
+    """A breakdown that lists nothing, and says why."""
     return PeakBreakdown(batch, peak_bytes, (), obtained, 0.0, unavailable=reason)
 
 
@@ -294,8 +297,9 @@ def _match_parameters(
     """Entry parameter number -> argument leaf index.
 
     JAX passes the flattened leaves in order, leaving out those the step
-    does not use: each parameter is the next leaf of its shape whose path
-    ends its op name (JAX writes the argument's name and path there).
+    does not use: each parameter is the next leaf of its shape whose op name
+    is an argument's name followed by the leaf's path within that argument
+    (what JAX writes there).
     """
     out, j = {}, 0
     for number in sorted(params):
@@ -319,8 +323,13 @@ def _same_leaf(ins: Instruction, shape: tuple[int, ...], leaf: ArgumentLeaf) -> 
         leaf.dtype.startswith("key<") and shape[: len(leaf.shape)] == leaf.shape
     ):
         return False
+    if not ins.op_name:
+        return True
     within = re.sub(r"^\[\d+\]", "", leaf.path)  # JAX puts the argument's name first
-    return not ins.op_name or ins.op_name.endswith(within)
+    name = ins.op_name[: len(ins.op_name) - len(within)]
+    return (
+        ins.op_name.endswith(within) and re.fullmatch(r"[A-Za-z_]\w*(\[\d+\])?", name) is not None
+    )
 
 
 def _output_entries(

@@ -117,6 +117,29 @@ def test_an_undonated_step_holds_its_parameters_twice(donated):
     assert kept.peak_bytes > donated.peak_bytes
 
 
+def test_arguments_the_step_does_not_use_are_matched_by_name():
+    """JAX drops unused arguments from the program: each parameter is matched
+    to its leaf by the argument name and path in its op name."""
+
+    def uses_only_the_momentum(params, opt_state, x):
+        return opt_state[0].trace["w"] * x.sum()
+
+    def args(batch):
+        params = {"w": jax.ShapeDtypeStruct((D, H), jnp.float32)}
+        return (
+            params,
+            jax.eval_shape(TX.init, params),
+            jax.ShapeDtypeStruct((batch, D), jnp.float32),
+        )
+
+    b = peak_breakdown(autotune.Workload(uses_only_the_momentum, args), B)
+    assert b.unavailable == ""
+    assert "parameter" not in b.bytes_by_kind  # params['w'] is not in the program
+    assert b.bytes_by_kind["optimizer_state"] == D * H * 4
+    (state,) = [e for e in b.entries if e.kind == "optimizer_state"]
+    assert state.op_name == "opt_state[0].trace['w']"
+
+
 def test_the_dump_changes_no_byte_and_leaves_nothing_behind(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     lowered = jax.jit(mlp_step, donate_argnums=(0,)).lower(*mlp_args(24))
