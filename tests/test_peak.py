@@ -359,13 +359,20 @@ PERSISTENT = textwrap.dedent("""
     def entries():
         return sorted(p.name for p in Path(sys.argv[1]).iterdir() if "mlp_step" in p.name)
 
-    result = autotune.find_max_batch(mlp_step, mlp_args, donate_argnums=(0,), why=True,
-                                     budget_bytes=need_at(mlp_step, mlp_args, 32),
-                                     multiple_of=8, max_batch=64)
+    def tune():
+        return autotune.find_max_batch(mlp_step, mlp_args, donate_argnums=(0,), why=True,
+                                       budget_bytes=need_at(mlp_step, mlp_args, 32),
+                                       multiple_of=8, max_batch=64)
+
+    first = tune()
     before = entries()
-    need_at(mlp_step, mlp_args, result.batch)  # a plain compile of the answer
-    b = result.peak_breakdown
-    print(b.unavailable or "ok", result.batch, entries() == before, len(b.entries))
+    need_at(mlp_step, mlp_args, first.batch)  # a plain compile of the answer
+    print(entries() == before and len(before) > 0)
+    # The dump options miss JAX's in-memory cache: these compiles come from
+    # the persistent one, which writes no dump.
+    second = tune()
+    for b in (first.peak_breakdown, second.peak_breakdown):
+        print(b.unavailable or "ok", len(b.entries))
 """)
 
 
@@ -373,15 +380,15 @@ def test_the_dump_survives_jaxs_persistent_compilation_cache(tmp_path):
     """The dump options leave the cache key alone: a --why search stores the
     compile a training job finds, and a second one, served from that cache,
     still gets its dump (compiled once more under a key of its own)."""
-    run = [sys.executable, "-c", PERSISTENT, str(tmp_path)]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    root = Path(__file__).resolve().parents[1]
-    outputs = []
-    for _ in range(2):
-        done = subprocess.run(run, cwd=root, capture_output=True, text=True, env=env, timeout=300)
-        assert done.returncode == 0, done.stderr
-        outputs.append(done.stdout.split())
-    first, second = outputs
-    assert first[0] == second[0] == "ok", outputs
-    assert first[2] == "True"  # the plain compile of the answer hit the cache
-    assert first[1] == second[1] and first[3] == second[3]
+    done = subprocess.run(
+        [sys.executable, "-c", PERSISTENT, str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    hit, first, second = done.stdout.strip().split("\n")
+    assert hit == "True"  # the plain compile of the answer found the --why search's
+    assert first.startswith("ok ") and second == first, done.stdout
