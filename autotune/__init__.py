@@ -10,6 +10,7 @@ from autotune._cache import ResultCache
 from autotune._errors import SearchInterrupted, TuneError
 from autotune._estimate import Estimate, estimate_step
 from autotune._layout import agree_across_hosts
+from autotune._peak import PeakBreakdown, PeakEntry
 from autotune._probe import Probe
 from autotune._recommend import Recommendation, recommend
 from autotune._report import load_batch_size, read_results, write_json
@@ -17,11 +18,14 @@ from autotune._result import TuneResult
 from autotune._targets import Target, get_target, known_targets
 from autotune._tuner import compare, find_max_batch
 from autotune._units import format_bytes
+from autotune._why import peak_breakdown
 from autotune._workload import Workload, load_workloads
 
 __all__ = [
     "Budget",
     "Estimate",
+    "PeakBreakdown",
+    "PeakEntry",
     "Probe",
     "Recommendation",
     "ResultCache",
@@ -39,6 +43,7 @@ __all__ = [
     "known_targets",
     "load_batch_size",
     "load_workloads",
+    "peak_breakdown",
     "read_results",
     "recommend",
     "write_json",

@@ -18,6 +18,7 @@ from typing import Any
 from autotune._cache import ResultCache
 from autotune._errors import SearchInterrupted, TuneError
 from autotune._layout import accumulation_plan, lay_out
+from autotune._peak_table import render_breakdown
 from autotune._plot import pyplot
 from autotune._preflight import check_environment, check_output_dir, check_output_path
 from autotune._probe import Probe
@@ -60,6 +61,7 @@ class Job:
     time: bool = False
     verify_timeout: float = 600.0
     quiet: bool = False
+    why: bool = False  # explain each answer's peak, buffer by buffer
     # Extra text printed after each answer (the VGG application's --explain).
     explain: Callable[[TuneResult], str] | None = None
 
@@ -99,6 +101,7 @@ def run(job: Job) -> int:
             compiler_options=job.compiler_options,
             on_probe=None if job.quiet else _progress,
             cache=cache,
+            why=job.why,
         )
     except SearchInterrupted as e:
         if not e.results:
@@ -222,6 +225,9 @@ def _report(results: Sequence[TuneResult], job: Job, rates: Mapping[str, float])
     for r in results:
         print()
         print(r.render())
+        if r.peak_breakdown is not None:
+            print()
+            print(render_breakdown(r.peak_breakdown, r.label))
     if job.accumulate_to is not None:
         print()
         for r in results:

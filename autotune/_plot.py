@@ -30,7 +30,13 @@ def plot_results(results: Sequence[TuneResult], path: str | os.PathLike[str]) ->
     plt = pyplot()
     if not results:
         raise TuneError("`results` (=()) must hold at least one result to plot")
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    explained = [r for r in results if r.peak_breakdown and not r.peak_breakdown.unavailable]
+    fig, axes = plt.subplots(
+        1, 1 + len(explained), figsize=(8 + 7 * len(explained), 5), dpi=120, squeeze=False
+    )
+    ax = axes[0][0]
+    for r, bars in zip(explained, axes[0][1:]):
+        _breakdown_bars(bars, r)
     right = 1.15 * max(max(p.batch for p in r.probes) for r in results)
     for r in results:
         color = ax.plot(
@@ -62,3 +68,41 @@ def plot_results(results: Sequence[TuneResult], path: str | os.PathLike[str]) ->
         fig.savefig(path, format="png")
     finally:
         plt.close(fig)
+
+
+BAR_MODULES = 12
+_KIND_COLORS = {
+    "activation": "tab:blue",
+    "gradient": "tab:orange",
+    "temporary": "tab:gray",
+    "parameter": "tab:green",
+    "optimizer_state": "tab:olive",
+    "input_batch": "tab:purple",
+}
+_ARGUMENT_KINDS = ("parameter", "optimizer_state", "input_batch")
+
+
+def _breakdown_bars(ax, result: TuneResult) -> None:
+    """One bar per module at the answer's peak, split by kind; the arguments
+    as bars of their own."""
+    b = result.peak_breakdown
+    modules = list(b.bytes_by_module.items())[:BAR_MODULES]
+    rows = [(m or "(no module named)", kinds) for m, kinds in modules]
+    rows += [
+        (kind.replace("_", " "), {kind: b.bytes_by_kind[kind]})
+        for kind in _ARGUMENT_KINDS
+        if b.bytes_by_kind.get(kind)
+    ]
+    labels = [name for name, _ in rows][::-1]
+    rows = rows[::-1]
+    left = [0.0] * len(rows)
+    for kind, color in _KIND_COLORS.items():
+        widths = [kinds.get(kind, 0) / GIB for _, kinds in rows]
+        if any(widths):
+            ax.barh(labels, widths, left=left, color=color, label=kind.replace("_", " "))
+            left = [x + w for x, w in zip(left, widths)]
+    ax.set_xlabel("bytes live at the peak (GiB)")
+    ax.set_title(f"{result.label}: the peak at batch {result.batch}", fontsize=9)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(loc="lower right", fontsize=7)
+    ax.grid(alpha=0.3, axis="x")

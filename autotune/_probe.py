@@ -22,6 +22,7 @@ import jax
 from autotune._errors import TuneError
 from autotune._layout import own_sharding
 from autotune._workload import as_argnums, jit_step
+from autotune._xla_dump import Dump, compile_with_dump
 
 # XLA's debug options as `compile(compiler_options=...)` takes them: XLA
 # wants each value in its own type (a bool for a bool option, not "false").
@@ -188,6 +189,8 @@ class Prober:
             donate them; see `autotune.Workload`).
         on_probe: called with each new probe as soon as it is made.
         workers: compiles that may run at once.
+        keep_dumps: also dump each compile (`autotune._xla_dump`) and keep
+            what the dump says in `dumps`, for the peak breakdown.
     """
 
     def __init__(
@@ -201,6 +204,7 @@ class Prober:
         donate_argnums: int | Sequence[int] = (),
         on_probe: Callable[[Probe], None] | None = None,
         workers: int = 1,
+        keep_dumps: bool = False,
     ):
         self._jitted = jit_step(step, as_argnums(donate_argnums))
         self._args_for_batch = args_for_batch
@@ -210,8 +214,11 @@ class Prober:
         self._on_probe = on_probe
         self._workers = workers
         self._lowered: dict[int, Any] = {}
+        self._keep_dumps = keep_dumps
         self.probes: dict[int, Probe] = {}
         self.failures: dict[int, CompileFailure] = {}
+        self.order: list[int] = []  # batches in the order their compiles began
+        self.dumps: dict[int, Dump] = {}
 
     @property
     def compiles(self) -> int:
@@ -220,6 +227,10 @@ class Prober:
     @property
     def workers(self) -> int:
         return self._workers
+
+    def compiled(self) -> tuple[Probe, ...]:
+        """The probes made, in the order their compiles began."""
+        return tuple(self.probes[b] for b in self.order if b in self.probes)
 
     def abstract_args(self, batch: int) -> tuple[Any, ...]:
         """The step's arguments for `batch`, as placed structs."""
@@ -274,6 +285,7 @@ class Prober:
                 continue
             lowered = self.lower(batch)
             pending[pool.submit(self._compile, batch, lowered)] = batch
+            self.order.append(batch)
         while pending:
             done, _ = concurrent.futures.wait(
                 pending, timeout=_POLL_S, return_when=concurrent.futures.FIRST_COMPLETED
@@ -305,7 +317,7 @@ class Prober:
         start = time.perf_counter()
         try:
             with _IN_FLIGHT, xla_remat_pass(self._remat_pass):
-                compiled = lowered.compile(compiler_options=self._compiler_options or None)
+                compiled = self._compile_lowered(lowered, batch)
         except Exception as e:
             return CompileFailure(batch, f"{type(e).__name__}: {e}", time.perf_counter() - start)
         seconds = time.perf_counter() - start
@@ -325,6 +337,12 @@ class Prober:
             compile_seconds=seconds,
             flops=_flops(compiled),
         )
+
+    def _compile_lowered(self, lowered: Any, batch: int) -> Any:
+        if not self._keep_dumps:
+            return lowered.compile(compiler_options=self._compiler_options or None)
+        compiled, self.dumps[batch] = compile_with_dump(lowered, self._compiler_options)
+        return compiled
 
 
 # Seconds between checks for Ctrl-C while compiles run.

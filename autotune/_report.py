@@ -1,7 +1,7 @@
 """The JSON report a training job reads, and the one-line reader for it.
 
 Schema (version 2; the reader also takes version 1, which had no
-`failures` and `contradictions`)::
+`failures`, `contradictions` or peak breakdown)::
 
     {
       "schema": "autotune.result",
@@ -34,8 +34,23 @@ Schema (version 2; the reader also takes version 1, which had no
                                              # candidates that did not compile, not
                                              # for memory (those between batch and
                                              # next_batch are part of the proof)
-          "contradictions": [[a, b], ...]    # compiles whose need fell from batch a
+          "contradictions": [[a, b], ...],   # compiles whose need fell from batch a
                                              # to b > a: the answer is not exact
+          # Only with --why (find_max_batch(why=True)): what is live at the peak.
+          "peak_breakdown": [  # largest first; sums to peak_bytes; null if unavailable
+            {"bytes": ..., "shape": [440, 224, 224, 64], "dtype": "float32",
+             "kind": "activation",           # parameter, optimizer_state, input_batch, activation,
+                                             # gradient, temporary, output, arena_free (the
+                                             # arena's bytes free at the peak); the last: rest
+             "op_name": "jit(step)/jvp(stage1)/conv1/conv_general_dilated",
+             "source": "/path/vgg.py:119",  # or null
+             "module": "stage1/conv1"},      # from the op name or the stack; "" if none
+            ...,
+            {"bytes": ..., "kind": "rest", ...}],
+          "peak_breakdown_info": {"obtained": "...", "seconds": 0.4, "peak_step": "...",
+                                  "unused_bytes": ...,   # arena free at the peak
+                                  "bytes_by_kind": {...}, "bytes_by_module": {...},
+                                  "unavailable": ""}     # the reason, when unavailable
         }
       ],
       "recommendation": {"label": ..., "batch": ..., "basis": "...",   # optional
@@ -139,8 +154,7 @@ def _read(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], tuple[Tun
         if not isinstance(rows, list):
             raise TuneError(f"`results` (={check.shown(rows)}) must be a list of results")
         results = tuple(
-            result_from_dict(row, f"results[{i}]", legacy=version < 2)
-            for i, row in enumerate(rows)
+            result_from_dict(row, f"results[{i}]", legacy=version < 2) for i, row in enumerate(rows)
         )
         if "recommendation" in data:
             check_recommendation(data["recommendation"], results, "recommendation")

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autotune._budget import Budget
+from autotune._peak import PeakBreakdown, breakdown_from_row, breakdown_to_row
 from autotune._probe import CompileFailure, Probe
 from autotune._units import format_bytes
 
@@ -52,6 +53,8 @@ class TuneResult:
     flops_source: str = ""
     failures: tuple[CompileFailure, ...] = ()
     contradictions: tuple[tuple[int, int], ...] = ()
+    # What is live at the peak of the compile at `batch`; only when asked for.
+    peak_breakdown: PeakBreakdown | None = None
 
     @property
     def budget_bytes(self) -> int:
@@ -101,7 +104,9 @@ class TuneResult:
         """A short report a person reads."""
         if self.next_batch is not None:
             nxt = f"next candidate {self.next_batch} needs {self.next_peak_bytes:,} B: does not fit"
-            skipped = [f.batch for f in self.failures if self.batch < f.batch < self.next_batch]
+            skipped = sorted(
+                f.batch for f in self.failures if self.batch < f.batch < self.next_batch
+            )
             if skipped:
                 nxt += f"; {', '.join(map(str, skipped))} did not compile"
         elif self.interrupted:
@@ -170,6 +175,7 @@ class TuneResult:
         )
         values["failures"] = tuple(CompileFailure(**f) for f in data.get("failures", ()))
         values["contradictions"] = tuple(tuple(pair) for pair in data.get("contradictions", ()))
+        values["peak_breakdown"] = breakdown_from_row(data)
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -182,6 +188,8 @@ class TuneResult:
         data["failures"] = [f.to_dict() for f in self.failures]
         data["contradictions"] = [list(pair) for pair in self.contradictions]
         data["xla_settings"] = dict(self.xla_settings)
+        del data["peak_breakdown"]
+        data.update(breakdown_to_row(self.peak_breakdown))
         return data
 
 

@@ -22,6 +22,7 @@ from autotune._result import TuneResult
 from autotune._search import check_grid, search
 from autotune._targets import Target, get_target
 from autotune._units import format_bytes
+from autotune._why import breakdown_at
 from autotune._workload import Workload, as_workload
 
 _UNSET: Any = object()
@@ -48,6 +49,7 @@ def find_max_batch(
     cache: ResultCache | None = None,
     data_parallel_size: int = 1,
     workers: int | None = None,
+    why: bool = False,
 ) -> TuneResult:
     """Largest batch whose compiled step fits the target's memory.
 
@@ -86,6 +88,9 @@ def find_max_batch(
             `multiple_of` be), and every byte count is one device's.
         workers: compiles at once (default: one on a local accelerator,
             else one per core, at most `MAX_WORKERS`).
+        why: also explain the answer's peak (`TuneResult.peak_breakdown`):
+            the search dumps its compiles and the breakdown is read from the
+            one at the answer; a cached answer costs one more compile.
 
     Returns:
         A `TuneResult`: the batch, its peak, the budget, the headroom, and
@@ -124,6 +129,7 @@ def find_max_batch(
         donate_argnums=workload.donate_argnums,
         on_probe=on_probe,
         workers=_workers(workers, tgt),
+        keep_dumps=why,
     )
     _check_arguments_fit(prober, multiple_of, budget)
     settings = xla_settings(xla_remat_pass, options)
@@ -136,9 +142,10 @@ def find_max_batch(
                      xla_settings=settings, interrupted=False, **grid)  # fmt: skip
         hit = _cache_hit(cache, key, prober, asked)
         if hit is not None:
-            return dataclasses.replace(
+            hit = dataclasses.replace(
                 hit, label=label, from_cache=True, seconds=time.perf_counter() - start
             )
+            return _explained(hit, prober) if why else hit
     estimate = workload.estimate
     hint = estimate if estimate and estimate.per_example_bytes > 0 else None
     bracket = search(
@@ -181,17 +188,21 @@ def find_max_batch(
         xla_settings=settings,
         multiple_of=multiple_of,
         max_batch=max_batch,
-        probes=tuple(prober.probes.values()),
+        probes=prober.compiled(),
         interrupted=bracket.interrupted,
         data_parallel_size=data_parallel_size,
-        failures=tuple(prober.failures[b] for b in sorted(prober.failures)),
+        failures=tuple(prober.failures[b] for b in prober.order if b in prober.failures),
         contradictions=bracket.contradictions,
     )
     if result.interrupted:
         raise SearchInterrupted((result,))
     if cache is not None:
         cache.put(key, result, _proof(prober, result))
-    return result
+    return _explained(result, prober) if why else result
+
+
+def _explained(result: TuneResult, prober: Prober) -> TuneResult:
+    return dataclasses.replace(result, peak_breakdown=breakdown_at(prober, result.batch))
 
 
 def _workers(workers: int | None, target: Target) -> int:

@@ -182,6 +182,14 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds each child may run (default: %(default)s)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument(
+        "--why",
+        action="store_true",
+        help="after each answer, what is live at its peak: every buffer by kind "
+        "(parameter, optimizer state, input batch, activation, gradient, "
+        "temporary) and by module, from XLA's dump of the compile at the answer "
+        "(one more compile on a cached answer); the JSON rows get peak_breakdown",
+    )
     return p
 
 
@@ -282,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             time=args.time,
             verify_timeout=args.verify_timeout,
             quiet=args.quiet,
+            why=args.why,
             explain=explain,
         )
         with as_interrupts() as received:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import autotune
 
-from .breakdown import training_memory
+from .breakdown import DTYPE_BYTES, training_memory
+from .compiled_layers import compiled_layers, render_layers
 from .layers import vgg_layer_table
 from .workloads import VGGConfig
 
@@ -25,15 +26,22 @@ def explain_vgg(result: autotune.TuneResult, config: VGGConfig) -> str:
         param_dtype=config.param_dtype,
     )
     ratio = result.peak_bytes / seed.total_bytes
-    return "\n\n".join(
-        [
-            f"{result.label} at batch {result.batch}",
-            table.render(),
-            seed.render(),
-            result.render_memory(),
-            f"XLA's need is {ratio:.2f}x the seed's estimate. The seed keeps every "
-            "activation and a gradient of each; XLA frees gradients as the "
-            "backward pass goes, adds ReLU masks and convolution workspace, and "
-            "under remat recomputes activations instead of keeping them.",
-        ]
-    )
+    sections = [
+        f"{result.label} at batch {result.batch}",
+        table.render(),
+        seed.render(),
+        result.render_memory(),
+        f"XLA's need is {ratio:.2f}x the seed's estimate. The seed keeps every "
+        "activation and a gradient of each; XLA frees gradients as the "
+        "backward pass goes, adds ReLU masks and convolution workspace, and "
+        "under remat recomputes activations instead of keeping them.",
+    ]
+    breakdown = result.peak_breakdown
+    if breakdown is not None and not breakdown.unavailable:
+        layers = compiled_layers(table, breakdown, DTYPE_BYTES[config.dtype])
+        sections.append(
+            "Each layer's forward values by the seed (activations x batch) beside "
+            "what the compiled step holds for that layer at its peak (--why):\n"
+            + render_layers(layers)
+        )
+    return "\n\n".join(sections)

@@ -114,9 +114,11 @@ class Stage(nnx.Module):
         self.convs = nnx.List(convs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        for conv in self.convs:
-            x = nnx.relu(conv(x))
-        return nnx.max_pool(x, (2, 2), strides=(2, 2))
+        for index, conv in enumerate(self.convs):
+            with jax.named_scope(f"conv{index + 1}"):
+                x = nnx.relu(conv(x))
+        with jax.named_scope("pool"):
+            return nnx.max_pool(x, (2, 2), strides=(2, 2))
 
 
 def _apply(module: nnx.Module, x: jax.Array) -> jax.Array:
@@ -184,14 +186,18 @@ class VGG(nnx.Module):
         """Maps NHWC images to float32 logits."""
         x = x.astype(self.dtype)
         for index, stage in enumerate(self.stages):
-            if self._remat_stage(index):
-                x = nnx.remat(_apply, policy=remat_policy(self.remat))(stage, x)
-            else:
-                x = stage(x)
+            with jax.named_scope(f"stage{index + 1}"):
+                if self._remat_stage(index):
+                    x = nnx.remat(_apply, policy=remat_policy(self.remat))(stage, x)
+                else:
+                    x = stage(x)
         x = x.reshape(x.shape[0], -1)
-        x = nnx.relu(self.fc1(x))
-        x = nnx.relu(self.fc2(x))
-        return self.fc3(x).astype(jnp.float32)
+        with jax.named_scope("fc1"):
+            x = nnx.relu(self.fc1(x))
+        with jax.named_scope("fc2"):
+            x = nnx.relu(self.fc2(x))
+        with jax.named_scope("fc3"):
+            return self.fc3(x).astype(jnp.float32)
 
 
 def abstract_vgg(name: str = "vgg16", **kwargs: Any) -> VGG:

@@ -33,8 +33,35 @@ def test_round_trip(results, tmp_path):
     assert read_results(path) == results
     data = json.loads(path.read_text())
     assert (data["schema"], data["version"]) == ("autotune.result", 2)
+    assert "peak_breakdown" not in data["results"][0]  # only when asked for
     assert data["recommendation"]["label"] in ("small", "large")
     assert [p.name for p in tmp_path.iterdir()] == ["tune.json"]
+
+
+def test_version_1_reports_still_read(results, tmp_path):
+    path = tmp_path / "tune.json"
+    write_json(results, path)
+    data = json.loads(path.read_text())
+    data["version"] = 1
+    path.write_text(json.dumps(data))
+    assert read_results(path) == results
+    assert load_batch_size(path, "small") == 64
+
+
+def test_a_breakdown_round_trips(results, tmp_path):
+    explained = find_max_batch(
+        mlp_step, mlp_args, budget_bytes=results[0].budget_bytes, donate_argnums=(0,),
+        multiple_of=8, max_batch=256, why=True,
+    )  # fmt: skip
+    path = tmp_path / "tune.json"
+    write_json([explained], path)
+    (row,) = json.loads(path.read_text())["results"]
+    assert sum(e["bytes"] for e in row["peak_breakdown"]) == row["peak_bytes"]
+    assert set(row["peak_breakdown"][0]) == {
+        "bytes", "shape", "dtype", "kind", "op_name", "source", "module"
+    }  # fmt: skip
+    assert row["peak_breakdown"][-1]["kind"] == "rest"
+    assert read_results(path) == (explained,)
 
 
 def test_load_batch_size(results, tmp_path):

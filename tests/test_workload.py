@@ -98,6 +98,28 @@ def test_verify_is_refused_for_a_workload_without_real_arguments(user_dir, capsy
     assert err.count("\n") == 2  # "target: ..." and the error line
 
 
+def test_why_explains_a_users_peak_on_a_described_h100(user_dir, capsys):
+    pytest.importorskip(
+        "jax_plugins.xla_cuda13",
+        reason="compiling for a described GPU needs the CUDA plugin (the [deviceless] extra)",
+    )
+    out = user_dir / "tune.json"
+    argv = ["--workload", "nnx_cnn:my_workload", "--target", "h100-sxm-80gb", "--budget", "1MB",
+            "--multiple-of", "8", "--max-batch", "32", "--why", "--json", str(out),
+            "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    (row,) = json.loads(out.read_text())["results"]
+    entries = row["peak_breakdown"]
+    assert abs(sum(e["bytes"] for e in entries) - row["peak_bytes"]) <= 0.01 * row["peak_bytes"]
+    # NNX names no module in XLA's op names; the stack names the model's own.
+    modules = {e["module"] for e in entries}
+    assert {"Net/Conv", "Net/BatchNorm"} <= modules, modules
+    assert any(e["source"] and e["source"].endswith("nnx_cnn.py:20") for e in entries)
+    assert "nnx cnn at batch" in printed and "what is live at the peak" in printed
+    assert "Net/Conv" in printed and "the search's compile" in printed
+
+
 @pytest.mark.parametrize("flag", [["--model", "vgg11"], ["--remat", "none"], ["--explain"]])
 def test_vgg_flags_are_refused_beside_a_workload(flag, user_dir, capsys):
     assert main(["--workload", "plain_mlp:workload", *flag]) == 2
