@@ -8,6 +8,7 @@ VGG16 (`autotune.models`), shaped by the VGG flags.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -51,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
         "python -m finds it); ATTR an autotune.Workload, a (step, args_for_batch) "
         "pair, a list of workloads, or a callable with no required arguments "
         "returning one of those",
+    )
+    p.add_argument(
+        "--workload-arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a keyword for a callable ATTR, repeatable: VALUE is read as JSON "
+        "(blocks=12, remat='[\"none\"]'), else taken as a string",
     )
     vgg = p.add_argument_group("the built-in VGG (refused with --workload)")
     for flag, field, kind, text in _VGG_FLAGS:
@@ -201,7 +210,12 @@ def _workload_source(args: argparse.Namespace) -> tuple[str, dict, object]:
                 f"`{given[0]}` is a flag of the built-in VGG, and `--workload` "
                 f"(={args.workload!r}) tunes your own step; drop {', '.join(given)}"
             )
-        return args.workload, {}, None
+        return args.workload, _workload_kwargs(args.workload_arg), None
+    if args.workload_arg:
+        raise TuneError(
+            f"`--workload-arg` (={args.workload_arg[0]!r}) is a keyword for the callable "
+            "that --workload names; give --workload too"
+        )
     from autotune.models import VGGConfig, explain_vgg
 
     fields = {field: getattr(args, field) for _, field, _, _ in _VGG_FLAGS}
@@ -212,6 +226,26 @@ def _workload_source(args: argparse.Namespace) -> tuple[str, dict, object]:
     config = VGGConfig(remat=choices, **{k: v for k, v in fields.items() if v is not None})
     explain = (lambda result: explain_vgg(result, config)) if args.explain else None
     return VGG_WORKLOADS, config.to_dict(), explain
+
+
+def _workload_kwargs(items: Sequence[str]) -> dict[str, object]:
+    """`--workload-arg NAME=VALUE` items as keywords; VALUE is JSON, else a string."""
+    from autotune._errors import TuneError
+
+    kwargs: dict[str, object] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise TuneError(
+                f"`--workload-arg` (={item!r}) must be NAME=VALUE, NAME a Python identifier"
+            )
+        if name in kwargs:
+            raise TuneError(f"`--workload-arg` (={item!r}) gives {name!r} a second time")
+        try:
+            kwargs[name] = json.loads(text)
+        except json.JSONDecodeError:
+            kwargs[name] = text
+    return kwargs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
