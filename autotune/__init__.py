@@ -2,7 +2,8 @@
 memory analysis of the compiled step.
 
 `import autotune` imports JAX and nothing else heavy: the VGG application
-(`autotune.models`, Flax) is imported only by whoever uses it.
+(`autotune.models`, Flax) and the Flax NNX workload builder
+(`autotune.nnx`) are imported only by whoever uses them.
 """
 
 from autotune._budget import Budget
@@ -16,6 +17,7 @@ from autotune._recommend import Recommendation, recommend
 from autotune._report import load_batch_size, read_results, write_json
 from autotune._result import TuneResult
 from autotune._targets import Target, get_target, known_targets
+from autotune._train_workload import train_workload
 from autotune._tuner import compare, find_max_batch
 from autotune._units import format_bytes
 from autotune._why import peak_breakdown
@@ -46,5 +48,6 @@ __all__ = [
     "peak_breakdown",
     "read_results",
     "recommend",
+    "train_workload",
     "write_json",
 ]

@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jax_core
 
+from autotune._errors import TuneError
+
 try:
     from jax._src.ad_checkpoint import saved_residuals as _saved_residuals
 except ImportError:
@@ -200,23 +202,44 @@ def _activation_profile(loss_fn: Callable[..., Any], args: tuple) -> tuple[int, 
     return peak, _activation_sizes(closed.jaxpr)
 
 
+def _loss_of_params(loss_fn: Callable[..., Any], has_aux: bool, with_state: bool) -> Callable:
+    """``loss_fn`` as ``(params, *rest) -> loss``: the aux output dropped, and
+    the mutable state (the first of ``rest``, if any) not differentiated."""
+
+    def loss(params: Any, *rest: Any) -> Any:
+        if with_state:
+            rest = (jax.lax.stop_gradient(rest[0]), *rest[1:])
+        out = loss_fn(params, *rest)
+        return out[0] if has_aux else out
+
+    return loss
+
+
 def estimate_step(
     loss_fn: Callable[..., Any],
     params: Any,
     batch_args_for: Callable[[int], tuple],
     *,
     opt_state: Any = None,
+    state: Any = None,
+    has_aux: bool = False,
     grads: bool = True,
     probe_batches: tuple[int, int] = (1, 2),
 ) -> Estimate:
     """Estimates a step's memory from ``loss_fn(params, *batch_args_for(b))``.
 
     ``batch_args_for(b)`` returns the batch arguments (abstract or concrete)
-    for ``b`` examples. Each term is measured at the two ``probe_batches``
-    and split into a per-example and a fixed part (see the module docstring):
+    for ``b`` examples. With ``state`` (mutable state the step carries
+    without differentiating it: BatchNorm statistics, PRNG counters), the
+    loss is ``loss_fn(params, state, *batch_args_for(b))``. With
+    ``has_aux``, ``loss_fn`` returns ``(loss, aux)`` (aux: new state,
+    metrics) and only the loss is differentiated. Each term is measured at
+    the two ``probe_batches`` and split into a per-example and a fixed part
+    (see the module docstring):
 
     - fixed = params + params (gradients, if ``grads``) + ``opt_state``
-      + fixed part of the peak live residuals + fixed batch-argument bytes;
+      + ``state`` + fixed part of the peak live residuals + fixed
+      batch-argument bytes;
     - per_example = peak live residuals per example + two gradient buffers of
       the activation that grows most per example + batch-argument bytes per
       example.
@@ -224,10 +247,15 @@ def estimate_step(
     Only tracing: nothing is compiled.
     """
     _check_probe(probe_batches)
+    if not isinstance(has_aux, bool):
+        raise TuneError(f"`has_aux` (={has_aux!r}) must be True or False")
     small, large = probe_batches
     args_small, args_large = batch_args_for(small), batch_args_for(large)
-    peak_small, sizes_small = _activation_profile(loss_fn, (params, *args_small))
-    peak_large, sizes_large = _activation_profile(loss_fn, (params, *args_large))
+    with_state = state is not None
+    loss = _loss_of_params(loss_fn, has_aux, with_state)
+    held = (state,) if with_state else ()
+    peak_small, sizes_small = _activation_profile(loss, (params, *held, *args_small))
+    peak_large, sizes_large = _activation_profile(loss, (params, *held, *args_large))
     res_per, res_fixed = _split_affine(peak_small, peak_large, small, large)
     if len(sizes_small) != len(sizes_large):
         raise ValueError(
@@ -241,5 +269,6 @@ def estimate_step(
     cotangent_per = _GRADIENT_BUFFERS * max(0, growth)
     arg_per, arg_fixed = _split_affine(tree_bytes(args_small), tree_bytes(args_large), small, large)
     param_bytes = tree_bytes(params)
-    fixed = param_bytes * (2 if grads else 1) + tree_bytes(opt_state) + res_fixed + arg_fixed
+    fixed = param_bytes * (2 if grads else 1) + tree_bytes(opt_state) + tree_bytes(state)
+    fixed += res_fixed + arg_fixed
     return Estimate(fixed_bytes=fixed, per_example_bytes=res_per + cotangent_per + arg_per)

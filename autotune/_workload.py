@@ -133,6 +133,11 @@ def load_workloads(spec: str, kwargs: Mapping[str, Any] | None = None) -> tuple[
             raise TuneError(
                 f"`--workload` (={spec!r}): calling {attr} raised {type(e).__name__}: {e}"
             ) from e
+    elif kwargs:
+        raise TuneError(
+            f"`--workload` (={spec!r}): keywords {dict(kwargs)!r} were given, and {attr} "
+            "is not a callable that takes them"
+        )
     items = value if _is_sequence_of_workloads(value) else [value]
     where = f"`--workload` (={spec!r}): {attr}"
     workloads = [as_workload(item, where) for item in items]

@@ -8,9 +8,10 @@ VGG16 (`autotune.models`), shaped by the VGG flags.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 VGG_WORKLOADS = "autotune.models:vgg_workloads"
 DEFAULT_REMAT = "none,nothing_saveable"
@@ -51,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
         "python -m finds it); ATTR an autotune.Workload, a (step, args_for_batch) "
         "pair, a list of workloads, or a callable with no required arguments "
         "returning one of those",
+    )
+    p.add_argument(
+        "--workload-arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a keyword for a callable ATTR, repeatable: VALUE is read as JSON "
+        "(blocks=12, remat='[\"none\"]'), else taken as a string",
     )
     vgg = p.add_argument_group("the built-in VGG (refused with --workload)")
     for flag, field, kind, text in _VGG_FLAGS:
@@ -218,7 +227,12 @@ def _workload_source(args: argparse.Namespace) -> tuple[str, dict, object]:
                 f"`{given[0]}` is a flag of the built-in VGG, and `--workload` "
                 f"(={args.workload!r}) tunes your own step; drop {', '.join(given)}"
             )
-        return args.workload, {}, None
+        return args.workload, _workload_kwargs(args.workload_arg), None
+    if args.workload_arg:
+        raise TuneError(
+            f"`--workload-arg` (={args.workload_arg[0]!r}) is a keyword for the callable "
+            "that --workload names; give --workload too"
+        )
     from autotune.models import VGGConfig, explain_vgg
 
     fields = {field: getattr(args, field) for _, field, _, _ in _VGG_FLAGS}
@@ -231,19 +245,34 @@ def _workload_source(args: argparse.Namespace) -> tuple[str, dict, object]:
     return VGG_WORKLOADS, config.to_dict(), explain
 
 
+def _pairs(
+    flag: str, items: Sequence[str], valid: Callable[[str], bool], rule: str
+) -> dict[str, str]:
+    """`NAME=VALUE` items of a repeatable flag, each name once."""
+    from autotune._errors import TuneError
+
+    pairs: dict[str, str] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not valid(name):
+            raise TuneError(f"`{flag}` (={item!r}) must be NAME=VALUE, {rule}")
+        if name in pairs:
+            raise TuneError(f"`{flag}` (={item!r}) gives {name!r} a second time")
+        pairs[name] = text.strip()
+    return pairs
+
+
 def parse_xla_options(items: Sequence[str]) -> dict[str, bool | int | float | str]:
     """`--xla-option NAME=VALUE` items as `compile(compiler_options=...)` takes
     them: XLA wants each value in its own type (a bool, not "false")."""
-    options: dict[str, bool | int | float | str] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or not name.strip() or not name.strip().startswith("xla_"):
-            raise ValueError(
-                f"`--xla-option` (={item!r}) must be NAME=VALUE with an XLA option's "
-                "name, e.g. xla_gpu_enable_triton_gemm=false"
-            )
-        options[name.strip()] = _option_value(text.strip())
-    return options
+    pairs = _pairs(
+        "--xla-option",
+        items,
+        lambda name: name.startswith("xla_"),
+        "NAME an XLA option's name, e.g. xla_gpu_enable_triton_gemm=false",
+    )
+    return {name: _option_value(text) for name, text in pairs.items()}
 
 
 def _option_value(text: str) -> bool | int | float | str:
@@ -255,6 +284,19 @@ def _option_value(text: str) -> bool | int | float | str:
         except ValueError:
             pass
     return text
+
+
+def _workload_kwargs(items: Sequence[str]) -> dict[str, object]:
+    """`--workload-arg NAME=VALUE` items as keywords; VALUE is JSON, else a string."""
+    pairs = _pairs("--workload-arg", items, str.isidentifier, "NAME a Python identifier")
+    return {name: _json_or_text(text) for name, text in pairs.items()}
+
+
+def _json_or_text(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from autotune import TuneError
 from autotune import _estimate as estimate_module
 from autotune._estimate import Estimate, estimate_step, residual_bytes, tree_bytes
 
@@ -266,3 +267,48 @@ def test_vgg16_estimate_is_close_to_xla(remat, every):
     got = _vgg16_estimate(remat, every).per_example_bytes
     want = XLA_H100_PER_EXAMPLE[remat, every]
     assert abs(got - want) <= TOLERANCE * want, (got, want)
+
+
+def _stateful_loss(params, state, x, y):
+    """A loss with BatchNorm-like statistics: returns (loss, new statistics)."""
+    h = x @ params["w"]
+    mean = jnp.mean(h, axis=0)
+    scaled = (h - mean) * state["scale"]
+    loss = _cross_entropy(jnp.tanh(scaled), y)
+    return loss, {"mean": 0.9 * state["mean"] + 0.1 * mean, "scale": state["scale"]}
+
+
+STATE = {
+    "mean": jax.ShapeDtypeStruct((CLASSES,), jnp.float32),
+    "scale": jax.ShapeDtypeStruct((CLASSES,), jnp.float32),
+}
+W = {"w": jax.ShapeDtypeStruct((FEATURES, CLASSES), jnp.float32)}
+
+
+def test_mutable_state_is_held_not_differentiated():
+    with_state = estimate_step(_stateful_loss, W, _mlp_batch(), state=STATE, has_aux=True)
+
+    def closed_over(params, x, y):  # the same loss with the statistics as constants
+        ones = jnp.ones(CLASSES)
+        return _stateful_loss(params, {"mean": ones, "scale": ones}, x, y)[0]
+
+    without = estimate_step(closed_over, W, _mlp_batch())
+    assert with_state.per_example_bytes == without.per_example_bytes
+    assert with_state.fixed_bytes == without.fixed_bytes + tree_bytes(STATE)
+
+
+def test_aux_is_not_differentiated():
+    def loss_and_logits(params, x, y):
+        logits = x @ params["w"]
+        return _cross_entropy(logits, y), logits
+
+    def loss_only(params, x, y):
+        return loss_and_logits(params, x, y)[0]
+
+    aux = estimate_step(loss_and_logits, W, _mlp_batch(), has_aux=True)
+    assert aux == estimate_step(loss_only, W, _mlp_batch())
+
+
+def test_has_aux_must_be_a_bool():
+    with pytest.raises(TuneError, match=r"`has_aux` \(=1\) must be True or False"):
+        estimate_step(_mlp_loss(), _mlp_params(), _mlp_batch(), has_aux=1)

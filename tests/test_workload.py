@@ -196,3 +196,36 @@ def test_import_autotune_loads_neither_flax_nor_models(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.split("\n")[:2] == ["[]", "None"]
+
+
+def test_workload_args_are_json_or_strings():
+    from autotune.cli import _workload_kwargs
+
+    items = ["blocks=12", 'remat=["none"]', "name=tiny", "rate=0.5", "empty="]
+    assert _workload_kwargs(items) == {
+        "blocks": 12,
+        "remat": ["none"],
+        "name": "tiny",
+        "rate": 0.5,
+        "empty": "",
+    }
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--workload-arg", "blocks"], "`--workload-arg` (='blocks') must be NAME=VALUE"),
+        (["--workload-arg", "2x=1"], "`--workload-arg` (='2x=1') must be NAME=VALUE"),
+        (["--workload-arg", "a=1", "--workload-arg", "a=2"], "gives 'a' a second time"),
+        (["--workload-arg", "a=1"], "is not a callable that takes them"),
+    ],
+)
+def test_bad_workload_args_are_one_clear_line(argv, message, user_dir, capsys):
+    assert main(["--workload", "plain_mlp:workload", "--target", "local", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_workload_args_need_a_workload(capsys):
+    assert main(["--workload-arg", "blocks=2"]) == 2
+    assert "give --workload too" in capsys.readouterr().err

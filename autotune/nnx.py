@@ -1,0 +1,342 @@
+"""A workload for a Flax NNX model in a few lines.
+
+    from autotune.nnx import nnx_workload
+
+    workload = nnx_workload(
+        lambda rngs: MyModel(rngs=rngs),            # built with nnx.Rngs(seed)
+        optax.adamw(1e-3),                          # through nnx.Optimizer
+        loss_fn,                                    # loss_fn(model, *inputs) -> loss
+        inputs=[((32, 32, 3), jnp.float32), ((), jnp.int32)],   # one example each
+    )
+
+The step it builds is the usual NNX one: merge the model and optimizer,
+`nnx.value_and_grad` of the loss, `optimizer.update`, return the whole
+state, which is donated: parameters, optimizer state, BatchNorm statistics,
+and the PRNG state of the model's `nnx.Rngs` (dropout draws fresh masks
+every step). Train with the same step: `jax.jit(workload.step,
+donate_argnums=0)` over `workload.real_args(batch)`.
+
+This module imports Flax; `import autotune` does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+from flax import nnx
+
+from autotune._build import (
+    InputSpec,
+    batched,
+    check_traces,
+    example_inputs,
+    require_bool,
+    require_callable,
+    require_label,
+    require_optimizer,
+    require_seed,
+    scalar_loss,
+    try_estimate,
+    zeros,
+)
+from autotune._errors import TuneError
+from autotune._estimate import estimate_step
+from autotune._workload import Workload
+
+__all__ = ["POLICIES", "checkpoint_blocks", "nnx_workload"]
+
+POLICIES: tuple[str, ...] = tuple(
+    name
+    for name in (
+        "nothing_saveable",
+        "dots_saveable",
+        "dots_with_no_batch_dims_saveable",
+        "checkpoint_dots",
+        "checkpoint_dots_with_no_batch_dims",
+        "everything_saveable",
+    )
+    if hasattr(jax.checkpoint_policies, name)
+)
+"""`jax.checkpoint_policies` names `remat` accepts (a policy function is accepted too)."""
+
+_REMAT_CLASSES: dict[tuple[type, Any], type] = {}
+
+
+def nnx_workload(
+    model: Callable[..., nnx.Module],
+    tx: Any,
+    loss_fn: Callable[..., Any],
+    inputs: Sequence[InputSpec],
+    *,
+    has_aux: bool = False,
+    remat: str | Callable[..., bool] | None = None,
+    remat_blocks: type | tuple[type, ...] = (),
+    wrt: Any = nnx.Param,
+    seed: int = 0,
+    label: str = "",
+    estimate: bool = True,
+) -> Workload:
+    """A `Workload` training an NNX model with an optax transform.
+
+    Args:
+        model: called as `model(rngs=nnx.Rngs(seed))`, returns the model
+            (`lambda rngs: MyModel(config, rngs=rngs)`); abstractly, through
+            `nnx.eval_shape`, for the compiles.
+        tx: an optax transform, applied through `nnx.Optimizer(model, tx, wrt=wrt)`.
+        loss_fn: `loss_fn(model, *inputs)` returns the scalar loss, or
+            `(loss, aux)` with `has_aux` (aux is returned by the step).
+            Changes to the model's state during the call (BatchNorm
+            statistics, PRNG counts) are kept.
+        inputs: the loss's inputs for one example, each a
+            `jax.ShapeDtypeStruct` or a `(shape, dtype)` pair.
+        has_aux: `loss_fn` returns `(loss, aux)`.
+        remat: a `jax.checkpoint_policies` name (one of `POLICIES`) or
+            policy: every submodule of a `remat_blocks` type runs under
+            `nnx.remat` with it (see `checkpoint_blocks`); None: no remat.
+        remat_blocks: the block types `remat` applies to, e.g. the
+            transformer block's class.
+        wrt: the variables trained (an NNX filter), for the gradient and
+            the optimizer.
+        seed: seeds `nnx.Rngs` for the real arguments (`real_args`).
+        label: names the answer; default: the model's class name and remat
+            policy.
+        estimate: attach the analytical estimate (it places the first
+            compiles; the answer is exact with or without it).
+
+    The step is `step(state, *inputs) -> (state, loss, aux)` (aux None
+    without `has_aux`), `state` the `nnx.State` of `(model, optimizer)`,
+    donated. `real_args(batch)` builds the model and optimizer for real and
+    zeros for the inputs.
+    """
+    require_callable("model", model, " (rngs=nnx.Rngs) -> nnx.Module")
+    require_optimizer(tx)
+    require_callable("loss_fn", loss_fn, " (model, *inputs) -> loss")
+    examples = example_inputs(inputs)
+    for arg, value in (("has_aux", has_aux), ("estimate", estimate)):
+        require_bool(arg, value)
+    require_seed(seed)
+    require_label(label)
+    policy_name, policy = _policy(remat)
+    blocks = _block_types(remat_blocks)
+    if policy is not None and not blocks:
+        raise TuneError(
+            f"`remat` (={policy_name!r}) needs `remat_blocks`: the types of the "
+            "submodules to rematerialize, e.g. remat_blocks=TransformerBlock"
+        )
+
+    def build() -> tuple[nnx.Module, nnx.Optimizer]:
+        module = _construct(model, seed)
+        if policy is not None:
+            _wrap_blocks(module, blocks, policy, f"`remat_blocks` (={remat_blocks!r})")
+        return module, nnx.Optimizer(module, tx, wrt=wrt)
+
+    abstract = _abstract(build)
+    graphdef, state = nnx.split(abstract)
+    objective = _objective(loss_fn, has_aux)
+
+    def step(state: nnx.State, *batch: jax.Array) -> tuple[nnx.State, jax.Array, Any]:
+        module, optimizer = nnx.merge(graphdef, state)
+        grad_fn = nnx.value_and_grad(objective, argnums=nnx.DiffState(0, wrt), has_aux=True)
+        (loss, aux), grads = grad_fn(module, *batch)
+        optimizer.update(module, grads)
+        return nnx.state((module, optimizer)), loss, aux
+
+    def args_for_batch(batch: int) -> tuple[Any, ...]:
+        return (state, *batched(examples, batch))
+
+    def real_args(batch: int) -> tuple[Any, ...]:
+        return (jax.jit(lambda: nnx.state(build()))(), *zeros(examples, batch))
+
+    check_traces(step, args_for_batch(1))
+    name = type(abstract[0]).__name__
+    return Workload(
+        step,
+        args_for_batch,
+        donate_argnums=0,
+        estimate=try_estimate(lambda: _estimate(abstract, wrt, objective, examples))
+        if estimate
+        else None,
+        label=label or (f"{name} remat={policy_name}" if policy is not None else name),
+        real_args=real_args,
+    )
+
+
+def checkpoint_blocks(
+    model: nnx.Module, blocks: type | tuple[type, ...], policy: str | Callable[..., bool]
+) -> int:
+    """Runs every submodule of a `blocks` type under `nnx.remat(policy=...)`, in place.
+
+    Only the outermost matches are wrapped (a block inside a block is
+    already recomputed with it). Each matched instance becomes an instance
+    of a subclass of its type whose `__call__` is the original's under
+    `nnx.remat`; its variables, their paths and values are unchanged, so a
+    checkpoint restores into it. Array arguments of the call are traced;
+    other arguments (flags, None) are held as they are. Call it on the
+    model in the training code to train the program that was tuned.
+
+    Returns:
+        The number of submodules wrapped.
+    """
+    if not isinstance(model, nnx.Module):
+        raise TuneError(f"`model` (={type(model).__name__}) must be an nnx.Module")
+    types = _block_types(blocks, "blocks")
+    if not types:
+        raise TuneError(f"`blocks` (={blocks!r}) must name at least one nnx.Module type")
+    _, remat_policy = _policy(policy, "policy", optional=False)
+    return _wrap_blocks(model, types, remat_policy, f"`blocks` (={blocks!r})")
+
+
+def _wrap_blocks(
+    model: nnx.Module, types: tuple[type, ...], policy: Callable[..., bool], named: str
+) -> int:
+    found = [
+        (path, module) for path, module in nnx.iter_modules(model) if isinstance(module, types)
+    ]
+    paths = {path for path, _ in found}
+    outermost = [m for path, m in found if not any(path[:i] in paths for i in range(len(path)))]
+    if not outermost:
+        present = sorted({type(m).__name__ for _, m in nnx.iter_modules(model)})
+        raise TuneError(
+            f"{named} matches no submodule of the model; its module types are {', '.join(present)}"
+        )
+    for module in outermost:
+        base = getattr(type(module), "_remat_base", type(module))
+        module.__class__ = _remat_class(base, policy)
+    return len(outermost)
+
+
+def _remat_class(base: type, policy: Callable[..., bool]) -> type:
+    """The subclass of `base` whose call runs under `nnx.remat(policy=policy)`."""
+    key = (base, policy)
+    if key not in _REMAT_CLASSES:
+
+        def __call__(self: nnx.Module, *args: Any, **kwargs: Any) -> Any:
+            return _call_under_remat(base.__call__, policy, self, args, kwargs)
+
+        _REMAT_CLASSES[key] = type(
+            base.__name__,
+            (base,),
+            {
+                "__call__": __call__,
+                "__module__": base.__module__,
+                "__qualname__": base.__qualname__,
+                "__doc__": base.__doc__,
+                "_remat_base": base,
+            },
+        )
+    return _REMAT_CLASSES[key]
+
+
+def _is_traced(leaf: Any) -> bool:
+    return isinstance(leaf, (jax.Array, nnx.Module, nnx.Variable))
+
+
+def _call_under_remat(
+    call: Callable[..., Any],
+    policy: Callable[..., bool],
+    module: nnx.Module,
+    args: tuple,
+    kwargs: dict,
+) -> Any:
+    leaves, tree = jax.tree.flatten((args, kwargs), is_leaf=_is_traced)
+    traced = [i for i, leaf in enumerate(leaves) if _is_traced(leaf)]
+
+    def run(module: nnx.Module, values: list) -> Any:
+        filled = list(leaves)
+        for i, value in zip(traced, values):
+            filled[i] = value
+        call_args, call_kwargs = jax.tree.unflatten(tree, filled)
+        return call(module, *call_args, **call_kwargs)
+
+    return nnx.remat(run, policy=policy)(module, [leaves[i] for i in traced])
+
+
+def _policy(
+    remat: Any, arg: str = "remat", optional: bool = True
+) -> tuple[str, Callable[..., bool] | None]:
+    """(name, policy) of `remat`; policy None for no remat."""
+    rule = (
+        f"must be {'None, ' if optional else ''}a jax.checkpoint_policies name (one of "
+        f"{', '.join(POLICIES)}) or a policy function"
+    )
+    if remat is None and optional:
+        return "none", None
+    if isinstance(remat, str):
+        if remat not in POLICIES:
+            raise TuneError(f"`{arg}` (={remat!r}) {rule}")
+        return remat, getattr(jax.checkpoint_policies, remat)
+    if callable(remat):
+        return getattr(remat, "__name__", "custom"), remat
+    raise TuneError(f"`{arg}` (={remat!r}) {rule}")
+
+
+def _block_types(blocks: Any, arg: str = "remat_blocks") -> tuple[type, ...]:
+    types = blocks if isinstance(blocks, (tuple, list)) else (blocks,)
+    for t in types:
+        if not (isinstance(t, type) and issubclass(t, nnx.Module)):
+            raise TuneError(
+                f"`{arg}` (={blocks!r}) must be an nnx.Module subclass or a tuple "
+                "of them: the types of the blocks to rematerialize"
+            )
+    return tuple(types)
+
+
+def _construct(model: Callable[..., Any], seed: int) -> nnx.Module:
+    try:
+        module = model(rngs=nnx.Rngs(seed))
+    except TuneError:
+        raise
+    except Exception as e:
+        raise TuneError(
+            f"`model` (={model!r}) raised {type(e).__name__} when called as "
+            f"model(rngs=nnx.Rngs({seed})): {e}"
+        ) from e
+    if not isinstance(module, nnx.Module):
+        raise TuneError(
+            f"`model` (={model!r}) returned {type(module).__name__}; called as "
+            "model(rngs=nnx.Rngs(seed)) it must return an nnx.Module"
+        )
+    return module
+
+
+def _abstract(build: Callable[[], Any]) -> Any:
+    try:
+        return nnx.eval_shape(build)
+    except TuneError:
+        raise
+    except Exception as e:
+        raise TuneError(
+            f"building the model and its nnx.Optimizer abstractly (nnx.eval_shape) "
+            f"raised {type(e).__name__}: {e}"
+        ) from e
+
+
+def _objective(loss_fn: Callable[..., Any], has_aux: bool) -> Callable[..., tuple[Any, Any]]:
+    def objective(module: nnx.Module, *batch: Any) -> tuple[Any, Any]:
+        return scalar_loss(loss_fn(module, *batch), has_aux)
+
+    return objective
+
+
+def _estimate(
+    abstract: tuple[nnx.Module, nnx.Optimizer],
+    wrt: Any,
+    objective: Callable[..., tuple[Any, Any]],
+    examples: Sequence[jax.ShapeDtypeStruct],
+) -> Any:
+    module, optimizer = abstract
+    graphdef, params, rest = nnx.split(module, wrt, ...)
+
+    def loss(params: nnx.State, rest: nnx.State, *batch: Any) -> tuple[Any, Any]:
+        return objective(nnx.merge(graphdef, params, rest), *batch)
+
+    return estimate_step(
+        loss,
+        params,
+        lambda b: batched(examples, b),
+        opt_state=nnx.state(optimizer),
+        state=rest,
+        has_aux=True,
+    )
