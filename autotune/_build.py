@@ -71,26 +71,6 @@ def key_struct() -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
 
 
-def require_callable(arg: str, value: Any, what: str = "") -> None:
-    if not callable(value):
-        raise TuneError(f"`{arg}` (={value!r}) must be callable{what}")
-
-
-def require_bool(arg: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TuneError(f"`{arg}` (={value!r}) must be True or False")
-
-
-def require_seed(value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise TuneError(f"`seed` (={value!r}) must be a non-negative integer")
-
-
-def require_label(value: Any) -> None:
-    if not isinstance(value, str):
-        raise TuneError(f"`label` (={value!r}) must be a string")
-
-
 def require_optimizer(tx: Any) -> None:
     if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
         raise TuneError(

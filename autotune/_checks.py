@@ -90,6 +90,13 @@ def path(name: str, value: Any) -> Path:
     return Path(value)
 
 
+def function(name: str, value: Any, what: str = "") -> Any:
+    """A callable; `what` says more of what it must be."""
+    if not callable(value):
+        raise TuneError(f"`{name}` (={shown(value)}) must be callable{what}")
+    return value
+
+
 def callable_or_none(name: str, value: Any) -> Any:
     if value is not None and not callable(value):
         raise TuneError(f"`{name}` (={shown(value)}) must be callable or None")

@@ -14,17 +14,14 @@ from typing import Any
 
 import jax
 
+from autotune import _checks as check
 from autotune._build import (
     InputSpec,
     batched,
     check_traces,
     example_inputs,
     key_struct,
-    require_bool,
-    require_callable,
-    require_label,
     require_optimizer,
-    require_seed,
     scalar_loss,
     try_estimate,
     zeros,
@@ -80,16 +77,16 @@ def train_workload(
     (params, state, opt_state, loss, aux)`: `state` the mutable
     collections, `constants` the others; the first three are donated.
     """
-    require_callable("init", init, " (rngs) -> variables")
-    require_callable("loss_fn", loss_fn, " (variables, *inputs) -> loss")
+    check.function("init", init, " (rngs) -> variables")
+    check.function("loss_fn", loss_fn, " (variables, *inputs) -> loss")
     require_optimizer(tx)
     examples = example_inputs(inputs)
     collections = _names("mutable", mutable)
     streams = _names("rngs", rngs)
     for arg, value in (("has_aux", has_aux), ("estimate", estimate)):
-        require_bool(arg, value)
-    require_seed(seed)
-    require_label(label)
+        check.boolean(arg, value)
+    check.integer("seed", seed, minimum=0)
+    check.string("label", label)
     if "params" in collections or "params" in streams:
         named = "mutable" if "params" in collections else "rngs"
         raise TuneError(

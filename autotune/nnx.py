@@ -27,16 +27,13 @@ from typing import Any
 import jax
 from flax import nnx
 
+from autotune import _checks as check
 from autotune._build import (
     InputSpec,
     batched,
     check_traces,
     example_inputs,
-    require_bool,
-    require_callable,
-    require_label,
     require_optimizer,
-    require_seed,
     scalar_loss,
     try_estimate,
     zeros,
@@ -110,14 +107,14 @@ def nnx_workload(
     donated. `real_args(batch)` builds the model and optimizer for real and
     zeros for the inputs.
     """
-    require_callable("model", model, " (rngs=nnx.Rngs) -> nnx.Module")
+    check.function("model", model, " (rngs=nnx.Rngs) -> nnx.Module")
     require_optimizer(tx)
-    require_callable("loss_fn", loss_fn, " (model, *inputs) -> loss")
+    check.function("loss_fn", loss_fn, " (model, *inputs) -> loss")
     examples = example_inputs(inputs)
     for arg, value in (("has_aux", has_aux), ("estimate", estimate)):
-        require_bool(arg, value)
-    require_seed(seed)
-    require_label(label)
+        check.boolean(arg, value)
+    check.integer("seed", seed, minimum=0)
+    check.string("label", label)
     policy_name, policy = _policy(remat)
     blocks = _block_types(remat_blocks)
     if policy is not None and not blocks:
