@@ -19,6 +19,7 @@ import jax
 
 from autotune._errors import TuneError
 from autotune._layout import own_sharding
+from autotune._refusal import hbm_refusal
 from autotune._workload import as_argnums, jit_step
 
 # XLA's debug options as `compile(compiler_options=...)` takes them: XLA
@@ -59,10 +60,26 @@ class Probe:
     temp_bytes: int
     compile_seconds: float
     flops: float | None = None
+    # Set when the compiler refused the program for want of HBM (TPU): the
+    # bytes it said the program required and had, rounded as it prints them
+    # and counting the program's code; the four fields above are then 0.
+    required_bytes: int | None = None
+    available_bytes: int | None = None
+    # The compiled program's code (`generated_code_size_in_bytes`); a TPU
+    # holds it in HBM beside the buffers, and its compiler counts both.
+    code_bytes: int = 0
+
+    @property
+    def refused(self) -> bool:
+        """The compiler refused the program: it does not fit."""
+        return self.required_bytes is not None
 
     @property
     def need_bytes(self) -> int:
-        """Peak bytes the device needs to run the compiled step."""
+        """Peak bytes the device needs to run the compiled step (a refused
+        program's: what the compiler said it required)."""
+        if self.required_bytes is not None:
+            return self.required_bytes
         return need(self.argument_bytes, self.output_bytes, self.alias_bytes, self.temp_bytes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -201,9 +218,20 @@ class Prober:
             with xla_remat_pass(self._remat_pass):
                 compiled = lowered.compile(compiler_options=self._compiler_options or None)
         except Exception as e:
-            raise TuneError(
-                f"`step` does not compile for batch={batch}: {type(e).__name__}: {e}"
-            ) from e
+            refusal = hbm_refusal(e)
+            if refusal is None:
+                raise TuneError(
+                    f"`step` does not compile for batch={batch}: {type(e).__name__}: {e}"
+                ) from e
+            del self._lowered[batch]
+            seconds = time.perf_counter() - start
+            return self._record(
+                Probe(
+                    batch, 0, 0, 0, 0, seconds,
+                    required_bytes=refusal.required_bytes,
+                    available_bytes=refusal.available_bytes,
+                )
+            )  # fmt: skip
         del self._lowered[batch]
         seconds = time.perf_counter() - start
         analysis = compiled.memory_analysis()
@@ -221,8 +249,12 @@ class Prober:
             temp_bytes=int(analysis.temp_size_in_bytes),
             compile_seconds=seconds,
             flops=_flops(compiled),
+            code_bytes=int(getattr(analysis, "generated_code_size_in_bytes", 0) or 0),
         )
-        self.probes[batch] = probe
+        return self._record(probe)
+
+    def _record(self, probe: Probe) -> Probe:
+        self.probes[probe.batch] = probe
         if self._on_probe is not None:
             self._on_probe(probe)
         return probe
