@@ -46,6 +46,9 @@ class TuneResult:
     data_parallel_size: int = 1
     flops_per_example: float | None = None
     flops_source: str = ""
+    # Program code counted in `peak_bytes` (TPU: the compiler fits code and
+    # buffers into HBM together); 0 where the peak is buffers alone.
+    code_in_peak_bytes: int = 0
 
     @property
     def budget_bytes(self) -> int:
@@ -90,7 +93,14 @@ class TuneResult:
 
     def render(self) -> str:
         """A short report a person reads."""
-        if self.next_batch is not None:
+        refusal = next((p for p in self.probes if p.batch == self.next_batch and p.refused), None)
+        if refusal is not None:
+            nxt = (
+                f"next candidate {self.next_batch} refused by the compiler: needs "
+                f"{refusal.required_bytes:,} B of {refusal.available_bytes:,} B, "
+                "to the precision of its message"
+            )
+        elif self.next_batch is not None:
             nxt = f"next candidate {self.next_batch} needs {self.next_peak_bytes:,} B: does not fit"
         elif self.interrupted:
             nxt = "PARTIAL: interrupted before the boundary was proven"
@@ -100,7 +110,8 @@ class TuneResult:
             f"{self.label or 'step'} on {self.target}",
             f"  max batch       {self.batch}  ({nxt})",
             *_per_device_lines(self),
-            f"  predicted peak  {self.peak_bytes:,} B ({format_bytes(self.peak_bytes)})",
+            f"  predicted peak  {self.peak_bytes:,} B ({format_bytes(self.peak_bytes)})"
+            + _code_text(self),
             f"  budget          {self.budget_bytes:,} B ({format_bytes(self.budget_bytes)}); "
             f"{self.budget.source}"
             + (
@@ -169,6 +180,16 @@ def _per_device_lines(result: TuneResult) -> list[str]:
         f"  per device      {result.per_device_batch} examples on each of {n} "
         "devices (the batch above is global; bytes below are per device)"
     ]
+
+
+def _code_text(result: TuneResult) -> str:
+    code = result.code_in_peak_bytes
+    if not code:
+        return ""
+    return (
+        f": buffers {result.peak_bytes - code:,} B + program code {code:,} B, "
+        "as the TPU compiler counts HBM"
+    )
 
 
 def _estimate_text(result: TuneResult) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,6 +21,8 @@ from autotune._probe import CompilerOptions, Probe, Prober
 from autotune._result import TuneResult
 from autotune._search import check_grid, search
 from autotune._targets import Target, get_target
+from autotune._tpu_search import search_compiles
+from autotune._tpu_tuning import on_slice, outcome, tpu_budget
 from autotune._units import format_bytes
 from autotune._workload import Workload, as_workload
 
@@ -33,7 +36,7 @@ def find_max_batch(
     target: str | Target = "local",
     budget_bytes: int | None = None,
     reserve_bytes: int = 0,
-    multiple_of: int = 8,
+    multiple_of: int | None = None,
     max_batch: int = 65536,
     donate_argnums: int | Sequence[int] = _UNSET,
     xla_remat_pass: bool = False,
@@ -42,7 +45,8 @@ def find_max_batch(
     on_probe: Callable[[Probe], None] | None = None,
     label: str = "",
     cache: ResultCache | None = None,
-    data_parallel_size: int = 1,
+    data_parallel_size: int | None = None,
+    layout: str = "dp",
 ) -> TuneResult:
     """Largest batch whose compiled step fits the target's memory.
 
@@ -58,9 +62,11 @@ def find_max_batch(
             with a step, not a workload.
         target: "local" (the default device), a described GPU name from
             `autotune.known_targets()`, a target config file, or a `Target`.
-        budget_bytes: bytes the step may use; wins over the target's limit.
+        budget_bytes: bytes the step may use; wins over the target's limit
+            (on a TPU it becomes the compiler's limit, in whole MiB).
         reserve_bytes: bytes kept free for other live buffers.
-        multiple_of: candidate batches are its multiples.
+        multiple_of: candidate batches are its multiples (default: the
+            least common multiple of 8 and `data_parallel_size`).
         max_batch: the largest candidate.
         donate_argnums: arguments the step donates (with a step only).
         xla_remat_pass: keep XLA's automatic rematerialization pass on. Off
@@ -79,6 +85,10 @@ def find_max_batch(
         data_parallel_size: devices the batch is split over (a mesh's data
             axis). Batches are then global, multiples of it (so must
             `multiple_of` be), and every byte count is one device's.
+            Default: 1, or a TPU slice's device count.
+        layout: how a TPU slice places arguments without a sharding of
+            their own, "dp" or "fsdp" (see `autotune._layout`); a slice is
+            a mesh over all its devices, so batches are then global.
 
     Returns:
         A `TuneResult`: the batch, its peak, the budget, the headroom, and
@@ -92,19 +102,29 @@ def find_max_batch(
     """
     workload = _workload(step, args_for_batch, donate_argnums, estimate)
     label = label or workload.label
-    estimate = workload.estimate
     start = time.perf_counter()
+    tgt = target if isinstance(target, Target) else get_target(target)
+    tpu = tgt.platform == "tpu"
+    options = dict(compiler_options or {})
+    if tpu:
+        budget, aim = tpu_budget(tgt, budget_bytes, reserve_bytes)
+        options.update(aim)
+        workload, data_parallel_size = on_slice(workload, tgt, layout, data_parallel_size)
+    else:
+        budget = resolve_budget(
+            budget_bytes=budget_bytes,
+            reserve_bytes=reserve_bytes,
+            target_limit=tgt.default_budget_bytes,
+            target_source=tgt.budget_source,
+            platform=tgt.platform,
+        )
+    data_parallel_size = 1 if data_parallel_size is None else data_parallel_size
+    if multiple_of is None:
+        valid = isinstance(data_parallel_size, int) and data_parallel_size > 0
+        multiple_of = math.lcm(8, data_parallel_size) if valid else 8
     check_grid(multiple_of, max_batch)
     _check_data_parallel(data_parallel_size, multiple_of)
-    tgt = target if isinstance(target, Target) else get_target(target)
-    budget = resolve_budget(
-        budget_bytes=budget_bytes,
-        reserve_bytes=reserve_bytes,
-        target_limit=tgt.default_budget_bytes,
-        target_source=tgt.budget_source,
-        platform=tgt.platform,
-    )
-    options = dict(compiler_options or {})
+    estimate = workload.estimate
     prober = Prober(
         workload.step,
         workload.args_for_batch,
@@ -127,8 +147,8 @@ def find_max_batch(
                 hit, label=label, from_cache=True, seconds=time.perf_counter() - start
             )
     hint = estimate if estimate and estimate.per_example_bytes > 0 else None
-    bracket = search(
-        lambda b: prober(b).need_bytes,
+    bracket = (search_compiles if tpu else search)(
+        outcome(prober) if tpu else lambda b: prober(b).need_bytes,
         budget.bytes,
         multiple_of=multiple_of,
         max_batch=max_batch,
@@ -142,12 +162,13 @@ def find_max_batch(
     answer = prober.probes[bracket.lo]
     proven_next = bracket.hi is not None and bracket.hi - bracket.lo == multiple_of
     nxt = prober.probes[bracket.hi] if proven_next else None
-    smallest = min(prober.probes.values(), key=lambda p: p.batch)
+    smallest = min((p for p in prober.probes.values() if not p.refused), key=lambda p: p.batch)
     per_example = _slope(smallest, answer)
     result = TuneResult(
         label=label,
         batch=answer.batch,
-        peak_bytes=answer.need_bytes,
+        peak_bytes=answer.need_bytes + (answer.code_bytes if tpu else 0),
+        code_in_peak_bytes=answer.code_bytes if tpu else 0,
         budget=budget,
         next_batch=nxt.batch if nxt else None,
         next_peak_bytes=nxt.need_bytes if nxt else None,
@@ -264,6 +285,12 @@ def _check_arguments_fit(prober: Prober, batch: int, budget: Budget) -> None:
 
 
 def _does_not_fit(probe: Probe, budget: Budget) -> str:
+    if probe.refused:
+        return (
+            f"the step does not fit at the smallest candidate batch={probe.batch}: the "
+            f"compiler refused it, requiring {format_bytes(probe.need_bytes)} of "
+            f"{format_bytes(probe.available_bytes)} ({budget.source})"
+        )
     return (
         f"the step does not fit at the smallest candidate batch={probe.batch}: "
         f"it needs {probe.need_bytes:,} B ({format_bytes(probe.need_bytes)}) "
