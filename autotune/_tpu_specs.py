@@ -15,7 +15,9 @@ What the number in an accelerator type counts (Cloud TPU's convention):
 
 Slice shapes (Cloud TPU's documentation): v5e and v6e are 2-D, one of
 `SHAPES_2D`, with up to 8 chips per host. v4, v5p and TPU7x are 3-D, AxBxC
-with every side at most 4 or a multiple of 4, four chips (2x2x1) per host.
+with every side at most 4 or a multiple of 4, four chips (2x2x1) per host;
+the smallest v4 and v5p accelerator types are 2x2x1, but a topology string
+may name one chip (`v5p:1x1x1`), as libtpu does.
 An accelerator type's topology is the most cube-like shape of its chips:
 2x2x1, 2x2x2, 2x2x4 or 2x4x4 up to 32 chips, beyond that sides that are
 multiples of 4 with the shortest longest side, then the smallest sum, and no
@@ -67,7 +69,7 @@ class TpuGeneration:
     devices_per_chip: int  # JAX devices per chip under `chip_config`
     hbm_mib: int  # per device, as the compiler counts it (module docstring)
     max_chips: int  # a whole pod
-    min_chips: int  # the smallest slice
+    min_chips: int  # the smallest accelerator type (a topology may be one chip)
     aliases: tuple[str, ...] = ()  # other accelerator prefixes: "v5e" for v5litepod
 
     @property
@@ -224,12 +226,12 @@ def _from_topology(name: str, generation: TpuGeneration, sides: str) -> TpuSlice
     else:
         rule = (
             f"{generation.name} topologies are AxBxC, every side at most 4 or a "
-            f"multiple of 4, {generation.min_chips} to {generation.max_chips} chips"
+            f"multiple of 4, at most {generation.max_chips} chips"
         )
         ok = (
             len(shape) == 3
             and all(0 < s <= _CUBE or s % _CUBE == 0 for s in shape)
-            and generation.min_chips <= math.prod(shape) <= generation.max_chips
+            and math.prod(shape) <= generation.max_chips
         )
     if not ok:
         raise TargetError(f"`target` (={name!r}) is not a TPU topology: {rule}")

@@ -166,8 +166,8 @@ def test_described_gpus_and_tpus_compile_in_one_process():
 def test_the_hbm_table_is_libtpus(name):
     """One buffer of the table's HBM less 1 MiB compiles; of the table's HBM, is refused."""
     generation = GENERATIONS[name]
-    topology = {"v4": "v4-8", "v5p": "v5p-8", "tpu7x": "tpu7x-2"}.get(name, f"{name}:1x1")
-    devices = get_target(topology).devices()[:1]
+    one_chip = "1x1" if generation.dims == 2 else "1x1x1"
+    devices = get_target(f"{name}:{one_chip}").devices()[:1]
 
     def one_buffer(size):
         args = placed(({}, jax.ShapeDtypeStruct((size,), jnp.int8)), devices, P())[1:]

@@ -37,6 +37,7 @@ GIB, MIB = 1 << 30, 1 << 20
         ("v5e:2x2", "v5e:2x2", 4, "chip", 1),
         ("v5:2x2x1", "v5p:2x2x1", 4, "chip", 1),
         ("tpu7x:2x2x2", "tpu7x:2x2x2", 16, "TensorCore", 2),
+        ("v5p:1x1x1", "v5p:1x1x1", 1, "chip", 1),
     ],
 )
 def test_names_users_know_map_to_slices(name, topology, devices, device, hosts):
@@ -56,7 +57,7 @@ def test_accelerator_type_and_topology_agree():
             tpu = parse_tpu_name(name)
             assert tpu.accelerator_type == name
             assert parse_tpu_name(tpu.topology).accelerator_type == name
-            assert tpu.chips % tpu.generation.min_chips == 0
+            assert tpu.chips >= tpu.generation.min_chips
 
 
 def test_known_targets_stays_the_gpus_and_names_tpus_on_request():
@@ -78,7 +79,7 @@ def test_known_targets_stays_the_gpus_and_names_tpus_on_request():
          r"2x2, 2x4"),
         ("v5e:2x2x1", r"v5e topologies are 1x1"),
         ("v5p:6x2x1", r"v5p topologies are AxBxC, every side at most 4 or a multiple of 4"),
-        ("v4:1x1x1", r"4 to 4096 chips"),
+        ("v4:32x32x32", r"at most 4096 chips"),
         ("v5lite-4", r"`target` \(='v5lite-4'\) is not a known target.*did you mean 'v5litepod-4'"),
     ],
 )  # fmt: skip
