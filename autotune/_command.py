@@ -154,7 +154,7 @@ def _check_runnable(workloads: Sequence[Workload], target: Target) -> None:
     if target.deviceless:
         raise TuneError(
             f"--verify, --verify-boundary and --time run the step on this machine's "
-            f"device, and `--target` (={target.name!r}) is a described GPU: tune "
+            f"device, and `--target` (={target.name!r}) is a described target: tune "
             "--target local to run the answer for real"
         )
 

@@ -23,7 +23,11 @@ Schema (version 1)::
           "multiple_of": 8, "max_batch": 65536,
           "probes": [{"batch": 8, "argument_bytes": ..., "output_bytes": ...,
                       "alias_bytes": ..., "temp_bytes": ..., "need_bytes": ...,
-                      "compile_seconds": ..., "flops": ...}, ...],
+                      "compile_seconds": ..., "flops": ...,
+                      "code_bytes": ...,             # the program's code
+                      "required_bytes": null,        # refused by a TPU compiler: what it
+                      "available_bytes": null}, ...],  # said it needed and had
+          "code_in_peak_bytes": 0,           # TPU: program code counted in peak_bytes
           "interrupted": false,
           "from_cache": false,               # answered from the result cache
           "flops_per_example": 9.0e10,       # or null
