@@ -35,7 +35,13 @@ import re
 from typing import Any
 
 from autotune._errors import TargetError
-from autotune._targets import Target, _captured_stderr, _installed_version, cuda_plugin_without_gpu
+from autotune._targets import (
+    Target,
+    _captured_stderr,
+    _cpu_only_plugin_start,
+    _installed_version,
+    cuda_plugin_without_gpu,
+)
 from autotune._tpu_specs import TpuSlice
 
 _CUDA_PLUGINS = ("jax-cuda13-plugin", "jax-cuda12-plugin")
@@ -120,6 +126,18 @@ def _tpu_chips_present() -> bool:
         return False
 
 
+def _register_plugins_quietly() -> None:
+    """Registers JAX's plugins now, as the first described GPU does: a CUDA
+    plugin without a GPU then registers without its failing check, and the
+    backend start that lowering triggers leaves it out without a word."""
+    from jax._src import xla_bridge
+
+    register = getattr(xla_bridge, "_discover_and_register_pjrt_plugins", None)
+    if register is not None:
+        with _cpu_only_plugin_start():
+            register()
+
+
 def _jax_libtpu_pin() -> str | None:
     """The libtpu version pattern jax's `[tpu]` extra requires, e.g. "0.0.42.*"."""
     for requirement in importlib.metadata.requires("jax") or ():
@@ -142,6 +160,7 @@ def _topology_devices(
 
     if not _tpu_chips_present():  # no TPU to guard: let other processes load libtpu too
         os.environ.setdefault(MULTIPLE_LOADS, "1")
+    _register_plugins_quietly()
     with _captured_stderr() as stderr:
         try:
             described = topologies.get_topology_desc(

@@ -6,6 +6,10 @@ is refused by the compiler.
 """
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +25,7 @@ from autotune._layout import lay_out
 from autotune._probe import REMAT_PASS_OFF, Prober
 from autotune._refusal import hbm_refusal
 from autotune._tpu_specs import GENERATIONS
+from autotune._tpu_targets import MULTIPLE_LOADS
 from autotune._tpu_tuning import MAX_HBM_OPTION
 from autotune.cli import main
 
@@ -175,3 +180,25 @@ def test_the_hbm_table_is_libtpus(name):
 
     assert one_buffer(generation.hbm_bytes - MIB)[0] is not None
     assert one_buffer(generation.hbm_bytes)[1] is not None
+
+
+def test_quiet_and_unlocked_without_jax_platforms():
+    """A fresh process, no JAX_PLATFORMS, while this one holds libtpu: no
+    libtpu warnings, no CUDA plugin traceback, no libtpu lock in the way."""
+    get_target("v5e:1x1").devices()  # this process has loaded libtpu
+    code = (
+        "import autotune, jax, jax.numpy as jnp\n"
+        "t = autotune.get_target('v5litepod-1')\n"
+        "x = jax.ShapeDtypeStruct((8, 8), jnp.float32, sharding=t.sharding())\n"
+        "jax.jit(lambda x: x @ x).lower(x).compile()\n"
+        "print(t.devices()[0].device_kind, jax.devices()[0].platform)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", MULTIPLE_LOADS)}
+    root = Path(__file__).resolve().parent.parent
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "TPU v5 lite cpu"
+    assert not run.stderr.strip(), run.stderr
