@@ -158,6 +158,15 @@ def test_per_device_bytes_on_a_slice_dp_and_fsdp():
     assert args["fsdp"] < args["dp"]  # TPU tiles pad small shards: no closed form
 
 
+def test_a_multi_host_slice_compiles_from_this_one_process():
+    """v5litepod-16: 16 chips on 2 hosts (8 each, as Cloud TPU's v5e hosts hold)."""
+    devices = get_target("v5litepod-16").devices()
+    assert len(devices) == 16 and len({d.process_index for d in devices}) == 2
+    workload = lay_out(Workload(mlp_step, mlp_args, donate_argnums=0), devices, "dp")
+    laid = probe(workload.args_for_batch, 64)
+    assert laid.argument_bytes == probe(lambda b: placed(mlp_args(b), devices), 64).argument_bytes
+
+
 def test_described_gpus_and_tpus_compile_in_one_process():
     pytest.importorskip("jax_plugins.xla_cuda13", reason="needs the CUDA plugin ([deviceless])")
     for name, kind in (("h100-sxm-80gb", "NVIDIA H100"), ("v5e:1x1", "TPU v5 lite")):
