@@ -166,8 +166,9 @@ def _laid_out(workload: Workload, target: Target, layout: str) -> Workload:
 
 
 def _progress(probe: Probe) -> None:
+    verb = "refused " if probe.refused else "compiled"
     print(
-        f"  compiled batch {probe.batch:>6}: needs {format_bytes(probe.need_bytes):>9}"
+        f"  {verb} batch {probe.batch:>6}: needs {format_bytes(probe.need_bytes):>9}"
         f"  ({probe.compile_seconds:.1f} s)",
         file=sys.stderr,
         flush=True,
