@@ -158,6 +158,30 @@ def test_per_device_bytes_on_a_slice_dp_and_fsdp():
     assert args["fsdp"] < args["dp"]  # TPU tiles pad small shards: no closed form
 
 
+def test_a_users_own_shardings_over_the_slices_devices():
+    """A 2x2 mesh of the slice's chips: batch over "data", w1 over "model"."""
+    devices = np.array(get_target("v5e:2x2").devices()).reshape(2, 2)
+    mesh = Mesh(devices, ("data", "model"))
+
+    def args(batch):
+        params, x, y = mlp_args(batch)
+        specs = ({"w1": P(None, "model"), "w2": P()}, P("data", None), P("data"))
+        return jax.tree.map(
+            lambda s, spec: jax.ShapeDtypeStruct(
+                s.shape, s.dtype, sharding=NamedSharding(mesh, spec)
+            ),
+            (params, x, y),
+            specs,
+        )
+
+    result = find_max_batch(mlp_step, args, target="v5e:2x2", budget_bytes=MIB,
+                            donate_argnums=0, data_parallel_size=2)  # fmt: skip
+    assert result.data_parallel_size == 2 and result.per_device_batch == result.batch // 2
+    options = result.xla_settings["compiler_options"]
+    assert compile_at(mlp_step, args(result.batch), options)[0] == result.peak_bytes
+    assert compile_at(mlp_step, args(result.next_batch), options)[1] is not None
+
+
 def test_a_multi_host_slice_compiles_from_this_one_process():
     """v5litepod-16: 16 chips on 2 hosts (8 each, as Cloud TPU's v5e hosts hold)."""
     devices = get_target("v5litepod-16").devices()
