@@ -36,7 +36,7 @@ from autotune._report import write_atomic
 from autotune._result import TuneResult
 from autotune._validate import result_from_dict
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 
 
 def default_cache_dir() -> Path:

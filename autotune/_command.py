@@ -173,7 +173,7 @@ def _check_runnable(workloads: Sequence[Workload], target: Target) -> None:
     if target.deviceless:
         raise TuneError(
             f"--verify, --verify-boundary and --time run the step on this machine's "
-            f"device, and `--target` (={target.name!r}) is a described GPU: tune "
+            f"device, and `--target` (={target.name!r}) is a described target: tune "
             "--target local to run the answer for real"
         )
 
@@ -185,8 +185,9 @@ def _laid_out(workload: Workload, target: Target, layout: str) -> Workload:
 
 
 def _progress(probe: Probe) -> None:
+    verb = "refused " if probe.refused else "compiled"
     print(
-        f"  compiled batch {probe.batch:>6}: needs {format_bytes(probe.need_bytes):>9}"
+        f"  {verb} batch {probe.batch:>6}: needs {format_bytes(probe.need_bytes):>9}"
         f"  ({probe.compile_seconds:.1f} s)",
         file=sys.stderr,
         flush=True,

@@ -5,6 +5,10 @@ class TuneError(ValueError):
     """Bad input or an impossible request; the message names what and why."""
 
 
+class TargetError(TuneError):
+    """A target that cannot be built; the message names the input and the rule."""
+
+
 class SearchInterrupted(KeyboardInterrupt):
     """Ctrl-C during a search; `results` holds what was proven before it.
 

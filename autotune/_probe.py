@@ -21,6 +21,7 @@ import jax
 
 from autotune._errors import TuneError
 from autotune._layout import own_sharding
+from autotune._refusal import hbm_refusal
 from autotune._workload import as_argnums, jit_step
 from autotune._xla_dump import Dump, compile_with_dump
 
@@ -75,10 +76,26 @@ class Probe:
     temp_bytes: int
     compile_seconds: float
     flops: float | None = None
+    # Set when the compiler refused the program for want of HBM (TPU): the
+    # bytes it said the program required and had, rounded as it prints them
+    # and counting the program's code; the four fields above are then 0.
+    required_bytes: int | None = None
+    available_bytes: int | None = None
+    # The compiled program's code (`generated_code_size_in_bytes`); a TPU
+    # holds it in HBM beside the buffers, and its compiler counts both.
+    code_bytes: int = 0
+
+    @property
+    def refused(self) -> bool:
+        """The compiler refused the program: it does not fit."""
+        return self.required_bytes is not None
 
     @property
     def need_bytes(self) -> int:
-        """Peak bytes the device needs to run the compiled step."""
+        """Peak bytes the device needs to run the compiled step (a refused
+        program's: what the compiler said it required)."""
+        if self.required_bytes is not None:
+            return self.required_bytes
         return need(self.argument_bytes, self.output_bytes, self.alias_bytes, self.temp_bytes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -319,7 +336,15 @@ class Prober:
             with _IN_FLIGHT, xla_remat_pass(self._remat_pass):
                 compiled = self._compile_lowered(lowered, batch)
         except Exception as e:
-            return CompileFailure(batch, f"{type(e).__name__}: {e}", time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            refusal = hbm_refusal(e)
+            if refusal is None:
+                return CompileFailure(batch, f"{type(e).__name__}: {e}", seconds)
+            return Probe(
+                batch, 0, 0, 0, 0, seconds,
+                required_bytes=refusal.required_bytes,
+                available_bytes=refusal.available_bytes,
+            )  # fmt: skip
         seconds = time.perf_counter() - start
         analysis = compiled.memory_analysis()
         if analysis is None:
@@ -336,6 +361,7 @@ class Prober:
             temp_bytes=int(analysis.temp_size_in_bytes),
             compile_seconds=seconds,
             flops=_flops(compiled),
+            code_bytes=int(getattr(analysis, "generated_code_size_in_bytes", 0) or 0),
         )
 
     def _compile_lowered(self, lowered: Any, batch: int) -> Any:

@@ -1,11 +1,13 @@
 """The JSON report a training job reads, and the one-line reader for it.
 
-Schema (version 2; the reader also takes version 1, which had no
+Schema (version 3; the reader also takes version 2, which had no TPU
+fields: `compiler_fits`, `code_in_peak_bytes` and the probes' `code_bytes`,
+`required_bytes`, `available_bytes`; and version 1, which also had no
 `failures`, `contradictions` or peak breakdown)::
 
     {
       "schema": "autotune.result",
-      "version": 2,
+      "version": 3,
       "results": [
         {
           "label": "vgg16 remat=none",      # the choice this row answers
@@ -25,7 +27,14 @@ Schema (version 2; the reader also takes version 1, which had no
           "multiple_of": 8, "max_batch": 65536,
           "probes": [{"batch": 8, "argument_bytes": ..., "output_bytes": ...,
                       "alias_bytes": ..., "temp_bytes": ..., "need_bytes": ...,
-                      "compile_seconds": ..., "flops": ...}, ...],
+                      "compile_seconds": ..., "flops": ...,
+                      "code_bytes": ...,             # the program's code
+                      "required_bytes": null,        # refused by a TPU compiler: what it
+                      "available_bytes": null}, ...],  # said it needed and had
+          "compiler_fits": false,            # TPU: the compiler fits programs itself; a
+                                             # batch fits when it compiles, next_batch
+                                             # is the candidate above, refused
+          "code_in_peak_bytes": 0,           # TPU: program code counted in peak_bytes
           "interrupted": false,
           "from_cache": false,               # answered from the result cache
           "flops_per_example": 9.0e10,       # or null
@@ -75,9 +84,10 @@ from autotune._result import TuneResult
 from autotune._validate import check_recommendation, result_from_dict
 
 SCHEMA = "autotune.result"
-VERSION = 2
-# Versions this reader takes; those before 2 lack `failures` and `contradictions`.
-READABLE = (1, 2)
+VERSION = 3
+# Versions this reader takes; those before 3 lack the TPU fields, those
+# before 2 also `failures` and `contradictions`.
+READABLE = (1, 2, 3)
 
 
 def to_json(
@@ -154,7 +164,7 @@ def _read(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], tuple[Tun
         if not isinstance(rows, list):
             raise TuneError(f"`results` (={check.shown(rows)}) must be a list of results")
         results = tuple(
-            result_from_dict(row, f"results[{i}]", legacy=version < 2) for i, row in enumerate(rows)
+            result_from_dict(row, f"results[{i}]", version=version) for i, row in enumerate(rows)
         )
         if "recommendation" in data:
             check_recommendation(data["recommendation"], results, "recommendation")

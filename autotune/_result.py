@@ -25,6 +25,9 @@ class TuneResult:
     a < b, whose need fell from a to b: need did not grow with the batch,
     and the answer is not exact.
 
+    With `compiler_fits` (a TPU), a batch fits when it compiles, and
+    `next_batch` is the next candidate, refused by the compiler.
+
     With `data_parallel_size` > 1, batches are global (split over that many
     devices: `per_device_batch` each) and byte counts are one device's.
     """
@@ -55,6 +58,13 @@ class TuneResult:
     contradictions: tuple[tuple[int, int], ...] = ()
     # What is live at the peak of the compile at `batch`; only when asked for.
     peak_breakdown: PeakBreakdown | None = None
+    # The target's compiler fits programs into memory itself and refuses one
+    # that cannot fit (a TPU): a batch fits when it compiles, and the next
+    # candidate was refused; need(batch) is not assumed to grow.
+    compiler_fits: bool = False
+    # Program code counted in `peak_bytes` (TPU: the compiler fits code and
+    # buffers into HBM together); 0 where the peak is buffers alone.
+    code_in_peak_bytes: int = 0
 
     @property
     def budget_bytes(self) -> int:
@@ -102,7 +112,14 @@ class TuneResult:
 
     def render(self) -> str:
         """A short report a person reads."""
-        if self.next_batch is not None:
+        refusal = next((p for p in self.probes if p.batch == self.next_batch and p.refused), None)
+        if refusal is not None:
+            nxt = (
+                f"next candidate {self.next_batch} refused by the compiler: needs "
+                f"{refusal.required_bytes:,} B of {refusal.available_bytes:,} B, "
+                "to the precision of its message"
+            )
+        elif self.next_batch is not None:
             nxt = f"next candidate {self.next_batch} needs {self.next_peak_bytes:,} B: does not fit"
             skipped = sorted(
                 f.batch for f in self.failures if self.batch < f.batch < self.next_batch
@@ -117,7 +134,8 @@ class TuneResult:
             f"{self.label or 'step'} on {self.target}",
             f"  max batch       {self.batch}  ({nxt})",
             *_per_device_lines(self),
-            f"  predicted peak  {self.peak_bytes:,} B ({format_bytes(self.peak_bytes)})",
+            f"  predicted peak  {self.peak_bytes:,} B ({format_bytes(self.peak_bytes)})"
+            + _code_text(self),
             f"  budget          {self.budget_bytes:,} B ({format_bytes(self.budget_bytes)}); "
             f"{self.budget.source}"
             + (
@@ -201,6 +219,16 @@ def _per_device_lines(result: TuneResult) -> list[str]:
         f"  per device      {result.per_device_batch} examples on each of {n} "
         "devices (the batch above is global; bytes below are per device)"
     ]
+
+
+def _code_text(result: TuneResult) -> str:
+    code = result.code_in_peak_bytes
+    if not code:
+        return ""
+    return (
+        f": buffers {result.peak_bytes - code:,} B + program code {code:,} B, "
+        "as the TPU compiler counts HBM"
+    )
 
 
 def _estimate_text(result: TuneResult) -> str:

@@ -62,8 +62,15 @@ from pathlib import Path
 from typing import Any
 
 from autotune import _checks as check
-from autotune._errors import TuneError
+from autotune._errors import TargetError, TuneError
 from autotune._gpu_specs import GPU_SPECS, render_target_config
+from autotune._tpu_specs import (
+    GENERATIONS,
+    TpuSlice,
+    accelerator_types,
+    close_tpu_names,
+    parse_tpu_name,
+)
 
 DEFAULT_MEM_FRACTION = 0.75
 MEM_FRACTION_ENV = ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION")
@@ -96,10 +103,6 @@ LOCAL_DEVICELESS = "local-deviceless"
 GPUS_PER_HOST = 8
 MAX_DESCRIBED_DEVICES = 1024
 _COUNT_PREFIX = re.compile(r"(\d+)x(.+)")
-
-
-class TargetError(TuneError):
-    """A target that cannot be built; the message names the input and the rule."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,11 +143,16 @@ class Target:
     budget: MemoryBudget | None = None
     budget_source: str = "unknown"
     device_count: int = 1
+    tpu: TpuSlice | None = None  # a described TPU slice
 
     def devices(self) -> list[Any]:
         """The JAX devices to compile for (`device_count` of them)."""
         if not self.deviceless:
             return _local_devices(self.device_count)
+        if self.tpu is not None:
+            from autotune._tpu_targets import tpu_devices  # it builds on this module
+
+            return tpu_devices(self.tpu)
         try:
             check_cuda_plugin()
             return list(_topology_devices(self.target_config, topology(self.device_count)))
@@ -156,16 +164,20 @@ class Target:
         return _replicated_sharding(tuple(self.devices()))
 
 
-def known_targets() -> tuple[str, ...]:
-    """Names of the described GPUs."""
-    return tuple(GPU_SPECS)
+def known_targets(*, tpu: bool = False) -> tuple[str, ...]:
+    """Names of the described GPUs; with `tpu`, then every Cloud TPU accelerator
+    type (topology strings such as "v5e:2x2" name TPU slices too)."""
+    tpus = [t for g in GENERATIONS.values() for t in accelerator_types(g)] if tpu else []
+    return (*GPU_SPECS, *tpus)
 
 
 def get_target(
     name_or_path: str | os.PathLike, *, mem_fraction: float | None = None, devices: int = 1
 ) -> Target:
     """The target named "local", "auto", "local-deviceless", a GPU from
-    `known_targets()`, or a config file.
+    `known_targets()`, a Cloud TPU slice (an accelerator type such as
+    "v5litepod-4", or a topology such as "v5e:2x2": all its devices), or a
+    config file.
 
     "auto" is the local accelerator if there is one, else a described
     `DEFAULT_DESCRIBED_TARGET`.
@@ -200,6 +212,11 @@ def get_target(
         return local_deviceless_target(mem_fraction=mem_fraction, devices=devices)
     if name_or_path in GPU_SPECS:
         return described_target(name_or_path, mem_fraction=mem_fraction, devices=devices)
+    tpu = parse_tpu_name(name_or_path)
+    if tpu is not None:
+        from autotune._tpu_targets import tpu_target  # it builds on this module
+
+        return tpu_target(tpu, mem_fraction=mem_fraction, devices=devices)
     if _looks_like_path(name_or_path):
         return file_target(name_or_path, mem_fraction=mem_fraction, devices=devices)
     raise _unknown_target(name_or_path)
@@ -443,12 +460,13 @@ def check_cuda_plugin() -> str:
 
 
 def _unknown_target(name: str) -> TargetError:
-    close = difflib.get_close_matches(name, GPU_SPECS, n=1)
+    close = difflib.get_close_matches(name, GPU_SPECS, n=1) or close_tpu_names(name)[:1]
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return TargetError(
         f"`target` (={name!r}) is not a known target: use 'local', 'auto', "
-        f"{LOCAL_DEVICELESS!r}, one of "
-        f"{', '.join(known_targets())}, or a path to a target config file{hint}"
+        f"{LOCAL_DEVICELESS!r}, one of {', '.join(known_targets())}, a Cloud TPU "
+        f"accelerator type or topology (v5litepod-4, v5e:2x2; autotune --list-targets), "
+        f"or a path to a target config file{hint}"
     )
 
 

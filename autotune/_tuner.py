@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,11 +17,13 @@ from autotune._budget import Budget, resolve_budget
 from autotune._cache import ResultCache, cache_key, program_hash
 from autotune._errors import SearchInterrupted, TuneError
 from autotune._estimate import Estimate
-from autotune._layout import device_bytes
+from autotune._layout import LAYOUTS, device_bytes
 from autotune._probe import CompilerOptions, Probe, Prober, compile_failures_text
 from autotune._result import TuneResult
 from autotune._search import check_grid, search
 from autotune._targets import Target, get_target
+from autotune._tpu_search import search_compiles
+from autotune._tpu_tuning import on_slice, outcome, tpu_budget
 from autotune._units import format_bytes
 from autotune._why import breakdown_at
 from autotune._workload import Workload, as_workload
@@ -38,7 +41,7 @@ def find_max_batch(
     target: str | Target = "local",
     budget_bytes: int | None = None,
     reserve_bytes: int = 0,
-    multiple_of: int = 8,
+    multiple_of: int | None = None,
     max_batch: int = 65536,
     donate_argnums: int | Sequence[int] = _UNSET,
     xla_remat_pass: bool = False,
@@ -47,7 +50,8 @@ def find_max_batch(
     on_probe: Callable[[Probe], None] | None = None,
     label: str = "",
     cache: ResultCache | None = None,
-    data_parallel_size: int = 1,
+    data_parallel_size: int | None = None,
+    layout: str = "dp",
     workers: int | None = None,
     why: bool = False,
 ) -> TuneResult:
@@ -64,10 +68,13 @@ def find_max_batch(
             pytrees of `jax.ShapeDtypeStruct`. Nothing is allocated. Only
             with a step, not a workload.
         target: "local" (the default device), a described GPU name from
-            `autotune.known_targets()`, a target config file, or a `Target`.
-        budget_bytes: bytes the step may use; wins over the target's limit.
+            `autotune.known_targets()`, a Cloud TPU slice ("v5e:1x1",
+            "v5litepod-4"), a target config file, or a `Target`.
+        budget_bytes: bytes the step may use; wins over the target's limit
+            (on a TPU it becomes the compiler's limit, in whole MiB).
         reserve_bytes: bytes kept free for other live buffers.
-        multiple_of: candidate batches are its multiples.
+        multiple_of: candidate batches are its multiples (default: the
+            least common multiple of 8 and `data_parallel_size`).
         max_batch: the largest candidate.
         donate_argnums: arguments the step donates (with a step only).
         xla_remat_pass: keep XLA's automatic rematerialization pass on. Off
@@ -86,8 +93,13 @@ def find_max_batch(
         data_parallel_size: devices the batch is split over (a mesh's data
             axis). Batches are then global, multiples of it (so must
             `multiple_of` be), and every byte count is one device's.
+            Default: 1, or a TPU slice's device count.
+        layout: how a TPU slice places arguments without a sharding of
+            their own, "dp" or "fsdp" (see `autotune._layout`); a slice is
+            a mesh over all its devices, so batches are then global.
         workers: compiles at once (default: one on a local accelerator,
-            else one per core, at most `MAX_WORKERS`).
+            else one per core, at most `MAX_WORKERS`; a TPU target's
+            compiles run one at a time).
         why: also explain the answer's peak (`TuneResult.peak_breakdown`):
             the search dumps its compiles and the breakdown is read from the
             one at the answer; a cached answer costs one more compile.
@@ -105,21 +117,33 @@ def find_max_batch(
     workload = _workload(step, args_for_batch, donate_argnums, estimate)
     label = check.string("label", label) or workload.label
     start = time.perf_counter()
-    multiple_of, max_batch = check_grid(multiple_of, max_batch)
-    data_parallel_size = _check_data_parallel(data_parallel_size, multiple_of)
     check.boolean("xla_remat_pass", xla_remat_pass)
     check.callable_or_none("on_probe", on_probe)
     check.instance_or_none("cache", cache, ResultCache, "an autotune.ResultCache")
     check.instance_or_none("compiler_options", compiler_options, Mapping, "a mapping")
+    if layout not in LAYOUTS:
+        raise TuneError(f"`layout` (={check.shown(layout)}) must be one of {', '.join(LAYOUTS)}")
     tgt = target if isinstance(target, Target) else get_target(target)
-    budget = resolve_budget(
-        budget_bytes=budget_bytes,
-        reserve_bytes=reserve_bytes,
-        target_limit=tgt.default_budget_bytes,
-        target_source=tgt.budget_source,
-        platform=tgt.platform,
-    )
+    tpu = tgt.platform == "tpu"
     options = dict(compiler_options or {})
+    if tpu:
+        budget, aim = tpu_budget(tgt, budget_bytes, reserve_bytes)
+        options.update(aim)
+        workload, data_parallel_size = on_slice(workload, tgt, layout, data_parallel_size)
+    else:
+        budget = resolve_budget(
+            budget_bytes=budget_bytes,
+            reserve_bytes=reserve_bytes,
+            target_limit=tgt.default_budget_bytes,
+            target_source=tgt.budget_source,
+            platform=tgt.platform,
+        )
+    data_parallel_size = 1 if data_parallel_size is None else data_parallel_size
+    if multiple_of is None:
+        valid = isinstance(data_parallel_size, int) and data_parallel_size > 0
+        multiple_of = math.lcm(8, data_parallel_size) if valid else 8
+    multiple_of, max_batch = check_grid(multiple_of, max_batch)
+    data_parallel_size = _check_data_parallel(data_parallel_size, multiple_of)
     prober = Prober(
         workload.step,
         workload.args_for_batch,
@@ -148,17 +172,18 @@ def find_max_batch(
             return _explained(hit, prober) if why else hit
     estimate = workload.estimate
     hint = estimate if estimate and estimate.per_example_bytes > 0 else None
-    bracket = search(
-        prober.measure,
-        budget.bytes,
+    where = dict(
         multiple_of=multiple_of,
         max_batch=max_batch,
         guess=hint.max_batch(budget.bytes) if hint else None,
         per_example=hint.per_example_bytes if hint else None,
-        width=prober.workers,
     )
+    if tpu:
+        bracket = search_compiles(outcome(prober), budget.bytes, **where)
+    else:
+        bracket = search(prober.measure, budget.bytes, width=prober.workers, **where)
     if bracket.interrupted:  # the probes may hold a compile the bracket did not see
-        fits = [p for p in prober.probes.values() if p.need_bytes <= budget.bytes]
+        fits = [p for p in prober.probes.values() if _fits(p, budget, tpu)]
         bracket = dataclasses.replace(
             bracket, lo=max((p.batch for p in fits), default=None), hi=None
         )
@@ -168,16 +193,19 @@ def find_max_batch(
         raise TuneError(_no_answer(prober, budget, options))
     answer = prober.probes[bracket.lo]
     nxt = prober.probes[bracket.hi] if bracket.hi is not None else None
-    smallest = min(prober.probes.values(), key=lambda p: p.batch)
+    smallest = min((p for p in prober.probes.values() if not p.refused), key=lambda p: p.batch)
     per_example = _slope(smallest, answer)
+    peak = answer.need_bytes + (answer.code_bytes if tpu else 0)
     result = TuneResult(
         label=label,
         batch=answer.batch,
-        peak_bytes=answer.need_bytes,
+        peak_bytes=peak,
+        compiler_fits=tpu,
+        code_in_peak_bytes=answer.code_bytes if tpu else 0,
         budget=budget,
         next_batch=nxt.batch if nxt else None,
         next_peak_bytes=nxt.need_bytes if nxt else None,
-        fixed_bytes=answer.need_bytes - per_example * answer.batch,
+        fixed_bytes=peak - per_example * answer.batch,
         per_example_bytes=per_example,
         estimate_per_example_bytes=estimate.per_example_bytes if estimate else None,
         **_flops_per_example(prober, answer, data_parallel_size),
@@ -199,6 +227,11 @@ def find_max_batch(
     if cache is not None:
         cache.put(key, result, _proof(prober, result))
     return _explained(result, prober) if why else result
+
+
+def _fits(probe: Probe, budget: Budget, tpu: bool) -> bool:
+    """Whether a probe fits: on a TPU, it compiled (the compiler fits it)."""
+    return not probe.refused if tpu else probe.need_bytes <= budget.bytes
 
 
 def _explained(result: TuneResult, prober: Prober) -> TuneResult:
@@ -336,6 +369,12 @@ def _check_arguments_fit(prober: Prober, batch: int, budget: Budget) -> None:
 
 
 def _does_not_fit(probe: Probe, budget: Budget) -> str:
+    if probe.refused:
+        return (
+            f"the step does not fit at the smallest candidate batch={probe.batch}: the "
+            f"compiler refused it, requiring {format_bytes(probe.need_bytes)} of "
+            f"{format_bytes(probe.available_bytes)} ({budget.source})"
+        )
     return (
         f"the step does not fit at the smallest candidate batch={probe.batch}: "
         f"it needs {probe.need_bytes:,} B ({format_bytes(probe.need_bytes)}) "

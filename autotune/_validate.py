@@ -11,6 +11,12 @@ answer is the largest candidate, or the search was interrupted); the derived
 fields (budget bytes, headroom, batch per device, need of each compile, the
 fit through the answer, the compile count, the pairs whose need falls) agree
 with what they derive from. Fields this reader does not know are left alone.
+
+A row whose compiler fits programs itself (`compiler_fits`: a TPU) is
+proven by compiles alone: its probes may be refusals (the bytes the
+compiler said were required), its peak counts the program code, the next
+candidate is the one above the answer and was refused, and need is not
+assumed to grow (no contradictions).
 """
 
 from __future__ import annotations
@@ -73,17 +79,17 @@ def result_from_dict(
     data: Any,
     where: str = "result",
     expect: Mapping[str, Any] | None = None,
-    legacy: bool = False,
+    version: int = 3,
 ) -> TuneResult:
     """`data` as a `TuneResult`, once every field and the proof check out.
 
     `expect` maps fields to the values the caller asked for (a cache hit must
     answer the question asked: the same budget, grid, target and settings).
-    `legacy`: a row of a version-1 report, which had no `failures` and
-    `contradictions`.
+    `version`: the report schema the row was written in; rows before 3 had
+    no TPU fields, rows before 2 no `failures` and `contradictions`.
     Raises `TuneError` naming the first field that fails, and the rule.
     """
-    row = _Fields(data, where)
+    row = _Fields(_upgraded(data, version), where)
     m = row.integer("multiple_of", 1)
     top = row.integer("max_batch", m)
     dp = row.integer("data_parallel_size", 1)
@@ -91,21 +97,34 @@ def result_from_dict(
         raise row.fail("data_parallel_size", f"must divide `multiple_of` (={m})")
     batch = _candidate(row, "batch", m, top)
     budget = _budget(_Fields(row.raw("budget"), row.name("budget")))
-    probes = _probes(row, m, top)
-    if legacy:
-        row = _Fields({"failures": [], "contradictions": [], **row.data}, where)
+    fits_by_compiling = row.boolean("compiler_fits")
+    probes = _probes(row, m, top, fits_by_compiling)
     failed = _failures(row, m, top, probes)
     peak = row.integer("peak_bytes", 0)
-    if batch not in probes:
+    if batch not in probes or probes[batch].refused:
         raise row.fail("batch", f"is not among the batches compiled ({_batches(probes)})")
-    row.equal("peak_bytes", probes[batch].need_bytes, f"the need of the compile at batch {batch}")
+    code = row.integer("code_in_peak_bytes", 0)
+    if code != (probes[batch].code_bytes if fits_by_compiling else 0):
+        raise row.fail(
+            "code_in_peak_bytes",
+            "must be the answer's program code where the compiler fits programs "
+            "(compiler_fits), else 0",
+        )
+    row.equal(
+        "peak_bytes",
+        probes[batch].need_bytes + code,
+        f"the need of the compile at batch {batch} (with its code_in_peak_bytes)",
+    )
     if peak > budget.bytes:
         raise row.fail("peak_bytes", f"exceeds the budget (={budget.bytes:,})")
     row.equal("headroom_bytes", budget.bytes - peak, "budget.bytes - peak_bytes")
     row.equal("per_device_batch", batch // dp, "batch / data_parallel_size")
     interrupted = row.boolean("interrupted")
     row.boolean("from_cache")
-    _next_candidate(row, batch, m, top, budget, probes, failed, interrupted)
+    if fits_by_compiling:
+        _next_refused(row, batch, m, top, probes, failed, interrupted)
+    else:
+        _next_candidate(row, batch, m, top, budget, probes, failed, interrupted)
     fixed, per_example = row.integer("fixed_bytes"), row.integer("per_example_bytes")
     if fixed + per_example * batch != peak:
         raise row.fail(
@@ -114,7 +133,7 @@ def result_from_dict(
             f"peak_bytes (={peak:,}): the fit passes through the answer",
         )
     row.equal("compiles", len(probes) + len(failed), "the number of probes and failures")
-    _contradictions(row, probes)
+    _contradictions(row, {} if fits_by_compiling else probes)
     _descriptive_fields(row)
     try:
         result = TuneResult.from_dict(data)
@@ -142,6 +161,21 @@ def check_recommendation(data: Any, results: tuple[TuneResult, ...], where: str)
         raise rec.fail("batch", f"is not the batch of the row {label!r}")
 
 
+def _upgraded(data: Any, version: int) -> Any:
+    """A row of an older schema with the fields it lacked, as it meant them."""
+    if not isinstance(data, dict) or version >= 3:
+        return data
+    old: dict[str, Any] = {"compiler_fits": False, "code_in_peak_bytes": 0}
+    if version < 2:
+        old |= {"failures": [], "contradictions": []}
+    row = {**old, **data}
+    probes = row.get("probes")
+    if isinstance(probes, list):
+        blank = {"code_bytes": 0, "required_bytes": None, "available_bytes": None}
+        row["probes"] = [{**blank, **p} if isinstance(p, dict) else p for p in probes]
+    return row
+
+
 def _candidate(row: _Fields, field: str, m: int, top: int) -> int:
     batch = row.integer(field, 1)
     if batch % m or batch > top:
@@ -158,7 +192,7 @@ def _budget(fields: _Fields) -> Budget:
     return Budget(limit, reserve, fields.string("source"))
 
 
-def _probes(row: _Fields, m: int, top: int) -> dict[int, Probe]:
+def _probes(row: _Fields, m: int, top: int, fits_by_compiling: bool) -> dict[int, Probe]:
     items = row.raw("probes")
     if not isinstance(items, list) or not items:
         raise row.fail("probes", "must be a non-empty list of compiles")
@@ -173,12 +207,69 @@ def _probes(row: _Fields, m: int, top: int) -> dict[int, Probe]:
             *(fields.integer(name, 0) for name in _PROBE_BYTES),
             compile_seconds=fields.number("compile_seconds"),
             flops=fields.optional_number("flops"),
+            required_bytes=fields.optional_integer("required_bytes"),
+            available_bytes=fields.optional_integer("available_bytes"),
+            code_bytes=fields.integer("code_bytes", 0),
         )
-        fields.equal("need_bytes", probe.need_bytes, "argument + output - alias + temp bytes")
+        if probe.refused:
+            _refusal(fields, probe, fits_by_compiling)
+        elif probe.available_bytes is not None:
+            raise fields.fail("available_bytes", "must be null for a compile not refused")
+        else:
+            fields.equal("need_bytes", probe.need_bytes, "argument + output - alias + temp bytes")
         if probe.need_bytes < 0:
             raise fields.fail("need_bytes", "must not be negative")
         probes[batch] = probe
     return probes
+
+
+def _refusal(fields: _Fields, probe: Probe, fits_by_compiling: bool) -> None:
+    """A compile the compiler refused: what it said was required, above what
+    it had, and no buffers."""
+    if not fits_by_compiling:
+        raise fields.fail(
+            "required_bytes", "must be null: only a compiler that fits programs refuses them"
+        )
+    available = probe.available_bytes
+    if available is None or available < 1 or probe.required_bytes <= available:
+        raise fields.fail("required_bytes", "must exceed a positive available_bytes")
+    for name in _PROBE_BYTES:
+        if getattr(probe, name):
+            raise fields.fail(name, "must be 0 for a refused compile")
+    fields.equal("need_bytes", probe.need_bytes, "required_bytes, for a refused compile")
+
+
+def _next_refused(
+    row: _Fields,
+    batch: int,
+    m: int,
+    top: int,
+    probes: Mapping[int, Probe],
+    failed: set[int],
+    interrupted: bool,
+) -> None:
+    """Where the compiler fits programs: `next_batch` is the candidate above
+    the batch, refused; or none, at the largest candidate or interrupted."""
+    nxt = row.optional_integer("next_batch", 1)
+    nxt_peak = row.optional_integer("next_peak_bytes", 0)
+    if failed:
+        raise row.fail("failures", "must be empty where the compiler fits programs")
+    if nxt is None:
+        if nxt_peak is not None:
+            raise row.fail("next_peak_bytes", "must be null when next_batch is null")
+        if not interrupted and batch != top // m * m:
+            raise row.fail(
+                "next_batch",
+                f"is null, so the batch (={batch}) must be the largest candidate "
+                f"(={top // m * m}) or the search interrupted",
+            )
+        return
+    if nxt != batch + m or nxt not in probes or not probes[nxt].refused:
+        raise row.fail(
+            "next_batch",
+            f"must be the candidate above the batch (={batch + m}), refused by the compiler",
+        )
+    row.equal("next_peak_bytes", probes[nxt].need_bytes, f"the bytes the refusal at {nxt} gave")
 
 
 def _failures(row: _Fields, m: int, top: int, probes: Mapping[int, Probe]) -> set[int]:

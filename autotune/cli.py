@@ -90,8 +90,14 @@ def _parser() -> argparse.ArgumentParser:
         "--target",
         default="auto",
         help="auto (the local accelerator, else a described "
-        "h100-sxm-80gb), local, a described GPU name, or a target "
+        "h100-sxm-80gb), local, a described GPU name, a Cloud TPU slice "
+        "(v5litepod-4, v5e:2x2: all its devices, batches global), or a target "
         "config file dumped by scripts/dump_target_config.py",
+    )
+    p.add_argument(
+        "--list-targets",
+        action="store_true",
+        help="list the described GPUs and TPU slices with one device's memory, and exit",
     )
     p.add_argument(
         "--mesh",
@@ -204,10 +210,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _keep_cuda_plugin_quiet() -> None:
     """Without a GPU, the installed CUDA plugin fails to start and says so at
-    length; described targets do not need it to start."""
-    from autotune._targets import cuda_plugin_without_gpu
+    length, and libtpu without a TPU prints warnings; described targets need
+    neither to start."""
+    from autotune._tpu_targets import accelerators_idle
 
-    if os.environ.get("JAX_PLATFORMS") or not cuda_plugin_without_gpu():
+    if os.environ.get("JAX_PLATFORMS") or not accelerators_idle():
         return
     os.environ["JAX_PLATFORMS"] = "cpu"
     if "jax" in sys.modules:  # read the variable at import: tell it directly
@@ -301,6 +308,11 @@ def _json_or_text(text: str) -> object:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.list_targets:
+        from autotune._target_list import render_target_list
+
+        print(render_target_list())
+        return 0
     _keep_cuda_plugin_quiet()
     from autotune._command import Job, run
     from autotune._signals import as_interrupts

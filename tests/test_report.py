@@ -32,7 +32,7 @@ def test_round_trip(results, tmp_path):
     write_json(results, path, recommend(results))
     assert read_results(path) == results
     data = json.loads(path.read_text())
-    assert (data["schema"], data["version"]) == ("autotune.result", 2)
+    assert (data["schema"], data["version"]) == ("autotune.result", 3)
     assert "peak_breakdown" not in data["results"][0]  # only when asked for
     assert data["recommendation"]["label"] in ("small", "large")
     assert [p.name for p in tmp_path.iterdir()] == ["tune.json"]
@@ -108,3 +108,15 @@ def test_a_version_1_report_without_failures_or_contradictions_is_read(results, 
     path.write_text(json.dumps({**data, "version": 2}))
     with pytest.raises(TuneError, match="lacks the field 'failures'"):
         read_results(path)
+
+
+def test_a_version_2_report_without_tpu_fields_is_read(results, tmp_path):
+    path = tmp_path / "tune.json"
+    write_json(results, path)
+    data = json.loads(path.read_text())
+    for row in data["results"]:
+        del row["compiler_fits"], row["code_in_peak_bytes"]
+        for probe in row["probes"]:
+            del probe["code_bytes"], probe["required_bytes"], probe["available_bytes"]
+    path.write_text(json.dumps({**data, "version": 2}))
+    assert read_results(path) == results

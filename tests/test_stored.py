@@ -96,9 +96,9 @@ def proof_paths(row, prefix):
     found |= {(*prefix, "budget", f) for f in ("limit_bytes", "reserve_bytes", "bytes")}
     for i, probe in enumerate(row["probes"]):
         if probe["batch"] in (row["batch"], row["next_batch"]):
-            found |= {
-                (*prefix, "probes", i, f) for f in probe if f not in ("compile_seconds", "flops")
-            }
+            # A program's code is part of the proof only where the peak counts it.
+            loose = ("compile_seconds", "flops") + (() if row["compiler_fits"] else ("code_bytes",))
+            found |= {(*prefix, "probes", i, f) for f in probe if f not in loose}
         found.add((*prefix, "probes", i, "need_bytes"))
     return found
 

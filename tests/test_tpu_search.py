@@ -1,0 +1,130 @@
+"""The TPU search (fits = compiles) against compilers whose need is not monotone.
+
+No JAX here: a compiler is a function batch -> (compiled, bytes).
+"""
+
+import random
+
+import pytest
+
+from autotune._errors import TuneError
+from autotune._tpu_search import search_compiles
+
+CAPACITY = 100_000
+
+
+class Compiler:
+    """A fake compiler: `fits(batch)` decides, `size(batch)` is the bytes it reports."""
+
+    def __init__(self, fits, size):
+        self.fits, self.size = fits, size
+        self.calls = []
+
+    def __call__(self, batch):
+        self.calls.append(batch)
+        return self.fits(batch), self.size(batch)
+
+
+def wiggly(seed):
+    """need(batch) affine within +-20%, differently at every batch: not monotone."""
+    rng = random.Random(seed)
+    fixed, slope = rng.randint(1_000, 20_000), rng.uniform(5, 300)
+    salt = rng.randrange(1 << 30)
+
+    def need(b):
+        noise = ((b * 2_654_435_761 + salt) % 1_000) / 1_000 - 0.5
+        return int((fixed + slope * b) * (1 + 0.4 * noise))
+
+    return need
+
+
+def check_proof(compiler, bracket, multiple_of):
+    """The answer compiled, the next candidate was refused, nothing compiled twice,
+    and nothing at or above a refused batch was compiled."""
+    assert len(compiler.calls) == len(set(compiler.calls)), "a batch compiled twice"
+    if bracket.lo is not None:
+        assert compiler.fits(bracket.lo) and bracket.lo in compiler.calls
+    if bracket.hi is not None:
+        assert not compiler.fits(bracket.hi) and bracket.hi in compiler.calls
+        assert bracket.lo is None or bracket.hi == bracket.lo + multiple_of
+    for i, b in enumerate(compiler.calls):
+        refused_before = [r for r in compiler.calls[:i] if not compiler.fits(r)]
+        assert all(b < r for r in refused_before), f"compiled {b} after {refused_before} refused"
+
+
+@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("multiple_of", [1, 8])
+def test_non_monotone_need_answer_compiles_and_next_is_refused(seed, multiple_of):
+    need = wiggly(seed)
+    compiler = Compiler(lambda b: need(b) <= CAPACITY, need)
+    rng = random.Random(seed)
+    guess = rng.choice([None, 50, 500, 5_000])
+    bracket = search_compiles(
+        compiler,
+        CAPACITY,
+        multiple_of=multiple_of,
+        max_batch=20_000,
+        guess=guess,
+        per_example=rng.uniform(5, 300) if guess else None,
+    )
+    check_proof(compiler, bracket, multiple_of)
+    if bracket.hi is None:  # no refusal: capped at the largest candidate
+        assert bracket.lo == 20_000 // multiple_of * multiple_of
+
+
+def test_non_monotone_compiles_a_bracket_never_an_average():
+    """Fits below 400 and again in [800, 900): the answer is a proven boundary."""
+    compiler = Compiler(lambda b: b < 400 or 800 <= b < 900, lambda b: 100 * b)
+    bracket = search_compiles(compiler, 40_000, multiple_of=8, max_batch=2_000)
+    check_proof(compiler, bracket, 8)
+    assert (bracket.lo, bracket.hi) == (392, 400)
+
+
+def test_refusals_that_report_less_than_the_fits_still_converge():
+    """A refused batch's reported bytes may be below a fitting one's (the
+    compiler counts differently near its limit): the search bisects."""
+    compiler = Compiler(lambda b: b <= 4_864, lambda b: 1_000 + 260 * b if b <= 4_864 else 2_000)
+    bracket = search_compiles(compiler, 2_097_152, multiple_of=8, max_batch=65_536)
+    check_proof(compiler, bracket, 8)
+    assert (bracket.lo, bracket.hi) == (4_864, 4_872)
+    assert len(compiler.calls) <= 16
+
+
+@pytest.mark.parametrize("capacity", range(20_000, 2_000_000, 99_991))
+def test_affine_compiler_takes_four_compiles(capacity):
+    def need(b):
+        return 5_000 + 97 * b
+
+    compiler = Compiler(lambda b: need(b) <= capacity, need)
+    bracket = search_compiles(compiler, capacity, multiple_of=8, max_batch=65_536)
+    check_proof(compiler, bracket, 8)
+    assert bracket.lo == (capacity - 5_000) // 97 // 8 * 8
+    assert len(compiler.calls) == 4, compiler.calls
+
+
+def test_smallest_candidate_refused():
+    compiler = Compiler(lambda b: False, lambda b: 10**9)
+    bracket = search_compiles(compiler, CAPACITY, multiple_of=8)
+    assert (bracket.lo, bracket.hi) == (None, 8) and compiler.calls == [8]
+
+
+def test_everything_compiles_up_to_max_batch():
+    compiler = Compiler(lambda b: True, lambda b: b)
+    bracket = search_compiles(compiler, CAPACITY, multiple_of=8, max_batch=1_000)
+    assert (bracket.lo, bracket.hi) == (1_000, None)
+    assert len(compiler.calls) <= 12
+
+
+def test_interrupt_returns_what_was_proven():
+    def fits(b):
+        if b > 1_000:
+            raise KeyboardInterrupt
+        return True
+
+    bracket = search_compiles(Compiler(fits, lambda b: 10 * b), CAPACITY, multiple_of=8)
+    assert bracket.interrupted and bracket.lo is not None and bracket.hi is None
+
+
+def test_bad_grid():
+    with pytest.raises(TuneError, match=r"`multiple_of` \(=0\)"):
+        search_compiles(Compiler(lambda b: True, lambda b: b), CAPACITY, multiple_of=0)
