@@ -22,6 +22,7 @@ import jax
 from autotune._errors import TuneError
 from autotune._layout import own_sharding
 from autotune._refusal import hbm_refusal
+from autotune._signals import delivered, raise_if_interrupted
 from autotune._workload import as_argnums, jit_step
 from autotune._xla_dump import Dump, compile_with_dump
 
@@ -294,12 +295,20 @@ class Prober:
     def measure(self, batches: Sequence[int], record: Callable[[int, int | None], None]) -> None:
         """Compiles `batches` concurrently; records each one's need (None: it
         did not compile) as its compile ends. The search's measure."""
+        try:
+            self._measure(batches, record)
+        except KeyboardInterrupt:
+            delivered()
+            raise
+
+    def _measure(self, batches: Sequence[int], record: Callable[[int, int | None], None]) -> None:
         pool = _pool(self._workers)
         pending = {}
         for batch in batches:
             if batch in self.probes or batch in self.failures:
                 record(batch, self._need(batch))
                 continue
+            raise_if_interrupted()
             lowered = self.lower(batch)
             pending[pool.submit(self._compile, batch, lowered)] = batch
             self.order.append(batch)
@@ -317,6 +326,7 @@ class Prober:
                 record(batch, self._need(batch))
                 if isinstance(outcome, Probe) and self._on_probe is not None:
                     self._on_probe(outcome)
+            raise_if_interrupted()
 
     def _need(self, batch: int) -> int | None:
         probe = self.probes.get(batch)

@@ -69,3 +69,28 @@ def test_a_signal_mid_search_writes_the_proven_batch_and_exits_cleanly(
         assert row["peak_bytes"] <= row["budget"]["bytes"]
         assert row["batch"] in [p["batch"] for p in row["probes"]]
     assert sum(code == status for code, _, _ in outcomes) >= runs // 2
+
+
+def test_a_signal_whose_raise_python_swallows_still_interrupts_the_search(capfd):
+    """A signal that lands in a finalizer (or a garbage-collector callback, as
+    JAX registers one) raises where Python prints "Exception ignored" and goes
+    on; the prober raises it at its next check instead, once."""
+    from steps import mlp_args, mlp_step
+
+    from autotune._probe import Prober
+    from autotune._signals import as_interrupts
+
+    class SignalledWhenCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(1000))  # the handler runs here, inside the finalizer
+
+    prober = Prober(mlp_step, mlp_args)
+    with as_interrupts() as received:
+        SignalledWhenCollected()
+        assert received.signum == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            prober.measure([8], lambda batch, need: None)
+        prober.measure([8], lambda batch, need: None)  # raised once, not again
+    assert 8 in prober.probes
+    assert "Exception ignored" not in capfd.readouterr().err
