@@ -29,6 +29,8 @@ from autotune._budget import Budget
 from autotune._errors import TuneError
 from autotune._probe import Probe
 from autotune._result import TuneResult
+from autotune._tpu_specs import parse_tpu_name
+from autotune._tpu_tuning import MAX_HBM_OPTION
 
 _PROBE_BYTES = ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes")
 
@@ -98,6 +100,8 @@ def result_from_dict(
     batch = _candidate(row, "batch", m, top)
     budget = _budget(_Fields(row.raw("budget"), row.name("budget")))
     fits_by_compiling = row.boolean("compiler_fits")
+    if fits_by_compiling:
+        _compiler_limit(row, budget)
     probes = _probes(row, m, top, fits_by_compiling)
     failed = _failures(row, m, top, probes)
     peak = row.integer("peak_bytes", 0)
@@ -223,6 +227,33 @@ def _probes(row: _Fields, m: int, top: int, fits_by_compiling: bool) -> dict[int
     return probes
 
 
+def _compiler_limit(row: _Fields, budget: Budget) -> None:
+    """Where the compiler fits programs (a TPU), the budget is its limit: the
+    whole MiB it was told (`xla_tpu_max_hbm_size_mib`), or else the HBM of
+    the row's target as the compiler counts it."""
+    settings = _Fields(row.raw("xla_settings"), row.name("xla_settings"))
+    options = _Fields(settings.raw("compiler_options"), settings.name("compiler_options"))
+    if MAX_HBM_OPTION in options.data:
+        told = options.integer(MAX_HBM_OPTION, 1)
+        if told << 20 != budget.bytes:
+            raise options.fail(
+                MAX_HBM_OPTION, f"must be the budget in MiB (={budget.bytes / (1 << 20):,})"
+            )
+        return
+    try:
+        tpu = parse_tpu_name(row.string("target"))
+    except TuneError:
+        tpu = None
+    if tpu is None or tpu.generation.hbm_bytes != budget.bytes:
+        hbm = "" if tpu is None else f" (={tpu.generation.hbm_bytes:,} B)"
+        raise settings.fail(
+            "compiler_options",
+            f"must hold {MAX_HBM_OPTION}, the limit the compiler fitted the answer "
+            f"into, unless the budget (={budget.bytes:,} B) is the HBM of the row's "
+            f"TPU target{hbm}",
+        )
+
+
 def _refusal(fields: _Fields, probe: Probe, fits_by_compiling: bool) -> None:
     """A compile the compiler refused: what it said was required, above what
     it had, and no buffers."""
@@ -233,7 +264,7 @@ def _refusal(fields: _Fields, probe: Probe, fits_by_compiling: bool) -> None:
     available = probe.available_bytes
     if available is None or available < 1 or probe.required_bytes <= available:
         raise fields.fail("required_bytes", "must exceed a positive available_bytes")
-    for name in _PROBE_BYTES:
+    for name in (*_PROBE_BYTES, "code_bytes"):
         if getattr(probe, name):
             raise fields.fail(name, "must be 0 for a refused compile")
     fields.equal("need_bytes", probe.need_bytes, "required_bytes, for a refused compile")

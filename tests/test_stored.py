@@ -96,8 +96,10 @@ def proof_paths(row, prefix):
     found |= {(*prefix, "budget", f) for f in ("limit_bytes", "reserve_bytes", "bytes")}
     for i, probe in enumerate(row["probes"]):
         if probe["batch"] in (row["batch"], row["next_batch"]):
-            # A program's code is part of the proof only where the peak counts it.
-            loose = ("compile_seconds", "flops") + (() if row["compiler_fits"] else ("code_bytes",))
+            # A program's code is part of the proof only where the peak counts
+            # it; what a refusing compiler said it had is its rounded message.
+            loose = ("compile_seconds", "flops", "available_bytes")
+            loose += () if row["compiler_fits"] else ("code_bytes",)
             found |= {(*prefix, "probes", i, f) for f in probe if f not in loose}
         found.add((*prefix, "probes", i, "need_bytes"))
     return found
@@ -364,3 +366,30 @@ def test_a_label_that_names_two_rows_is_refused(report, tmp_path):
     path.write_text(json.dumps({**data, "results": data["results"] * 2}))
     with pytest.raises(TuneError, match=r"`label` \(='mlp'\) names 2 rows"):
         load_batch_size(path, "mlp")
+
+
+def test_every_tampered_field_of_a_tpu_report_is_refused_or_harmless(tmp_path):
+    """A TPU row's proof (the answer compiled, the candidate above refused, the
+    code in the peak) holds against every tamper, as a GPU row's does."""
+    pytest.importorskip("libtpu", reason="compiling for a described TPU needs libtpu")
+    result = find_max_batch(
+        mlp_step, mlp_args, target="v5e:1x1", budget_bytes=2 << 20, donate_argnums=0,
+        label="mlp", max_batch=1 << 14,
+    )  # fmt: skip
+    assert result.compiler_fits and result.exact
+    good = tmp_path / "good.json"
+    write_json([result], good)
+    data = json.loads(good.read_text())
+    path = tmp_path / "tune.json"
+
+    def outcome(bad):
+        path.write_text(json.dumps(bad))
+        try:
+            return False, load_batch_size(path, "mlp"), ""
+        except TuneError as e:
+            return True, None, str(e)
+
+    proof = proof_paths(data["results"][0], ("results", 0)) | {("results", 0, "compiler_fits")}
+    proof |= {("results", 0, "code_in_peak_bytes")}
+    violations = judge(data, ("results", 0), proof, outcome)
+    assert not violations, "\n".join(violations)
