@@ -11,9 +11,11 @@ It works in rounds of up to `width` compiles, which the caller may run
 concurrently. Each round aims at the boundary predicted so far and compiles
 the candidates nearest to it, the one predicted to fit first:
 
-1. with an analytical estimate: a quarter and a half of the way to its guess
-   (the first then jumps by the estimate's slope when the round holds one
-   compile); without one: the smallest candidate and a small multiple;
+1. with an analytical estimate: its guess (and the candidate above it, when
+   a round holds two compiles), the first compile then calibrating the
+   estimate: the line through the estimate's fixed bytes and that compile;
+   without one: the smallest candidate (and a small multiple), then the
+   batch that need in proportion to the batch would put at the budget;
 2. the boundary of the affine model through the two largest batches that
    fit, or through the bracket's ends once one does not; with need affine,
    as it is with XLA's rematerialization pass off, this round proves the
@@ -90,6 +92,7 @@ def search(
     max_batch: int = 65536,
     guess: int | None = None,
     per_example: float | None = None,
+    fixed: float | None = None,
     width: int = 1,
     max_failures: int = 6,
 ) -> Bracket:
@@ -104,6 +107,8 @@ def search(
         guess: an analytical estimate of the answer; it places the first
             compiles, never decides the answer.
         per_example: the estimate's bytes per example.
+        fixed: the estimate's bytes at no batch; with one compile it gives
+            a line whose slope is the compile's, not the estimate's.
         width: compiles per round.
         max_failures: compiles that may fail before the search stops.
 
@@ -115,7 +120,8 @@ def search(
     width = check.integer("width", width, minimum=1)
     state = _State(budget, multiple_of, max_batch // multiple_of * multiple_of)
     try:
-        for batches in _rounds(state, guess, per_example, width, max_failures):
+        hint = _Hint(guess, per_example, fixed)
+        for batches in _rounds(state, hint, width, max_failures):
             measure(batches, state.record)
     except KeyboardInterrupt:
         return state.bracket(interrupted=True)
@@ -187,14 +193,28 @@ class _State:
         return Bracket(self.lo, self.hi, tuple(sorted(self.failed)), drops, interrupted)
 
 
-def _rounds(
-    s: _State, guess: int | None, per_example: float | None, width: int, max_failures: int
-) -> Iterator[list[int]]:
+@dataclasses.dataclass(frozen=True)
+class _Hint:
+    """An analytical estimate: its answer, bytes per example and fixed bytes."""
+
+    guess: int | None
+    per_example: float | None
+    fixed: float | None
+
+    def line(self, batch: int, need: int) -> tuple[float, float] | None:
+        """(fixed, per example) of the line through the estimate's fixed
+        bytes and a compile; None without them, or where they do not rise."""
+        if self.fixed is None or need <= self.fixed or batch <= 0:
+            return None
+        return self.fixed, (need - self.fixed) / batch
+
+
+def _rounds(s: _State, hint: _Hint, width: int, max_failures: int) -> Iterator[list[int]]:
     """The batches of each round, until the bracket is proven."""
     m = s.m
-    if guess and guess > 0:
-        first = min(s.top, max(m, int(guess) // 4 // m * m))
-        yield [first] if width == 1 else _spread(first, int(guess) // 2, m, s.top)
+    if hint.guess and hint.guess > 0:
+        first = min(s.top, max(m, int(hint.guess) // m * m))
+        yield [first] if width == 1 else _spread(first, first + m, m, s.top)
     else:
         yield _spread(m, 4 * m, m, s.top)[:width] if width > 1 else [m]
     misses = 0
@@ -202,7 +222,7 @@ def _rounds(
     while not s.proven() and len(s.failed) < max_failures:
         lo, hi = s.lo, s.hi
         if lo is not None and hi is None:
-            target = _extend(s, lo, per_example)
+            target = _extend(s, lo, hint)
             if target <= lo + m / 2:
                 target = lo + m * 2**misses
                 misses += 1
@@ -213,7 +233,7 @@ def _rounds(
                 target = lo + (hi - lo) / 2
             width_before = hi - lo
         elif hi is not None:
-            target = _shrink(s, hi, per_example)
+            target = _shrink(s, hi, hint)
         else:
             target = m  # every compile so far failed: try the smallest candidates
         batches = s.unknown_near(target, width)
@@ -237,15 +257,23 @@ def _affine_boundary(p: tuple[int, int], q: tuple[int, int], budget: int) -> flo
     return b0 + (budget - n0) * (b1 - b0) / (n1 - n0)
 
 
-def _extend(s: _State, lo: int, per_example: float | None) -> float:
+def _extend(s: _State, lo: int, hint: _Hint) -> float:
     """Where the boundary lies above `lo`, the largest batch that fits."""
     fits = sorted(b for b, n in s.needs.items() if n <= s.budget)
     if len(fits) >= 2:
         below = fits[-2]
         boundary = _affine_boundary((below, s.needs[below]), (lo, s.needs[lo]), s.budget)
         return s.top + s.m if boundary is None else boundary
-    if per_example and per_example > 0:
-        return lo + (s.budget - s.needs[lo]) / per_example
+    line = hint.line(lo, s.needs[lo])
+    if line is not None:
+        return (s.budget - line[0]) / line[1]
+    if hint.per_example and hint.per_example > 0:
+        return lo + (s.budget - s.needs[lo]) / hint.per_example
+    if s.needs[lo] > 0:
+        # Need in proportion to the batch: under an affine need with a fixed
+        # part, a lower bound of the boundary, and near it; the second point
+        # of the line, far from the first, so that line's slope is precise.
+        return lo * s.budget / s.needs[lo]
     return 4 * lo
 
 
@@ -254,7 +282,7 @@ def _interpolate(s: _State, lo: int, hi: int) -> float:
     return lo + (hi - lo) / 2 if boundary is None else boundary
 
 
-def _shrink(s: _State, hi: int, per_example: float | None) -> float:
+def _shrink(s: _State, hi: int, hint: _Hint) -> float:
     """Where the boundary lies below `hi`, when nothing compiled fits yet."""
     over = sorted(s.needs)
     if len(over) >= 2:
@@ -263,8 +291,11 @@ def _shrink(s: _State, hi: int, per_example: float | None) -> float:
         )
         if boundary is not None:
             return boundary
-    if per_example and per_example > 0:
-        return hi - (s.needs[hi] - s.budget) / per_example
+    line = hint.line(hi, s.needs[hi])
+    if line is not None and s.budget > line[0]:
+        return (s.budget - line[0]) / line[1]
+    if hint.per_example and hint.per_example > 0:
+        return hi - (s.needs[hi] - s.budget) / hint.per_example
     return hi / 4
 
 

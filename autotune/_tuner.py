@@ -30,8 +30,12 @@ from autotune._workload import Workload, as_workload
 
 _UNSET: Any = object()
 # Compiles at once for a target compiled on this machine's CPUs (described
-# devices, the CPU itself): each XLA compile keeps about a core busy.
+# devices, the CPU itself), at most; one per `CORES_PER_COMPILE` cores. A
+# deviceless GPU compile keeps about two cores busy: on 2 cores, two VGG16
+# compiles side by side (threads or processes) each took twice as long as
+# one alone (benchmarks/real-models.md).
 MAX_WORKERS = 4
+CORES_PER_COMPILE = 2
 
 
 def find_max_batch(
@@ -98,7 +102,7 @@ def find_max_batch(
             their own, "dp" or "fsdp" (see `autotune._layout`); a slice is
             a mesh over all its devices, so batches are then global.
         workers: compiles at once (default: one on a local accelerator,
-            else one per core, at most `MAX_WORKERS`; a TPU target's
+            else one per two cores, at most `MAX_WORKERS`; a TPU target's
             compiles run one at a time).
         why: also explain the answer's peak (`TuneResult.peak_breakdown`):
             the search dumps its compiles and the breakdown is read from the
@@ -181,7 +185,8 @@ def find_max_batch(
     if tpu:
         bracket = search_compiles(outcome(prober), budget.bytes, **where)
     else:
-        bracket = search(prober.measure, budget.bytes, width=prober.workers, **where)
+        fixed = hint.fixed_bytes if hint else None
+        bracket = search(prober.measure, budget.bytes, fixed=fixed, width=prober.workers, **where)
     if bracket.interrupted:  # the probes may hold a compile the bracket did not see
         fits = [p for p in prober.probes.values() if _fits(p, budget, tpu)]
         bracket = dataclasses.replace(
@@ -193,8 +198,7 @@ def find_max_batch(
         raise TuneError(_no_answer(prober, budget, options))
     answer = prober.probes[bracket.lo]
     nxt = prober.probes[bracket.hi] if bracket.hi is not None else None
-    smallest = min((p for p in prober.probes.values() if not p.refused), key=lambda p: p.batch)
-    per_example = _slope(smallest, answer)
+    per_example = _slope(answer, [p for p in prober.probes.values() if not p.refused])
     peak = answer.need_bytes + (answer.code_bytes if tpu else 0)
     result = TuneResult(
         label=label,
@@ -240,15 +244,15 @@ def _explained(result: TuneResult, prober: Prober) -> TuneResult:
 
 def _workers(workers: int | None, target: Target) -> int:
     """Compiles at once: one on a local accelerator (its compiles run
-    kernels to pick algorithms, on the device's memory), else up to
-    `MAX_WORKERS`, one per core."""
+    kernels to pick algorithms, on the device's memory), else one per
+    `CORES_PER_COMPILE` cores, at most `MAX_WORKERS`."""
     if workers is not None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise TuneError(f"`workers` (={workers!r}) must be a positive integer or None")
         return workers
     if not target.deviceless and target.platform != "cpu":
         return 1
-    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+    return max(1, min(MAX_WORKERS, (os.cpu_count() or 1) // CORES_PER_COMPILE))
 
 
 def _cache_hit(
@@ -337,10 +341,15 @@ def _flops_per_example(prober: Prober, answer: Probe, data_parallel_size: int) -
     }
 
 
-def _slope(small: Probe, large: Probe) -> int:
-    if large.batch == small.batch:
+def _slope(answer: Probe, compiled: Sequence[Probe]) -> int:
+    """Bytes per example between the answer and the compile farthest below it
+    (above it, when the answer is the smallest); 0 with no other compile."""
+    others = [p for p in compiled if p.batch != answer.batch]
+    if not others:
         return 0
-    return round((large.need_bytes - small.need_bytes) / (large.batch - small.batch))
+    below = [p for p in others if p.batch < answer.batch]
+    other = min(below, key=lambda p: p.batch) if below else max(others, key=lambda p: p.batch)
+    return round((answer.need_bytes - other.need_bytes) / (answer.batch - other.batch))
 
 
 def _check_data_parallel(size: int, multiple_of: int) -> int:

@@ -10,9 +10,7 @@ small decoder, ViT-B/16) and a described GPU, this measures
   cache, JAX's caches cleared), one compile at a time and with concurrent
   compiles;
 - the proof, by independent compiles: the answer fits, the next candidate
-  does not;
-- the need at the answer with the tuner's fast compile options and without,
-  which must be byte-identical.
+  does not.
 
 Run on a quiet machine (nothing else compiling):
 

@@ -77,8 +77,10 @@ def test_flax_linen_model():
 
 
 def test_estimate_places_the_first_probes():
+    """The first compile is the estimate's guess; the line through the
+    estimate's fixed bytes and that compile places the second."""
     budget = need_at(mlp_step, mlp_args, 400)
-    estimate = Estimate(fixed_bytes=0, per_example_bytes=budget // 400)
+    estimate = Estimate(fixed_bytes=0, per_example_bytes=budget // 300)
     result = find_max_batch(
         mlp_step,
         mlp_args,
@@ -90,9 +92,9 @@ def test_estimate_places_the_first_probes():
         workers=1,
     )
     first = result.probes[0]
-    assert first.batch == 96
-    jump = first.batch + (budget - first.need_bytes) / estimate.per_example_bytes
-    assert result.probes[1].batch == int(jump) // 8 * 8
+    assert first.batch == estimate.max_batch(budget) // 8 * 8 == 296
+    calibrated = budget * first.batch / first.need_bytes
+    assert result.probes[1].batch == int(calibrated) // 8 * 8
     assert result.batch == brute_force(mlp_step, mlp_args, budget, 8, 512)
     assert result.estimate_per_example_bytes == estimate.per_example_bytes
 
