@@ -53,6 +53,27 @@ def xla_remat_pass(enabled: bool) -> contextlib.AbstractContextManager[None]:
 
 
 _REMAT_PASS_LOCK = threading.Lock()
+# The remat pass setting of the last compiles this process made through a
+# Prober; None before the first (the process's flag is then what counts).
+_COMPILED_WITH: list[bool | None] = [None]
+
+
+def _afresh_if_the_pass_flips(enabled: bool) -> None:
+    """Clear JAX's in-memory caches when compiles switch the remat pass.
+
+    JAX keys the executables it keeps in memory by program and compiler
+    options, not by the remat flag: a compile with the pass on, after one of
+    the same program with it off (or the other way), returned the first
+    executable at once (measured: VGG16 at batch 480 for a described H100,
+    the same need both ways, 0.0 s). Persistent caches are left alone.
+    """
+    with _REMAT_PASS_LOCK:
+        before = _COMPILED_WITH[0]
+        if before is None:
+            before = bool(getattr(jax.config, REMAT_PASS_FLAG))
+        if before != enabled:
+            jax.clear_caches()
+        _COMPILED_WITH[0] = enabled
 
 
 @contextlib.contextmanager
@@ -283,6 +304,7 @@ class Prober:
     def lower(self, batch: int) -> Any:
         """The step lowered for `batch` (traced once, kept)."""
         if batch not in self._lowered:
+            _afresh_if_the_pass_flips(self._remat_pass)
             args = self.abstract_args(batch)
             try:
                 self._lowered[batch] = self._jitted.lower(*args)

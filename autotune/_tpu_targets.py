@@ -58,9 +58,10 @@ def tpu_target(tpu: TpuSlice, *, mem_fraction: float | None = None, devices: int
             "give a budget or a reserve instead"
         )
     if devices not in (1, tpu.device_count):
+        allowed = " or ".join(map(str, sorted({1, tpu.device_count})))
         raise TargetError(
-            f"`devices` (={devices!r}) must be 1 or {tpu.device_count} for `target` "
-            f"(={tpu.name!r}): a TPU slice is a mesh over all its devices; name a "
+            f"`devices` (={devices!r}) must be {allowed} for `target` (={tpu.name!r}): "
+            f"a TPU slice is a mesh over all its {tpu.device_count} devices; name a "
             "slice of the size you want"
         )
     g = tpu.generation

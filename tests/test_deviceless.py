@@ -1,10 +1,11 @@
 """The full VGG16 step tuned for every described GPU, with no GPU present."""
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 from autotune import find_max_batch, get_target, known_targets
-from autotune._probe import REMAT_PASS_OFF, compiled_need
+from autotune._probe import REMAT_PASS_OFF, Prober, compiled_need
 from autotune._targets import H200_RESERVE_BYTES
 from autotune.models import VGGConfig
 
@@ -58,3 +59,35 @@ def test_remat_choices_order_as_physics_says():
     )
     assert nothing >= dots >= none
     assert nothing > none
+
+
+def deep_step(ws, x):
+    def loss(ws):
+        h = x
+        for w in ws:
+            h = jnp.tanh(h @ w)
+        return jnp.mean(h**2)
+
+    return [w - 0.1 * g for w, g in zip(ws, jax.grad(loss)(ws))]
+
+
+def deep_args(batch):
+    return [jax.ShapeDtypeStruct((1024, 1024), jnp.float32)] * 8, jax.ShapeDtypeStruct(
+        (batch, 1024), jnp.float32
+    )
+
+
+def test_the_remat_pass_setting_is_never_answered_from_the_other_settings_compile():
+    """JAX keeps executables in memory keyed by program and options, not by
+    the remat flag. Above the described H100's memory the pass recomputes
+    (98 GB off, 59 GB on at this batch); compiled one after the other in one
+    process, each setting must still get its own program."""
+    target = get_target("h100-sxm-80gb")
+
+    def need(remat_pass):
+        prober = Prober(deep_step, deep_args, sharding=target.sharding(), donate_argnums=0,
+                        xla_remat_pass=remat_pass)  # fmt: skip
+        return prober(2_400_000).need_bytes
+
+    off, on, off_again = need(False), need(True), need(False)
+    assert on < target.memory_bytes < off == off_again

@@ -92,6 +92,8 @@ def test_a_slice_is_all_its_devices():
     assert get_target("v5litepod-4", devices=4).device_count == 4
     with pytest.raises(TuneError, match=r"`devices` \(=2\) must be 1 or 4 for `target`"):
         get_target("v5litepod-4", devices=2)
+    with pytest.raises(TuneError, match=r"`devices` \(=4\) must be 1 for `target`"):
+        get_target("v5e:1x1", devices=4)
     with pytest.raises(TuneError, match=r"`mem_fraction` \(=0.9\).*TPU"):
         get_target("v5e:1x1", mem_fraction=0.9)
 
