@@ -36,6 +36,7 @@ def budget():
         (dict(compiler_options=42), "`compiler_options` (=42) must be a mapping or None"),
         (dict(xla_remat_pass="yes"), "`xla_remat_pass` (='yes') must be True or False"),
         (dict(label=42), "`label` (=42) must be a string"),
+        (dict(layout="tp"), "`layout` (='tp') must be one of dp, fsdp"),
         (
             dict(budget_bytes=1.5e6),
             "`budget_bytes` (=1500000.0) must be an integer number of bytes",
