@@ -15,7 +15,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 
@@ -25,6 +25,10 @@ from autotune._refusal import hbm_refusal
 from autotune._signals import delivered, raise_if_interrupted
 from autotune._workload import as_argnums, jit_step
 from autotune._xla_dump import Dump, compile_with_dump
+
+if TYPE_CHECKING:
+    from autotune._targets import Target
+    from autotune._workload import Workload
 
 # XLA's debug options as `compile(compiler_options=...)` takes them: XLA
 # wants each value in its own type (a bool for a bool option, not "false").
@@ -258,6 +262,18 @@ class Prober:
         self.failures: dict[int, CompileFailure] = {}
         self.order: list[int] = []  # batches in the order their compiles began
         self.dumps: dict[int, Dump] = {}
+
+    @classmethod
+    def for_target(cls, workload: Workload, target: Target, **options: Any) -> Prober:
+        """A prober of `workload` compiling for `target`: for a described
+        target, on its abstract devices; `options` as the constructor's."""
+        return cls(
+            workload.step,
+            workload.args_for_batch,
+            sharding=target.sharding() if target.deviceless else None,
+            donate_argnums=workload.donate_argnums,
+            **options,
+        )
 
     @property
     def compiles(self) -> int:

@@ -148,13 +148,11 @@ def find_max_batch(
         multiple_of = math.lcm(8, data_parallel_size) if valid else 8
     multiple_of, max_batch = check_grid(multiple_of, max_batch)
     data_parallel_size = _check_data_parallel(data_parallel_size, multiple_of)
-    prober = Prober(
-        workload.step,
-        workload.args_for_batch,
-        sharding=tgt.sharding() if tgt.deviceless else None,
+    prober = Prober.for_target(
+        workload,
+        tgt,
         xla_remat_pass=xla_remat_pass,
         compiler_options=options,
-        donate_argnums=workload.donate_argnums,
         on_probe=on_probe,
         workers=_workers(workers, tgt),
         keep_dumps=why,

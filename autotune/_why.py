@@ -84,13 +84,11 @@ def peak_breakdown(
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise TuneError(f"`batch` (={batch!r}) must be a positive integer")
     tgt = target if isinstance(target, Target) else get_target(target)
-    prober = Prober(
-        workload.step,
-        workload.args_for_batch,
-        sharding=tgt.sharding() if tgt.deviceless else None,
+    prober = Prober.for_target(
+        workload,
+        tgt,
         xla_remat_pass=xla_remat_pass,
         compiler_options=compiler_options,
-        donate_argnums=workload.donate_argnums,
         keep_dumps=True,
     )
     return breakdown_at(prober, batch)
