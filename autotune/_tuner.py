@@ -142,12 +142,13 @@ def find_max_batch(
             target_source=tgt.budget_source,
             platform=tgt.platform,
         )
-    data_parallel_size = 1 if data_parallel_size is None else data_parallel_size
+    data_parallel_size = check.integer(
+        "data_parallel_size", 1 if data_parallel_size is None else data_parallel_size, minimum=1
+    )
     if multiple_of is None:
-        valid = isinstance(data_parallel_size, int) and data_parallel_size > 0
-        multiple_of = math.lcm(8, data_parallel_size) if valid else 8
+        multiple_of = math.lcm(8, data_parallel_size)
     multiple_of, max_batch = check_grid(multiple_of, max_batch)
-    data_parallel_size = _check_data_parallel(data_parallel_size, multiple_of)
+    _check_data_parallel(data_parallel_size, multiple_of)
     prober = Prober.for_target(
         workload,
         tgt,
@@ -350,15 +351,13 @@ def _slope(answer: Probe, compiled: Sequence[Probe]) -> int:
     return round((answer.need_bytes - other.need_bytes) / (answer.batch - other.batch))
 
 
-def _check_data_parallel(size: int, multiple_of: int) -> int:
-    size = check.integer("data_parallel_size", size, minimum=1)
+def _check_data_parallel(size: int, multiple_of: int) -> None:
     if multiple_of % size:
         raise TuneError(
             f"`multiple_of` (={multiple_of}) must be a multiple of "
             f"`data_parallel_size` (={size}): every candidate global batch is "
             "split evenly over the data-parallel devices"
         )
-    return size
 
 
 def _check_arguments_fit(prober: Prober, batch: int, budget: Budget) -> None:
