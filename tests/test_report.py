@@ -97,13 +97,25 @@ def test_missing_report(tmp_path):
         read_json(tmp_path / "absent.json")
 
 
-def test_a_version_1_report_without_failures_or_contradictions_is_read(results, tmp_path):
-    path = tmp_path / "tune.json"
+def older_report(results, path, version):
+    """`results` written as a report of schema `version`: without the fields
+    that version lacked (1: failures, contradictions and the TPU fields;
+    2: the TPU fields)."""
     write_json(results, path)
     data = json.loads(path.read_text())
     for row in data["results"]:
-        del row["failures"], row["contradictions"]
-    path.write_text(json.dumps({**data, "version": 1}))
+        del row["compiler_fits"], row["code_in_peak_bytes"]
+        for probe in row["probes"]:
+            del probe["code_bytes"], probe["required_bytes"], probe["available_bytes"]
+        if version < 2:
+            del row["failures"], row["contradictions"]
+    return {**data, "version": version}
+
+
+def test_a_version_1_report_without_failures_or_contradictions_is_read(results, tmp_path):
+    path = tmp_path / "tune.json"
+    data = older_report(results, path, 1)
+    path.write_text(json.dumps(data))
     assert read_results(path) == results
     path.write_text(json.dumps({**data, "version": 2}))
     with pytest.raises(TuneError, match="lacks the field 'failures'"):
@@ -112,11 +124,9 @@ def test_a_version_1_report_without_failures_or_contradictions_is_read(results, 
 
 def test_a_version_2_report_without_tpu_fields_is_read(results, tmp_path):
     path = tmp_path / "tune.json"
-    write_json(results, path)
-    data = json.loads(path.read_text())
-    for row in data["results"]:
-        del row["compiler_fits"], row["code_in_peak_bytes"]
-        for probe in row["probes"]:
-            del probe["code_bytes"], probe["required_bytes"], probe["available_bytes"]
-    path.write_text(json.dumps({**data, "version": 2}))
+    data = older_report(results, path, 2)
+    path.write_text(json.dumps(data))
     assert read_results(path) == results
+    path.write_text(json.dumps({**data, "version": 3}))
+    with pytest.raises(TuneError, match="lacks the field 'compiler_fits'"):
+        read_results(path)
