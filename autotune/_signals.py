@@ -86,7 +86,10 @@ def as_interrupts() -> Iterator[Received]:
 
 
 def leave(status: int, compiles_in_flight: bool) -> None:
-    """Exit with `status`; without unwinding if compiles are still running."""
+    """Exit with `status`; without unwinding if compiles are still running.
+    The command's work is done: a signal from here on changes nothing."""
+    for s in HANDLED:
+        signal.signal(s, signal.SIG_IGN)
     sys.stdout.flush()
     sys.stderr.flush()
     if compiles_in_flight:

@@ -38,8 +38,9 @@ def interrupted_run(directory: Path, run: int, signum: int) -> tuple[int, dict |
         err.append(line)
         if "compiled batch" in line:
             break
-    # A moment later: while a compile runs, while the next batch is traced, or between.
-    delay = random.Random(run).uniform(0, 0.6)
+    # A moment later: while a compile runs, while the next batch is traced, or
+    # between (the search's two compiles left take about 0.4 s), or after it.
+    delay = random.Random(run).uniform(0, 0.4)
     try:
         process.wait(timeout=delay)
     except subprocess.TimeoutExpired:
