@@ -9,6 +9,7 @@ engine's public API is used here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -55,7 +56,11 @@ class VGGConfig:
         self.setup(remat[0])  # validates every other field
 
     def setup(self, remat: str) -> TrainSetup:
-        """The abstract train step for one remat choice."""
+        """The abstract train step for one remat choice (built once per
+        configuration: building the abstract model traces it)."""
+        return _setup(self, remat)
+
+    def _build(self, remat: str) -> TrainSetup:
         return vgg_setup(
             self.model,
             image_size=self.image_size,
@@ -126,6 +131,11 @@ class VGGConfig:
         params, opt_state = compiled()
         x, y = setup.batch_args(batch)
         return params, opt_state, jnp.zeros(x.shape, x.dtype), jnp.zeros(y.shape, y.dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _setup(config: VGGConfig, remat: str) -> TrainSetup:
+    return config._build(remat)
 
 
 def vgg_workloads(**config: Any) -> tuple[autotune.Workload, ...]:
