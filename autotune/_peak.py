@@ -256,7 +256,7 @@ def _entries(
     arenas = [a for a in allocations if a.role == "temp"]
     unused, step = 0, ""
     if arenas:
-        at, values = _peak_step(arenas, live)
+        at, values = peak_step(arenas, live)
         for value, nbytes in values:
             entries.append(_value_entry(hlo, value, nbytes))
         unused = sum(a.size for a in arenas) - sum(n for _, n in values)
@@ -359,7 +359,7 @@ def _output_entries(
     return entries
 
 
-def _peak_step(
+def peak_step(
     arenas: Sequence[Allocation], live: LiveRanges
 ) -> tuple[int, list[tuple[Value, int]]]:
     """The step with the most arena bytes in use, and each live value's share.

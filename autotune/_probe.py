@@ -19,10 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import jax
 
+from autotune._arguments import argument_leaves
+from autotune._concurrency import MAX_WORKERS, CpuClock, compiles_at_once, cores
 from autotune._errors import TuneError
 from autotune._layout import own_sharding
 from autotune._refusal import hbm_refusal
 from autotune._signals import delivered, raise_if_interrupted
+from autotune._split import fixed_bytes
 from autotune._workload import as_argnums, jit_step
 from autotune._xla_dump import Dump, compile_with_dump
 
@@ -215,8 +218,8 @@ class Prober:
     """Compiles `step` at batch sizes on demand and remembers every result.
 
     Lowering (tracing) runs in the calling thread; compiles run in a pool of
-    `workers` threads, so a round of batches compiles concurrently and the
-    next batch is lowered while the previous one compiles. A Ctrl-C while
+    threads, so a round of batches compiles concurrently and the next batch
+    is lowered while the previous one compiles. A Ctrl-C while
     waiting leaves the compiles in flight to finish in their threads: no
     exception is ever raised inside XLA.
 
@@ -231,9 +234,11 @@ class Prober:
         donate_argnums: arguments to donate (a jitted step is wrapped to
             donate them; see `autotune.Workload`).
         on_probe: called with each new probe as soon as it is made.
-        workers: compiles that may run at once.
+        workers: compiles that may run at once; None: as many as pay,
+            measured on the first compile (`autotune._concurrency`).
         keep_dumps: also dump each compile (`autotune._xla_dump`) and keep
             what the dump says in `dumps`, for the peak breakdown.
+        dump_first: dump the first compile, for `fixed_bytes`.
     """
 
     def __init__(
@@ -246,8 +251,9 @@ class Prober:
         compiler_options: CompilerOptions | None = None,
         donate_argnums: int | Sequence[int] = (),
         on_probe: Callable[[Probe], None] | None = None,
-        workers: int = 1,
+        workers: int | None = 1,
         keep_dumps: bool = False,
+        dump_first: bool = False,
     ):
         self._jitted = jit_step(step, as_argnums(donate_argnums))
         self._args_for_batch = args_for_batch
@@ -256,8 +262,10 @@ class Prober:
         self._compiler_options = dict(compiler_options or {})
         self._on_probe = on_probe
         self._workers = workers
+        self._first = CpuClock()  # the cores the first compile kept busy
         self._lowered: dict[int, Any] = {}
         self._keep_dumps = keep_dumps
+        self._dump_first = dump_first
         self.probes: dict[int, Probe] = {}
         self.failures: dict[int, CompileFailure] = {}
         self.order: list[int] = []  # batches in the order their compiles began
@@ -281,7 +289,13 @@ class Prober:
 
     @property
     def workers(self) -> int:
-        return self._workers
+        """Compiles to run at once: as given, or as many as the first
+        compile showed to pay (one until it ends)."""
+        if self._workers is not None:
+            return self._workers
+        if self._first.share is None:
+            return 1
+        return compiles_at_once(self._first.share, cores())
 
     def compiled(self) -> tuple[Probe, ...]:
         """The probes made, in the order their compiles began."""
@@ -304,6 +318,19 @@ class Prober:
                 f"{type(args).__name__}"
             )
         return tuple(jax.tree.map(lambda x: _as_struct(x, self._sharding), args))
+
+    def fixed_bytes(self, batch: int) -> int | None:
+        """The bytes of the compile at `batch` that do not follow the batch,
+        read from its dump (`autotune._split`); None without one."""
+        dump, probe = self.dumps.get(batch), self.probes.get(batch)
+        if dump is None or dump.texts is None or probe is None or probe.refused:
+            return None
+        args = self.abstract_args(batch)
+        try:
+            leaves = argument_leaves(args, self.abstract_args, batch)
+        except ValueError:
+            return None
+        return fixed_bytes(dump.texts, probe.need_bytes, args, leaves, batch)
 
     def flops(self, batch: int) -> float | None:
         """FLOPs of the program lowered for `batch`, before XLA's
@@ -340,7 +367,7 @@ class Prober:
             raise
 
     def _measure(self, batches: Sequence[int], record: Callable[[int, int | None], None]) -> None:
-        pool = _pool(self._workers)
+        pool = _pool(MAX_WORKERS if self._workers is None else self._workers)
         pending = {}
         for batch in batches:
             if batch in self.probes or batch in self.failures:
@@ -348,7 +375,7 @@ class Prober:
                 continue
             raise_if_interrupted()
             lowered = self.lower(batch)
-            pending[pool.submit(self._compile, batch, lowered)] = batch
+            pending[pool.submit(self._compile, batch, lowered, not self.order)] = batch
             self.order.append(batch)
         while pending:
             done, _ = concurrent.futures.wait(
@@ -377,12 +404,13 @@ class Prober:
             raise TuneError(compile_failures_text([self.failures[batch]], self._compiler_options))
         return self.probes[batch]
 
-    def _compile(self, batch: int, lowered: Any) -> Probe | CompileFailure:
-        """One compile, in a worker thread."""
+    def _compile(self, batch: int, lowered: Any, first: bool) -> Probe | CompileFailure:
+        """One compile, in a worker thread; the prober's first is timed."""
+        clock = self._first if first else contextlib.nullcontext()
         start = time.perf_counter()
         try:
-            with _IN_FLIGHT, xla_remat_pass(self._remat_pass):
-                compiled = self._compile_lowered(lowered, batch)
+            with _IN_FLIGHT, xla_remat_pass(self._remat_pass), clock:
+                compiled = self._compile_lowered(lowered, batch, dump=first and self._dump_first)
         except Exception as e:
             seconds = time.perf_counter() - start
             refusal = hbm_refusal(e)
@@ -412,10 +440,13 @@ class Prober:
             code_bytes=int(getattr(analysis, "generated_code_size_in_bytes", 0) or 0),
         )
 
-    def _compile_lowered(self, lowered: Any, batch: int) -> Any:
-        if not self._keep_dumps:
+    def _compile_lowered(self, lowered: Any, batch: int, dump: bool) -> Any:
+        if not (self._keep_dumps or dump):
             return lowered.compile(compiler_options=self._compiler_options or None)
-        compiled, self.dumps[batch] = compile_with_dump(lowered, self._compiler_options)
+        # A dump only for the split is not worth a compile the persistent cache saved.
+        compiled, self.dumps[batch] = compile_with_dump(
+            lowered, self._compiler_options, recompile=self._keep_dumps
+        )
         return compiled
 
 

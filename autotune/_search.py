@@ -7,19 +7,25 @@ the largest batch proven to fit (`lo`) and the smallest above it proven not
 to (`hi`), and ends when no candidate that compiles lies between them, so the
 answer is exact for any need(batch) that grows with the batch, affine or not.
 
-It works in rounds of up to `width` compiles, which the caller may run
-concurrently. Each round aims at the boundary predicted so far and compiles
+It works in rounds of up to `width` compiles (asked before each round),
+which the caller may run concurrently. Each round aims at the boundary predicted so far and compiles
 the candidates nearest to it, the one predicted to fit first:
 
 1. with an analytical estimate: its guess (and the candidate above it, when
    a round holds two compiles), the first compile then calibrating the
    estimate: the line through the estimate's fixed bytes and that compile;
-   without one: the smallest candidate (and a small multiple), then the
-   batch that need in proportion to the batch would put at the budget;
-2. the boundary of the affine model through the two largest batches that
-   fit, or through the bracket's ends once one does not; with need affine,
-   as it is with XLA's rematerialization pass off, this round proves the
-   answer (2 rounds, 4 compiles; 3 or 4 rounds one compile at a time);
+   without one, given a `split` of a compile into the bytes that follow the
+   batch and the rest: one compile, and the line through its fixed bytes
+   and it; without either: the smallest candidate (and a small multiple),
+   then the batch that need in proportion to the batch would put at the
+   budget;
+2. the boundary of the line a split or an estimate gave, then of the affine
+   model through the two largest batches that fit, or through the bracket's
+   ends once one does not; with need affine, as it is with XLA's
+   rematerialization pass off, and a line that puts the boundary on the
+   right candidate, the second round proves the answer (3 compiles: one,
+   then the pair, at once or one after the other); from the two small
+   batches, the third (4 compiles);
 3. when a round fails to halve the bracket, the next one halves it instead.
 
 A batch that does not compile for a reason other than memory (`None` from
@@ -35,6 +41,7 @@ larger batch needing less) are reported, and such an answer is not exact.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterator, Sequence
 
 from autotune import _checks as check
@@ -45,6 +52,8 @@ Need = int | None
 Record = Callable[[int, Need], None]
 # Compiles the batches given (concurrently or not), recording each as it ends.
 Measure = Callable[[Sequence[int], Record], None]
+# The bytes of the compile at a batch that do not follow the batch (None: unknown).
+Split = Callable[[int], "float | None"]
 
 
 def sequential(need_of: Callable[[int], Need]) -> Measure:
@@ -93,7 +102,8 @@ def search(
     guess: int | None = None,
     per_example: float | None = None,
     fixed: float | None = None,
-    width: int = 1,
+    split: Split | None = None,
+    width: int | Callable[[], int] = 1,
     max_failures: int = 6,
 ) -> Bracket:
     """Largest multiple of `multiple_of` up to `max_batch` with need <= budget.
@@ -109,7 +119,9 @@ def search(
         per_example: the estimate's bytes per example.
         fixed: the estimate's bytes at no batch; with one compile it gives
             a line whose slope is the compile's, not the estimate's.
-        width: compiles per round.
+        split: without a guess, the first compile is at `calibration_batch`
+            and `split` of it gives the fixed bytes of such a line.
+        width: compiles per round, or a callable asked before each round.
         max_failures: compiles that may fail before the search stops.
 
     Returns:
@@ -117,11 +129,12 @@ def search(
         proven so far, marked interrupted.
     """
     multiple_of, max_batch = check_grid(multiple_of, max_batch)
-    width = check.integer("width", width, minimum=1)
+    widths = width if callable(width) else lambda: width
+    check.integer("width", widths(), minimum=1)
     state = _State(budget, multiple_of, max_batch // multiple_of * multiple_of)
     try:
         hint = _Hint(guess, per_example, fixed)
-        for batches in _rounds(state, hint, width, max_failures):
+        for batches in _rounds(state, hint, widths, max_failures, split):
             measure(batches, state.record)
     except KeyboardInterrupt:
         return state.bracket(interrupted=True)
@@ -209,12 +222,19 @@ class _Hint:
         return self.fixed, (need - self.fixed) / batch
 
 
-def _rounds(s: _State, hint: _Hint, width: int, max_failures: int) -> Iterator[list[int]]:
+def _rounds(
+    s: _State, hint: _Hint, widths: Callable[[], int], max_failures: int, split: Split | None
+) -> Iterator[list[int]]:
     """The batches of each round, until the bracket is proven."""
     m = s.m
+    width = widths()
+    first = first_batch(m, s.top, hint.guess, split is not None)
     if hint.guess and hint.guess > 0:
-        first = min(s.top, max(m, int(hint.guess) // m * m))
         yield [first] if width == 1 else _spread(first, first + m, m, s.top)
+    elif split is not None:
+        yield [first]
+        if first in s.needs:
+            hint = _Hint(None, None, split(first))
     else:
         yield _spread(m, 4 * m, m, s.top)[:width] if width > 1 else [m]
     misses = 0
@@ -236,10 +256,28 @@ def _rounds(s: _State, hint: _Hint, width: int, max_failures: int) -> Iterator[l
             target = _shrink(s, hi, hint)
         else:
             target = m  # every compile so far failed: try the smallest candidates
-        batches = s.unknown_near(target, width)
+        batches = s.unknown_near(target, check.integer("width", widths(), minimum=1))
         if not batches:
             return
         yield batches
+
+
+def first_batch(m: int, top: int, guess: int | None, split: bool) -> int:
+    """The batch of the search's first compile (`top`: the largest candidate)."""
+    if guess and guess > 0:
+        return min(top, max(m, int(guess) // m * m))
+    return calibration_batch(m, top) if split else m
+
+
+def calibration_batch(m: int, top: int) -> int:
+    """The first compile's batch where a split of it gives the line: `m`
+    times a prime of at least 11, and at least 64, so that one device's
+    share of it is unlikely to divide the model's own dimensions (768, 3072,
+    1000, ...); `top` where that is larger."""
+    q = max(11, -(-64 // m))
+    while any(q % d == 0 for d in range(2, math.isqrt(q) + 1)):
+        q += 1
+    return min(top, m * q)
 
 
 def _spread(first: int, second: int, m: int, top: int) -> list[int]:

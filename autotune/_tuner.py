@@ -20,7 +20,7 @@ from autotune._estimate import Estimate
 from autotune._layout import LAYOUTS, device_bytes
 from autotune._probe import CompilerOptions, Probe, Prober, compile_failures_text
 from autotune._result import TuneResult
-from autotune._search import check_grid, search
+from autotune._search import check_grid, first_batch, search
 from autotune._targets import Target, get_target
 from autotune._tpu_search import search_compiles
 from autotune._tpu_tuning import on_slice, outcome, tpu_budget
@@ -29,13 +29,6 @@ from autotune._why import breakdown_at
 from autotune._workload import Workload, as_workload
 
 _UNSET: Any = object()
-# Compiles at once for a target compiled on this machine's CPUs (described
-# devices, the CPU itself), at most; one per `CORES_PER_COMPILE` cores. A
-# deviceless GPU compile keeps about two cores busy: on 2 cores, two VGG16
-# compiles side by side (threads or processes) each took twice as long as
-# one alone (benchmarks/real-models.md).
-MAX_WORKERS = 4
-CORES_PER_COMPILE = 2
 
 
 def find_max_batch(
@@ -102,7 +95,8 @@ def find_max_batch(
             their own, "dp" or "fsdp" (see `autotune._layout`); a slice is
             a mesh over all its devices, so batches are then global.
         workers: compiles at once (default: one on a local accelerator,
-            else one per two cores, at most `MAX_WORKERS`; a TPU target's
+            else as many as the first compile shows to pay on this
+            machine's cores, see `autotune._concurrency`; a TPU target's
             compiles run one at a time).
         why: also explain the answer's peak (`TuneResult.peak_breakdown`):
             the search dumps its compiles and the breakdown is read from the
@@ -149,6 +143,8 @@ def find_max_batch(
         multiple_of = math.lcm(8, data_parallel_size)
     multiple_of, max_batch = check_grid(multiple_of, max_batch)
     _check_data_parallel(data_parallel_size, multiple_of)
+    estimate = workload.estimate
+    hint = estimate if estimate and estimate.per_example_bytes > 0 else None
     prober = Prober.for_target(
         workload,
         tgt,
@@ -157,14 +153,17 @@ def find_max_batch(
         on_probe=on_probe,
         workers=_workers(workers, tgt),
         keep_dumps=why,
+        dump_first=hint is None and not tpu,
     )
     _check_arguments_fit(prober, multiple_of, budget)
     settings = xla_settings(xla_remat_pass, options)
+    guess = hint.max_batch(budget.bytes) if hint else None
+    first = first_batch(multiple_of, max_batch // multiple_of * multiple_of, guess, not hint)
     key = None
     if cache is not None:
         grid = {"multiple_of": multiple_of, "max_batch": max_batch,
                 "data_parallel_size": data_parallel_size}  # fmt: skip
-        key = _key(prober, tgt, budget, {**grid, **settings})
+        key = _key(prober.lower(first).as_text(), tgt, budget, {**grid, **settings})
         asked = dict(budget=budget, target=tgt.name, target_description=tgt.description,
                      xla_settings=settings, interrupted=False, **grid)  # fmt: skip
         hit = _cache_hit(cache, key, prober, asked)
@@ -173,19 +172,25 @@ def find_max_batch(
                 hit, label=label, from_cache=True, seconds=time.perf_counter() - start
             )
             return _explained(hit, prober) if why else hit
-    estimate = workload.estimate
-    hint = estimate if estimate and estimate.per_example_bytes > 0 else None
     where = dict(
         multiple_of=multiple_of,
         max_batch=max_batch,
-        guess=hint.max_batch(budget.bytes) if hint else None,
+        guess=guess,
         per_example=hint.per_example_bytes if hint else None,
     )
     if tpu:
         bracket = search_compiles(outcome(prober), budget.bytes, **where)
     else:
         fixed = hint.fixed_bytes if hint else None
-        bracket = search(prober.measure, budget.bytes, fixed=fixed, width=prober.workers, **where)
+        split = None if hint else prober.fixed_bytes
+        bracket = search(
+            prober.measure,
+            budget.bytes,
+            fixed=fixed,
+            split=split,
+            width=lambda: prober.workers,
+            **where,
+        )
     if bracket.interrupted:  # the probes may hold a compile the bracket did not see
         fits = [p for p in prober.probes.values() if _fits(p, budget, tpu)]
         bracket = dataclasses.replace(
@@ -241,17 +246,17 @@ def _explained(result: TuneResult, prober: Prober) -> TuneResult:
     return dataclasses.replace(result, peak_breakdown=breakdown_at(prober, result.batch))
 
 
-def _workers(workers: int | None, target: Target) -> int:
-    """Compiles at once: one on a local accelerator (its compiles run
-    kernels to pick algorithms, on the device's memory), else one per
-    `CORES_PER_COMPILE` cores, at most `MAX_WORKERS`."""
+def _workers(workers: int | None, target: Target) -> int | None:
+    """Compiles at once: as given; one on a local accelerator (its compiles
+    run kernels to pick algorithms, on the device's memory); else None, as
+    many as the first compile shows to pay (`autotune._concurrency`)."""
     if workers is not None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise TuneError(f"`workers` (={workers!r}) must be a positive integer or None")
         return workers
     if not target.deviceless and target.platform != "cpu":
         return 1
-    return max(1, min(MAX_WORKERS, (os.cpu_count() or 1) // CORES_PER_COMPILE))
+    return None
 
 
 def _cache_hit(
@@ -312,10 +317,10 @@ def _no_answer(prober: Prober, budget: Budget, options: Mapping[str, Any]) -> st
     return compile_failures_text(tuple(prober.failures.values()), options)
 
 
-def _key(prober: Prober, target: Target, budget: Budget, fields: Mapping[str, Any]) -> str:
-    """The cache key: the program lowered at the smallest candidate, and the rest."""
+def _key(program: str, target: Target, budget: Budget, fields: Mapping[str, Any]) -> str:
+    """The cache key: the program lowered at the search's first batch, and the rest."""
     return cache_key(
-        prober.lower(fields["multiple_of"]).as_text(),
+        program,
         {"target": target.name, "target_description": target.description,
          "target_config": target.target_config, "budget": budget, **fields},
     )  # fmt: skip

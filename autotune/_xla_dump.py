@@ -56,17 +56,19 @@ class Dump:
     out_paths: tuple[str, ...]  # the step's outputs, as `jax.tree_util.keystr` paths
 
 
-def compile_with_dump(lowered: Any, options: Mapping[str, Any]) -> tuple[Any, Dump]:
+def compile_with_dump(
+    lowered: Any, options: Mapping[str, Any], *, recompile: bool = True
+) -> tuple[Any, Dump]:
     """Compile `lowered` with `options` and XLA's dump: (compiled, dump).
 
     The dump directory is a fresh temporary one, removed before returning.
     Compile errors propagate; a dump that cannot be read is reported in
     `Dump.error`. The dump options leave JAX's persistent compilation cache
-    key unchanged, so a compile found there writes no dump: it is then
-    compiled once more under a key of its own (`_UNCACHED`).
+    key unchanged, so a compile found there writes no dump: with `recompile`
+    it is then compiled once more under a key of its own (`_UNCACHED`).
     """
     compiled, texts, error = _compile_and_read(lowered, options)
-    if texts is None and _persistent_cache_on():
+    if texts is None and recompile and _persistent_cache_on():
         _, texts, error = _compile_and_read(lowered, {**options, **_UNCACHED})
     return compiled, Dump(texts, error, _out_paths(lowered))
 

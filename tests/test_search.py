@@ -270,3 +270,41 @@ def test_interrupt_mid_round_keeps_the_compiles_that_ended():
 def test_bad_width():
     with pytest.raises(TuneError, match=r"`width` \(=0\) must be a positive integer"):
         search(sequential(affine), 10_000, width=0)
+
+
+def test_an_exact_split_takes_one_compile_and_the_proven_pair():
+    measure = Recorder(affine)
+    bracket = search(measure, 50_000, multiple_of=8, max_batch=65536, split=lambda b: 1_000)
+    assert measure.rounds == [[88], [bracket.lo], [bracket.hi]]
+    assert bracket.lo == brute_force(affine, 50_000, 8, 65536)
+
+
+@pytest.mark.parametrize("need", CURVES, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("budget", [5_000, 50_000, 123_456])
+@pytest.mark.parametrize("fixed", [None, 0, 900, 1_000, 1_100, 10**9])
+@pytest.mark.parametrize("width", [1, 2])
+def test_exact_whatever_the_split(need, budget, fixed, width):
+    """A split of any quality places compiles; it never changes the answer."""
+    measure = Recorder(need)
+    bracket = search(
+        measure, budget, multiple_of=8, max_batch=4096, split=lambda b: fixed, width=width
+    )
+    assert bracket.lo == brute_force(need, budget, 8, 4096)
+    assert len(measure.calls) == len(set(measure.calls)), "a batch compiled twice"
+    if bracket.hi is not None:
+        assert bracket.hi == bracket.lo + 8 and need(bracket.hi) > budget
+
+
+def test_the_width_is_asked_before_each_round():
+    widths = iter([1, 2, 2, 2, 2, 2])
+    measure = Recorder(affine)
+    bracket = search(
+        measure, 50_000, multiple_of=8, max_batch=65536, split=lambda b: 1_000,
+        width=lambda: next(widths),
+    )  # fmt: skip
+    assert measure.rounds == [[88], [bracket.lo, bracket.hi]]
+
+
+def test_a_bad_width_from_a_callable():
+    with pytest.raises(TuneError, match=r"`width` \(=0\) must be a positive integer"):
+        search(sequential(affine), 10_000, width=lambda: 0)

@@ -1,0 +1,51 @@
+"""How many compiles run at once: from the cores the first compile kept busy."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+from steps import mlp_args, mlp_step
+
+from autotune import _probe
+from autotune._concurrency import MAX_WORKERS, CpuClock, compiles_at_once
+from autotune._probe import Prober
+
+
+@pytest.mark.parametrize(
+    "share, cores, at_once",
+    [
+        (1.31, 2, 2),  # GPT-2 on 2 cores: two side by side took 1.4x one, not 2x
+        (1.65, 2, 1),  # ResNet-18 on 2 cores: two side by side took as long as two in a row
+        (1.75, 2, 1),  # VGG16
+        (1.0, 1, 1),
+        (1.7, 16, MAX_WORKERS),
+        (1.7, 3, 2),
+        (1.0, 64, MAX_WORKERS),
+        (0.0, 2, 2),
+    ],
+)
+def test_compiles_at_once(share, cores, at_once):
+    assert compiles_at_once(share, cores) == at_once
+
+
+def test_the_clock_counts_child_processes():
+    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"
+    with CpuClock() as clock:
+        subprocess.run([sys.executable, "-c", busy], check=True)
+    assert clock.share > 0.6  # the child's CPU, though this process only waited
+
+
+def test_the_clock_of_a_block_that_waits():
+    with CpuClock() as clock:
+        time.sleep(0.3)
+    assert clock.share < 0.3
+
+
+def test_the_prober_decides_after_its_first_compile(monkeypatch):
+    monkeypatch.setattr(_probe, "compiles_at_once", lambda share, cores: 3)
+    prober = Prober(mlp_step, mlp_args, workers=None)
+    assert prober.workers == 1  # nothing measured yet
+    prober(8)
+    assert prober.workers == 3
+    assert Prober(mlp_step, mlp_args, workers=2).workers == 2
