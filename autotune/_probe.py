@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import jax
 
+from autotune import _kernels
 from autotune._arguments import argument_leaves
 from autotune._concurrency import MAX_WORKERS, CpuClock, compiles_at_once, cores
 from autotune._errors import TuneError
@@ -239,6 +240,8 @@ class Prober:
         keep_dumps: also dump each compile (`autotune._xla_dump`) and keep
             what the dump says in `dumps`, for the peak breakdown.
         dump_first: dump the first compile, for `fixed_bytes`.
+        kernel_cache: share compiled kernels between compiles
+            (`autotune._kernels`); for described GPUs.
     """
 
     def __init__(
@@ -254,6 +257,7 @@ class Prober:
         workers: int | None = 1,
         keep_dumps: bool = False,
         dump_first: bool = False,
+        kernel_cache: bool = False,
     ):
         self._jitted = jit_step(step, as_argnums(donate_argnums))
         self._args_for_batch = args_for_batch
@@ -266,6 +270,8 @@ class Prober:
         self._lowered: dict[int, Any] = {}
         self._keep_dumps = keep_dumps
         self._dump_first = dump_first
+        # Off where the user names a file, and once a compile failed with one.
+        self._kernel_cache = kernel_cache and _kernels.OPTION not in self._compiler_options
         self.probes: dict[int, Probe] = {}
         self.failures: dict[int, CompileFailure] = {}
         self.order: list[int] = []  # batches in the order their compiles began
@@ -280,6 +286,7 @@ class Prober:
             workload.args_for_batch,
             sharding=target.sharding() if target.deviceless else None,
             donate_argnums=workload.donate_argnums,
+            kernel_cache=target.deviceless and target.platform == "cuda",
             **options,
         )
 
@@ -325,10 +332,10 @@ class Prober:
         dump, probe = self.dumps.get(batch), self.probes.get(batch)
         if dump is None or dump.texts is None or probe is None or probe.refused:
             return None
-        args = self.abstract_args(batch)
-        try:
+        try:  # the arguments at twice the batch tell which leaves follow it
+            args = self.abstract_args(batch)
             leaves = argument_leaves(args, self.abstract_args, batch)
-        except ValueError:
+        except (TuneError, ValueError):
             return None
         return fixed_bytes(dump.texts, probe.need_bytes, args, leaves, batch)
 
@@ -441,11 +448,26 @@ class Prober:
         )
 
     def _compile_lowered(self, lowered: Any, batch: int, dump: bool) -> Any:
+        if not self._kernel_cache:
+            return self._compile_with(lowered, batch, dump, self._compiler_options)
+        kernels = ""
+        try:
+            kernels = _kernels.thread_file()
+            options = {**self._compiler_options, _kernels.OPTION: kernels}
+            return self._compile_with(lowered, batch, dump, options)
+        except Exception:
+            self._kernel_cache = False
+            _kernels.forget(kernels)
+        return self._compile_with(lowered, batch, dump, self._compiler_options)
+
+    def _compile_with(
+        self, lowered: Any, batch: int, dump: bool, options: Mapping[str, Any]
+    ) -> Any:
         if not (self._keep_dumps or dump):
-            return lowered.compile(compiler_options=self._compiler_options or None)
+            return lowered.compile(compiler_options=dict(options) or None)
         # A dump only for the split is not worth a compile the persistent cache saved.
         compiled, self.dumps[batch] = compile_with_dump(
-            lowered, self._compiler_options, recompile=self._keep_dumps
+            lowered, options, recompile=self._keep_dumps
         )
         return compiled
 

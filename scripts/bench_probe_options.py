@@ -1,7 +1,9 @@
 """What XLA options save a deviceless compile without changing its need.
 
 Memory analysis needs XLA's HLO passes and buffer assignment, not fast
-kernels: the LLVM options below act after buffer assignment. For each model
+kernels: the LLVM options below act after buffer assignment, and a kernel
+cache file (`xla_gpu_kernel_cache_file`, one per model, as the tuner keeps
+one for a search) gives later compiles the kernels earlier ones compiled. For each model
 (the VGG16 step and benchmarks/workloads) and a described GPU, this compiles
 at two batches with XLA's defaults and with each option set, JAX's caches
 cleared before every compile, and records the compile time and whether the
@@ -18,6 +20,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +28,7 @@ import jax
 import jaxlib
 
 import autotune
+from autotune import _kernels
 from autotune._probe import REMAT_PASS_OFF, compiled_need
 
 WORKLOADS = Path(__file__).resolve().parents[1] / "benchmarks" / "workloads"
@@ -40,6 +44,8 @@ OPTION_SETS = {
         "xla_backend_optimization_level": 0,
         "xla_llvm_disable_expensive_passes": True,
     },
+    # One file for all of a model's compiles, as the tuner keeps one for a search's.
+    "kernels shared": {_kernels.OPTION: None},
 }
 
 
@@ -54,6 +60,7 @@ def measure(name: str, repeats: int, target: autotune.Target) -> list[str]:
     spec, kwargs, options, batches = MODELS[name]
     (workload,) = autotune.load_workloads(spec, kwargs)
     sharding = target.sharding()
+    kernels = {_kernels.OPTION: str(Path(tempfile.mkdtemp()) / f"{name}.bin")}
     rows = []
     for batch in batches:
         args = jax.tree.map(
@@ -65,6 +72,8 @@ def measure(name: str, repeats: int, target: autotune.Target) -> list[str]:
         needs: dict[str, int] = {}
         for _ in range(repeats):  # interleaved, so load drifts hit every set alike
             for label, extra in OPTION_SETS.items():
+                if _kernels.OPTION in extra:
+                    extra = kernels
                 seconds, need = compile_seconds(lowered, {**options, **extra})
                 times[label].append(seconds)
                 needs[label] = need

@@ -32,6 +32,7 @@ import jax
 import jaxlib
 
 import autotune
+from autotune import _kernels
 from autotune._probe import REMAT_PASS_OFF, compiled_need
 
 WORKLOADS = Path(__file__).resolve().parents[1] / "benchmarks" / "workloads"
@@ -80,6 +81,7 @@ def tune(
     workload: autotune.Workload, target: autotune.Target, options: dict, workers: int | None
 ) -> tuple[autotune.TuneResult, float]:
     jax.clear_caches()
+    _kernels._directory.cache_clear()  # no kernels from an earlier run
     start = time.perf_counter()
     result = autotune.find_max_batch(
         workload, target=target, compiler_options=options, workers=workers
@@ -149,7 +151,8 @@ def render(rows: list[Row], args: argparse.Namespace, target: autotune.Target) -
         f"- machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
         "",
         "One compile: trace, lower and compile of the step at the answer, caches cleared. "
-        "Wall: `find_max_batch` with JAX's caches cleared and no result cache, after one "
+        "Wall: `find_max_batch` with JAX's caches cleared, no result cache and no kernels "
+        "kept from an earlier run, after one "
         "compile of the step at batch 8 set the compiler up. Each the fastest of "
         f"{args.repeats} runs. Proof: independent "
         "compiles at the answer (fits, same bytes) and the next candidate (does not fit).",

@@ -106,3 +106,16 @@ def test_a_compile_the_persistent_cache_saved_is_recompiled_only_on_request(
     compiled, dump = _xla_dump.compile_with_dump(object(), {}, recompile=recompile)
     assert compiled == "compiled" and dump.texts is None
     assert len(calls) == compiles
+
+
+def test_arguments_that_refuse_twice_the_batch_give_no_line_and_no_error():
+    def only_up_to_100(batch):
+        if batch > 100:
+            raise ValueError("this dataset holds 100 examples")
+        return args_for_batch(batch)
+
+    prober = Prober(step, only_up_to_100, donate_argnums=0, dump_first=True)
+    prober(88)
+    assert prober.fixed_bytes(88) is None
+    result = find_max_batch(step, only_up_to_100, donate_argnums=0, max_batch=96)
+    assert result.batch == 96
