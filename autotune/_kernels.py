@@ -10,8 +10,9 @@ ResNet-18, GPT-2 and ViT-B/16; VGG16's later compiles take a quarter less).
 
 XLA reads, merges and writes the file without a lock, so each compile thread
 has a file of its own, in a directory of this process removed at exit. A
-compile that fails with the file is compiled again without it: a file XLA
-cannot read fails the compile.
+file XLA cannot read or write fails the compile: such a compile is made
+again without it. Sharing is off where JAX's persistent compilation cache
+is on: the file's path, in the compile options, would be in every key.
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ def _directory() -> str:
 def thread_file() -> str:
     """The kernel cache file of the calling compile thread."""
     return os.path.join(_directory(), f"{threading.get_ident()}.bin")
+
+
+# What XLA says when the kernel file, not the step, failed a compile (its path
+# is in the message when the file cannot be written).
+_UNREADABLE = ("CompilationCacheProto", "Read less bytes than requested")
+
+
+def blames_the_file(message: str, path: str) -> bool:
+    """Whether a compile's error is the kernel file's, not the step's."""
+    return path in message or any(text in message for text in _UNREADABLE)
 
 
 def forget(path: str) -> None:

@@ -28,7 +28,7 @@ from autotune._refusal import hbm_refusal
 from autotune._signals import delivered, raise_if_interrupted
 from autotune._split import fixed_bytes
 from autotune._workload import as_argnums, jit_step
-from autotune._xla_dump import Dump, compile_with_dump
+from autotune._xla_dump import Dump, compile_with_dump, persistent_cache_on
 
 if TYPE_CHECKING:
     from autotune._targets import Target
@@ -286,7 +286,10 @@ class Prober:
             workload.args_for_batch,
             sharding=target.sharding() if target.deviceless else None,
             donate_argnums=workload.donate_argnums,
-            kernel_cache=target.deviceless and target.platform == "cuda",
+            # A kernel file's path would be in every persistent cache key, never hit again.
+            kernel_cache=target.deviceless
+            and target.platform == "cuda"
+            and not persistent_cache_on(),
             **options,
         )
 
@@ -388,9 +391,14 @@ class Prober:
             done, _ = concurrent.futures.wait(
                 pending, timeout=_POLL_S, return_when=concurrent.futures.FIRST_COMPLETED
             )
+            raised = None  # every compile that ended is kept before one that raised
             for future in done:
                 batch = pending.pop(future)
-                outcome = future.result()
+                try:
+                    outcome = future.result()
+                except BaseException as e:
+                    raised = raised or e
+                    continue
                 if isinstance(outcome, Probe):
                     self.probes[batch] = outcome
                 else:
@@ -398,6 +406,8 @@ class Prober:
                 record(batch, self._need(batch))
                 if isinstance(outcome, Probe) and self._on_probe is not None:
                     self._on_probe(outcome)
+            if raised is not None:
+                raise raised
             raise_if_interrupted()
 
     def _need(self, batch: int) -> int | None:
@@ -450,12 +460,17 @@ class Prober:
     def _compile_lowered(self, lowered: Any, batch: int, dump: bool) -> Any:
         if not self._kernel_cache:
             return self._compile_with(lowered, batch, dump, self._compiler_options)
-        kernels = ""
         try:
             kernels = _kernels.thread_file()
+        except OSError:
+            self._kernel_cache = False
+            return self._compile_with(lowered, batch, dump, self._compiler_options)
+        try:
             options = {**self._compiler_options, _kernels.OPTION: kernels}
             return self._compile_with(lowered, batch, dump, options)
-        except Exception:
+        except Exception as e:
+            if not _kernels.blames_the_file(str(e), kernels):
+                raise  # the step's own failure: recorded once, and kernels still shared
             self._kernel_cache = False
             _kernels.forget(kernels)
         return self._compile_with(lowered, batch, dump, self._compiler_options)

@@ -153,7 +153,7 @@ def find_max_batch(
         on_probe=on_probe,
         workers=_workers(workers, tgt),
         keep_dumps=why,
-        dump_first=hint is None and not tpu,
+        dump_first=hint is None and not tpu and "xla_dump_to" not in options,
     )
     _check_arguments_fit(prober, multiple_of, budget)
     settings = xla_settings(xla_remat_pass, options)
@@ -203,6 +203,9 @@ def find_max_batch(
     answer = prober.probes[bracket.lo]
     nxt = prober.probes[bracket.hi] if bracket.hi is not None else None
     per_example = _slope(answer, [p for p in prober.probes.values() if not p.refused])
+    fixed_at_answer = prober.fixed_bytes(answer.batch) if prober.compiles == 1 else None
+    if fixed_at_answer is not None:  # one compile: its split gives the slope
+        per_example = round((answer.need_bytes - fixed_at_answer) / answer.batch)
     peak = answer.need_bytes + (answer.code_bytes if tpu else 0)
     result = TuneResult(
         label=label,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -68,7 +69,7 @@ def compile_with_dump(
     it is then compiled once more under a key of its own (`_UNCACHED`).
     """
     compiled, texts, error = _compile_and_read(lowered, options)
-    if texts is None and recompile and _persistent_cache_on():
+    if texts is None and recompile and persistent_cache_on():
         _, texts, error = _compile_and_read(lowered, {**options, **_UNCACHED})
     return compiled, Dump(texts, error, _out_paths(lowered))
 
@@ -80,15 +81,21 @@ _UNCACHED = {"xla_dump_large_constants": True}
 def _compile_and_read(
     lowered: Any, options: Mapping[str, Any]
 ) -> tuple[Any, DumpTexts | None, str]:
-    with tempfile.TemporaryDirectory(prefix="autotune-xla-dump-") as directory:
+    try:
+        directory = tempfile.mkdtemp(prefix="autotune-xla-dump-")
+    except OSError as e:  # no dump, and the compile as it would be without one
+        return lowered.compile(compiler_options=dict(options) or None), None, str(e)
+    try:
         compiled = lowered.compile(compiler_options={**options, **dump_options(directory)})
         try:
             return compiled, read_dump(directory, _module_name(lowered)), ""
         except (DumpError, OSError) as e:
             return compiled, None, str(e)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
-def _persistent_cache_on() -> bool:
+def persistent_cache_on() -> bool:
     try:
         return bool(jax.config.jax_compilation_cache_dir) and bool(
             jax.config.jax_enable_compilation_cache

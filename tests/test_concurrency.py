@@ -1,9 +1,11 @@
 """How many compiles run at once: from the cores the first compile kept busy."""
 
+import concurrent.futures
 import subprocess
 import sys
 import time
 
+import jax
 import pytest
 from steps import mlp_args, mlp_step
 
@@ -49,3 +51,41 @@ def test_the_prober_decides_after_its_first_compile(monkeypatch):
     prober(8)
     assert prober.workers == 3
     assert Prober(mlp_step, mlp_args, workers=2).workers == 2
+
+
+class InterruptedAt:
+    """A step whose compile at one batch raises Ctrl-C."""
+
+    def __init__(self, batch):
+        self.jitted, self.batch = jax.jit(mlp_step), batch
+
+    def lower(self, *args):
+        lowered, batch = self.jitted.lower(*args), args[1].shape[0]
+
+        class Lowered:
+            def as_text(self):
+                return lowered.as_text()
+
+            def compile(self, **kwargs):
+                if batch == interrupted:
+                    raise KeyboardInterrupt
+                return lowered.compile(**kwargs)
+
+        interrupted = self.batch
+        return Lowered()
+
+
+def test_compiles_that_end_with_one_that_raises_are_kept(monkeypatch):
+    wait = concurrent.futures.wait
+
+    def both_ended(fs, timeout=None, return_when=None):
+        """Both compiles end before the prober looks; the one that raised first."""
+        done, pending = wait(fs, return_when=concurrent.futures.ALL_COMPLETED)
+        return sorted(done, key=lambda f: f.exception() is None), pending
+
+    monkeypatch.setattr(_probe.concurrent.futures, "wait", both_ended)
+    prober = Prober(InterruptedAt(16), mlp_args, workers=2)
+    recorded = []
+    with pytest.raises(KeyboardInterrupt):
+        prober.measure([8, 16], lambda batch, need: recorded.append(batch))
+    assert recorded == [8] and 8 in prober.probes

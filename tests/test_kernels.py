@@ -4,9 +4,9 @@ import os
 
 import jax
 import pytest
-from steps import mlp_args, mlp_step
+from steps import CountingStep, mlp_args, mlp_step
 
-from autotune import _kernels, get_target
+from autotune import Workload, _kernels, get_target
 from autotune._probe import Prober
 
 pytest.importorskip(
@@ -58,3 +58,42 @@ def test_no_place_for_the_file_costs_no_compile(monkeypatch):
     monkeypatch.setattr(_kernels, "thread_file", unwritable)
     p = prober(kernel_cache=True)
     assert p(64).need_bytes > 0 and not p.failures
+
+
+def test_a_step_that_fails_by_itself_compiles_once_and_kernels_stay_shared():
+    step = CountingStep(mlp_step)
+    target = get_target("h100-sxm-80gb")
+    p = Prober(
+        step,
+        mlp_args,
+        sharding=target.sharding(),
+        kernel_cache=True,
+        compiler_options={"xla_no_such_option": True},
+    )
+    p.measure([64], lambda b, need: None)
+    assert step.compiles == 1 and 64 in p.failures
+
+
+def test_no_kernel_file_where_the_persistent_cache_is_on(monkeypatch):
+    from autotune import _probe
+
+    seen = []
+
+    class Seeing(CountingStep):
+        def lower(self, *args):
+            lowered = super().lower(*args)
+            compile_ = lowered.compile
+
+            def compile(**kwargs):
+                seen.append(kwargs.get("compiler_options") or {})
+                return compile_(**kwargs)
+
+            lowered.compile = compile
+            return lowered
+
+    target = get_target("h100-sxm-80gb")
+    workload = Workload(Seeing(mlp_step), mlp_args)
+    for cache_on in (False, True):
+        monkeypatch.setattr(_probe, "persistent_cache_on", lambda on=cache_on: on)
+        Prober.for_target(workload, target)(64)
+    assert [_kernels.OPTION in options for options in seen] == [True, False]

@@ -1,5 +1,7 @@
 """A line from one compile: the bytes that follow the batch, read from its dump."""
 
+import tempfile
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -102,7 +104,7 @@ def test_a_compile_the_persistent_cache_saved_is_recompiled_only_on_request(
         return "compiled", None, "no dump"
 
     monkeypatch.setattr(_xla_dump, "_compile_and_read", cached)
-    monkeypatch.setattr(_xla_dump, "_persistent_cache_on", lambda: True)
+    monkeypatch.setattr(_xla_dump, "persistent_cache_on", lambda: True)
     compiled, dump = _xla_dump.compile_with_dump(object(), {}, recompile=recompile)
     assert compiled == "compiled" and dump.texts is None
     assert len(calls) == compiles
@@ -119,3 +121,32 @@ def test_arguments_that_refuse_twice_the_batch_give_no_line_and_no_error():
     assert prober.fixed_bytes(88) is None
     result = find_max_batch(step, only_up_to_100, donate_argnums=0, max_batch=96)
     assert result.batch == 96
+
+
+def test_no_place_for_the_dump_changes_no_answer(monkeypatch):
+    budget = Prober(step, args_for_batch, donate_argnums=0)(88).need_bytes
+    monkeypatch.setattr(tempfile, "tempdir", "/nonexistent-directory")
+    result = find_max_batch(step, args_for_batch, donate_argnums=0, budget_bytes=budget)
+    assert result.batch == 88 and not result.failures
+
+
+def test_a_users_own_dump_is_left_alone(tmp_path):
+    options = {"xla_dump_to": str(tmp_path), "xla_dump_hlo_as_text": True}
+    budget = Prober(step, args_for_batch, donate_argnums=0)(600).need_bytes
+    result = find_max_batch(
+        step, args_for_batch, donate_argnums=0, budget_bytes=budget, compiler_options=options
+    )
+    assert result.batch == 600
+    assert any("buffer-assignment" in p.name for p in tmp_path.iterdir())
+    assert len({p.name.split(".")[0] for p in tmp_path.glob("*buffer-assignment*")}) == len(
+        result.probes
+    )
+
+
+def test_one_compile_gives_the_slope_from_its_split():
+    result = find_max_batch(step, args_for_batch, donate_argnums=0, max_batch=40)
+    assert result.compiles == 1 and result.batch == 40
+    line = line_from_one_compile(
+        Prober(step, args_for_batch, donate_argnums=0, dump_first=True), 40
+    )
+    assert result.per_example_bytes == round(line(1) - line(0))
