@@ -158,7 +158,8 @@ def find_max_batch(
     _check_arguments_fit(prober, multiple_of, budget)
     settings = xla_settings(xla_remat_pass, options)
     guess = hint.max_batch(budget.bytes) if hint else None
-    first = first_batch(multiple_of, max_batch // multiple_of * multiple_of, guess, not hint)
+    split = hint is None and not tpu
+    first = first_batch(multiple_of, max_batch // multiple_of * multiple_of, guess, split)
     key = None
     if cache is not None:
         grid = {"multiple_of": multiple_of, "max_batch": max_batch,
@@ -182,12 +183,11 @@ def find_max_batch(
         bracket = search_compiles(outcome(prober), budget.bytes, **where)
     else:
         fixed = hint.fixed_bytes if hint else None
-        split = None if hint else prober.fixed_bytes
         bracket = search(
             prober.measure,
             budget.bytes,
             fixed=fixed,
-            split=split,
+            split=prober.fixed_bytes if split else None,
             width=lambda: prober.workers,
             **where,
         )

@@ -3,33 +3,23 @@
 import tempfile
 
 import jax
-import jax.numpy as jnp
 import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from user_steps import deep_mlp
+from user_steps.deep_mlp import step
 
 from autotune import find_max_batch
 from autotune._probe import Prober
 from autotune._search import calibration_batch
 from autotune._xla_dump import DumpTexts
 
-WIDTH, DEPTH = 512, 6
-
-
-def step(params, x):
-    def loss(params):
-        h = x
-        for w in params:
-            h = jnp.tanh(h @ w)
-        return jnp.mean(h**2)
-
-    grads = jax.grad(loss)(params)
-    return [w - 0.1 * g for w, g in zip(params, grads)]
-
 
 def args_for_batch(batch, sharding=None, batch_sharding=None):
-    params = [jax.ShapeDtypeStruct((WIDTH, WIDTH), jnp.float32, sharding=sharding)] * DEPTH
-    return params, jax.ShapeDtypeStruct((batch, WIDTH), jnp.float32, sharding=batch_sharding)
+    """The deep MLP's arguments, placed by the shardings given."""
+    params, x = deep_mlp.args_for_batch(batch)
+    params = [jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=sharding) for p in params]
+    return params, jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=batch_sharding)
 
 
 def line_from_one_compile(prober, batch):
