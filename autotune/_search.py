@@ -26,7 +26,8 @@ the candidates nearest to it, the one predicted to fit first:
    right candidate, the second round proves the answer (3 compiles: one,
    then the pair, at once or one after the other); from the two small
    batches, the third (4 compiles);
-3. when a round fails to halve the bracket, the next one halves it instead.
+3. when a round fails to halve the bracket, the next one halves it instead
+   (the first time, unless it only confirms the line's boundary).
 
 A batch that does not compile for a reason other than memory (`None` from
 the measure) is left out of the candidates, and the search goes on around
@@ -239,6 +240,7 @@ def _rounds(
         yield _spread(m, 4 * m, m, s.top)[:width] if width > 1 else [m]
     misses = 0
     width_before = None
+    unhalved = 0
     while not s.proven() and len(s.failed) < max_failures:
         lo, hi = s.lo, s.hi
         if lo is not None and hi is None:
@@ -249,7 +251,15 @@ def _rounds(
         elif lo is not None:
             target = _interpolate(s, lo, hi)
             confirming = _grid(target, m) in (lo, hi - m)
-            if width_before is not None and 2 * (hi - lo) > width_before and not confirming:
+            # A round that did not halve the bracket is followed by one that
+            # does, unless it only confirms the line's boundary; after two
+            # such rounds need is no line here (a staircase would be crawled
+            # a candidate a round), and every round halves the bracket.
+            if width_before is not None and 2 * (hi - lo) > width_before:
+                unhalved += 1
+                if not confirming:
+                    target = lo + (hi - lo) / 2
+            if unhalved > 1:
                 target = lo + (hi - lo) / 2
             width_before = hi - lo
         elif hi is not None:

@@ -308,3 +308,17 @@ def test_the_width_is_asked_before_each_round():
 def test_a_bad_width_from_a_callable():
     with pytest.raises(TuneError, match=r"`width` \(=0\) must be a positive integer"):
         search(sequential(affine), 10_000, width=lambda: 0)
+
+
+def staircase(b):
+    """Need padded to the next power of two, as a step that pads its batch."""
+    return 1_000 + 137 * (1 << (b - 1).bit_length())
+
+
+@pytest.mark.parametrize("budget", [50_000, 123_456, 300_000, 600_000])
+@pytest.mark.parametrize("split", [None, lambda b: 1_000])
+def test_a_staircase_is_halved_not_crawled(budget, split):
+    measure = Recorder(staircase)
+    bracket = search(measure, budget, multiple_of=8, max_batch=4096, split=split)
+    assert bracket.lo == brute_force(staircase, budget, 8, 4096)
+    assert len(measure.calls) <= 16, measure.calls  # 512 candidates: 9 halvings
