@@ -2,13 +2,13 @@
 
 A deviceless GPU compile runs XLA's passes on one thread, then compiles its
 kernels on several (LLVM threads, `ptxas` processes). How many cores it keeps
-busy depends on the program: measured on 2 cores (benchmarks/real-models.md),
-a GPT-2 or ViT compile kept 1.3 cores busy, and two of them side by side took
-1.4 times one compile where one after the other took 2; a ResNet-18 or VGG16
-compile kept 1.7 busy, and two side by side took as long as one after the
-other. So the tuner times the CPU its first compile used (in this process and
-the processes it started) against its wall time, and runs further compiles
-at once only where the cores it left idle make that pay.
+busy depends on the program: on 2 cores, GPT-2's and ViT-B/16's searches took
+27.0 and 21.4 s with the proven pair compiled at once, 33.5 and 26.2 s one
+compile after the other (benchmarks/real-models.md); two VGG16 compiles side
+by side took as long as two in a row. So the tuner times the CPU its first
+compile used (in this process and the processes it started) against its wall
+time, and runs further compiles at once only where the cores it left idle
+make that pay.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ import time
 # Compiles at once, at most, whatever the cores.
 MAX_WORKERS = 4
 # A further compile at once must add at least this share of one compile's
-# speed, by the cores the first compile left idle; two compiles side by side
-# run somewhat slower than the idle cores promise (measured: 1.39 times one
-# compile's speed where 1.53 was promised), and a round of two may compile a
-# batch a round of one would not.
+# speed, by the cores the first compile left idle: two compiles side by side
+# run somewhat slower than the idle cores promise, and a round of two may
+# compile a batch a round of one would not.
 PAYS = 0.35
 
 

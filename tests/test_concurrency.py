@@ -17,9 +17,9 @@ from autotune._probe import Prober
 @pytest.mark.parametrize(
     "share, cores, at_once",
     [
-        (1.31, 2, 2),  # GPT-2 on 2 cores: two side by side took 1.4x one, not 2x
-        (1.65, 2, 1),  # ResNet-18 on 2 cores: two side by side took as long as two in a row
-        (1.75, 2, 1),  # VGG16
+        (1.31, 2, 2),  # a core left mostly idle: a second compile pays
+        (1.65, 2, 1),  # both cores nearly busy: it does not
+        (1.75, 2, 1),
         (1.0, 1, 1),
         (1.7, 16, MAX_WORKERS),
         (1.7, 3, 2),
