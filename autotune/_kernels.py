@@ -51,8 +51,6 @@ def blames_the_file(message: str, path: str) -> bool:
 
 def forget(path: str) -> None:
     """Remove a kernel cache file a compile could not use."""
-    if not path:
-        return
     try:
         os.remove(path)
     except OSError:

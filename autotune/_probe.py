@@ -458,21 +458,20 @@ class Prober:
         )
 
     def _compile_lowered(self, lowered: Any, batch: int, dump: bool) -> Any:
-        if not self._kernel_cache:
-            return self._compile_with(lowered, batch, dump, self._compiler_options)
-        try:
-            kernels = _kernels.thread_file()
-        except OSError:
-            self._kernel_cache = False
-            return self._compile_with(lowered, batch, dump, self._compiler_options)
-        try:
-            options = {**self._compiler_options, _kernels.OPTION: kernels}
-            return self._compile_with(lowered, batch, dump, options)
-        except Exception as e:
-            if not _kernels.blames_the_file(str(e), kernels):
-                raise  # the step's own failure: recorded once, and kernels still shared
-            self._kernel_cache = False
-            _kernels.forget(kernels)
+        if self._kernel_cache:
+            try:
+                kernels = _kernels.thread_file()
+            except OSError:
+                self._kernel_cache = False
+            else:
+                options = {**self._compiler_options, _kernels.OPTION: kernels}
+                try:
+                    return self._compile_with(lowered, batch, dump, options)
+                except Exception as e:
+                    if not _kernels.blames_the_file(str(e), kernels):
+                        raise  # the step's own failure: recorded once, kernels still shared
+                    self._kernel_cache = False
+                    _kernels.forget(kernels)
         return self._compile_with(lowered, batch, dump, self._compiler_options)
 
     def _compile_with(

@@ -8,8 +8,9 @@ to (`hi`), and ends when no candidate that compiles lies between them, so the
 answer is exact for any need(batch) that grows with the batch, affine or not.
 
 It works in rounds of up to `width` compiles (asked before each round),
-which the caller may run concurrently. Each round aims at the boundary predicted so far and compiles
-the candidates nearest to it, the one predicted to fit first:
+which the caller may run concurrently. Each round aims at the boundary
+predicted so far and compiles the candidates nearest to it, the one
+predicted to fit first:
 
 1. with an analytical estimate: its guess (and the candidate above it, when
    a round holds two compiles), the first compile then calibrating the

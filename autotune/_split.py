@@ -7,9 +7,9 @@ device's share of it), follow the batch; the rest of the compile's need is
 fixed. The line through the fixed bytes and the compile gives the need at any
 batch where the program keeps its shape. Measured for a described H100
 (benchmarks/real-models.md): from a compile at batch 88, the line put the
-boundary on the right candidate for GPT-2 small, ViT-B/16 and VGG16 (with
-and without remat), and 0.5% above it for a ResNet-18, whose programs change
-with the batch. The search places compiles with it; only compiles decide.
+boundary on the right candidate for GPT-2 small and ViT-B/16, and five
+candidates (0.5%) above it for a ResNet-18, whose programs change with the
+batch. The search places compiles with it; only compiles decide.
 """
 
 from __future__ import annotations
