@@ -16,8 +16,8 @@ predicted to fit first:
    a round holds two compiles), the first compile then calibrating the
    estimate: the line through the estimate's fixed bytes and that compile;
    without one, given a `split` of a compile into the bytes that follow the
-   batch and the rest: one compile, and the line through its fixed bytes
-   and it; without either: the smallest candidate (and a small multiple),
+   batch and the rest: one compile, as large as `room` allows, and the line
+   through its fixed bytes and it; without either: the smallest candidate (and a small multiple),
    then the batch that need in proportion to the batch would put at the
    budget;
 2. the boundary of the line a split or an estimate gave, then of the affine
@@ -105,6 +105,7 @@ def search(
     per_example: float | None = None,
     fixed: float | None = None,
     split: Split | None = None,
+    room: float | None = None,
     width: int | Callable[[], int] = 1,
     max_failures: int = 6,
 ) -> Bracket:
@@ -123,6 +124,8 @@ def search(
             a line whose slope is the compile's, not the estimate's.
         split: without a guess, the first compile is at `calibration_batch`
             and `split` of it gives the fixed bytes of such a line.
+        room: with a split, a batch expected to fit; the first compile is
+            the largest calibration batch at or below it.
         width: compiles per round, or a callable asked before each round.
         max_failures: compiles that may fail before the search stops.
 
@@ -136,7 +139,8 @@ def search(
     state = _State(budget, multiple_of, max_batch // multiple_of * multiple_of)
     try:
         hint = _Hint(guess, per_example, fixed)
-        for batches in _rounds(state, hint, widths, max_failures, split):
+        first = first_batch(multiple_of, state.top, guess, split is not None, room)
+        for batches in _rounds(state, hint, widths, max_failures, split, first):
             measure(batches, state.record)
     except KeyboardInterrupt:
         return state.bracket(interrupted=True)
@@ -225,12 +229,16 @@ class _Hint:
 
 
 def _rounds(
-    s: _State, hint: _Hint, widths: Callable[[], int], max_failures: int, split: Split | None
+    s: _State,
+    hint: _Hint,
+    widths: Callable[[], int],
+    max_failures: int,
+    split: Split | None,
+    first: int,
 ) -> Iterator[list[int]]:
     """The batches of each round, until the bracket is proven."""
     m = s.m
     width = widths()
-    first = first_batch(m, s.top, hint.guess, split is not None)
     if hint.guess and hint.guess > 0:
         yield [first] if width == 1 else _spread(first, first + m, m, s.top)
     elif split is not None:
@@ -273,22 +281,32 @@ def _rounds(
         yield batches
 
 
-def first_batch(m: int, top: int, guess: int | None, split: bool) -> int:
+def first_batch(m: int, top: int, guess: int | None, split: bool, room: float | None = None) -> int:
     """The batch of the search's first compile (`top`: the largest candidate)."""
     if guess and guess > 0:
         return min(top, max(m, int(guess) // m * m))
-    return calibration_batch(m, top) if split else m
+    return calibration_batch(m, top, room) if split else m
 
 
-def calibration_batch(m: int, top: int) -> int:
+def calibration_batch(m: int, top: int, room: float | None = None) -> int:
     """The first compile's batch where a split of it gives the line: `m`
-    times a prime of at least 11, and at least 64, so that one device's
-    share of it is unlikely to divide the model's own dimensions (768, 3072,
-    1000, ...); `top` where that is larger."""
+    times a prime, so that one device's share of it is unlikely to divide
+    the model's own dimensions (768, 3072, 1000, ...). The largest such at
+    or below `room` (a batch expected to fit), and at least `m` times the
+    smallest prime of at least 11 whose multiple is at least 64; `top` where
+    that is larger."""
     q = max(11, -(-64 // m))
-    while any(q % d == 0 for d in range(2, math.isqrt(q) + 1)):
+    while not _prime(q):
         q += 1
+    if room is not None and math.isfinite(room) and room >= m * q:
+        q = max(q, min(int(room), top) // m)
+        while not _prime(q):
+            q -= 1
     return min(top, m * q)
+
+
+def _prime(q: int) -> bool:
+    return q > 1 and all(q % d for d in range(2, math.isqrt(q) + 1))
 
 
 def _spread(first: int, second: int, m: int, top: int) -> list[int]:

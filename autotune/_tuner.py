@@ -24,6 +24,7 @@ from autotune._search import check_grid, first_batch, search
 from autotune._targets import Target, get_target
 from autotune._tpu_search import search_compiles
 from autotune._tpu_tuning import on_slice, outcome, tpu_budget
+from autotune._unfused import MARGIN
 from autotune._units import format_bytes
 from autotune._why import breakdown_at
 from autotune._workload import Workload, as_workload
@@ -183,11 +184,13 @@ def find_max_batch(
         bracket = search_compiles(outcome(prober), budget.bytes, **where)
     else:
         fixed = hint.fixed_bytes if hint else None
+        unfused = prober.unfused_boundary(first, budget.bytes) if split else None
         bracket = search(
             prober.measure,
             budget.bytes,
             fixed=fixed,
             split=prober.fixed_bytes if split else None,
+            room=None if unfused is None else unfused * MARGIN,
             width=lambda: prober.workers,
             **where,
         )

@@ -3,7 +3,7 @@
 import pytest
 
 from autotune._errors import TuneError
-from autotune._search import search, sequential
+from autotune._search import calibration_batch, search, sequential
 
 
 def affine(b):
@@ -293,6 +293,23 @@ def test_exact_whatever_the_split(need, budget, fixed, width):
     assert len(measure.calls) == len(set(measure.calls)), "a batch compiled twice"
     if bracket.hi is not None:
         assert bracket.hi == bracket.lo + 8 and need(bracket.hi) > budget
+
+
+@pytest.mark.parametrize("need", CURVES, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("budget", [5_000, 50_000, 123_456])
+@pytest.mark.parametrize("room", [None, 50, 400, 3_000, 10**9])
+@pytest.mark.parametrize("width", [1, 2])
+def test_exact_wherever_the_first_compile(need, budget, room, width):
+    """The room places the first compile, above the answer or below it; it
+    never changes the answer."""
+    measure = Recorder(need)
+    bracket = search(
+        measure, budget, multiple_of=8, max_batch=4096, split=lambda b: 1_000, room=room,
+        width=width,
+    )  # fmt: skip
+    assert measure.calls[0] == calibration_batch(8, 4096, room)
+    assert bracket.lo == brute_force(need, budget, 8, 4096)
+    assert len(measure.calls) == len(set(measure.calls)), "a batch compiled twice"
 
 
 def test_the_width_is_asked_before_each_round():

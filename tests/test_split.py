@@ -69,7 +69,8 @@ def test_an_unreadable_dump_gives_no_line():
 def test_the_search_takes_one_compile_and_the_proven_pair():
     budget = Prober(step, args_for_batch, donate_argnums=0)(600).need_bytes + 1
     result = find_max_batch(step, args_for_batch, donate_argnums=0, budget_bytes=budget)
-    assert [p.batch for p in result.probes] == [88, 600, 608]
+    assert [p.batch for p in result.probes][1:] == [600, 608]
+    assert result.probes[0].batch < 600
     assert result.batch == 600 and result.next_peak_bytes > budget
 
 
