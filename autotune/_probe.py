@@ -267,7 +267,6 @@ class Prober:
         self._on_probe = on_probe
         self._workers = workers
         self._first = CpuClock()  # the cores the first compile kept busy
-        self._traced: dict[int, Any] = {}
         self._lowered: dict[int, Any] = {}
         self._keep_dumps = keep_dumps
         self._dump_first = dump_first
@@ -358,51 +357,31 @@ class Prober:
     def unfused_boundary(self, batch: int, budget: int) -> float | None:
         """The batch at which the step's jaxpr traced at `batch`, every value
         kept to its last use, fills `budget` (`autotune._unfused`); None
-        where the trace does not say."""
+        where the trace does not say. JAX keeps the trace for the lowering."""
         try:
-            traced = self._trace(batch)
             args = self.abstract_args(batch)
+            traced = self._jitted.trace(*args)
+            traced = getattr(traced, "traced", traced)  # flax.nnx.jit's Traced holds JAX's
             leaves = argument_leaves(args, self.abstract_args, batch)
             local = local_batch(args, leaves, batch)
-            traced = getattr(traced, "traced", traced)  # flax.nnx.jit's Traced holds JAX's
-            jaxpr = getattr(traced, "jaxpr", None)
-            if jaxpr is None or local is None:
+            if local is None:
                 return None
-            return _unfused.boundary(jaxpr, batch, leaves, local, budget)
+            return _unfused.boundary(traced.jaxpr, batch, leaves, local, budget)
         except Exception:  # a placement, never required
             return None
 
     def lower(self, batch: int) -> Any:
         """The step lowered for `batch` (traced once, kept)."""
         if batch not in self._lowered:
-            traced = self._trace(batch)
-            if traced is None:  # a step that lowers but does not `trace`
-                _afresh_if_the_pass_flips(self._remat_pass)
-                args, stage, lower = self.abstract_args(batch), "trace", self._jitted.lower
-            else:
-                args, stage, lower = (), "lower", traced.lower
-            try:
-                self._lowered[batch] = lower(*args)
-            except Exception as e:
-                raise TuneError(
-                    f"`step` does not {stage} for batch={batch}: {type(e).__name__}: {e}"
-                ) from e
-        return self._lowered[batch]
-
-    def _trace(self, batch: int) -> Any:
-        """The step traced for `batch` (kept), or None where it has no `trace`."""
-        if not hasattr(self._jitted, "trace"):
-            return None
-        if batch not in self._traced:
             _afresh_if_the_pass_flips(self._remat_pass)
             args = self.abstract_args(batch)
             try:
-                self._traced[batch] = self._jitted.trace(*args)
+                self._lowered[batch] = self._jitted.lower(*args)
             except Exception as e:
                 raise TuneError(
                     f"`step` does not trace for batch={batch}: {type(e).__name__}: {e}"
                 ) from e
-        return self._traced[batch]
+        return self._lowered[batch]
 
     def measure(self, batches: Sequence[int], record: Callable[[int, int | None], None]) -> None:
         """Compiles `batches` concurrently; records each one's need (None: it

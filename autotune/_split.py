@@ -9,7 +9,7 @@ batch where the program keeps its shape. Measured for a described H100
 (benchmarks/real-models.md): from a compile at batch 88, the line put the
 boundary on the right candidate for GPT-2 small and ViT-B/16, and five
 candidates (0.5%) above it for a ResNet-18, whose programs change with the
-batch; from the ResNet-18's compile at 2,872, on the right one. So the first
+batch; from the ResNet-18's compile at 2,936, on the right one. So the first
 compile is as large as `autotune._unfused` says it may be. The search places
 compiles with the line; only compiles decide.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -20,7 +21,7 @@ from autotune._estimate import Estimate
 from autotune._layout import LAYOUTS, device_bytes
 from autotune._probe import CompilerOptions, Probe, Prober, compile_failures_text
 from autotune._result import TuneResult
-from autotune._search import check_grid, first_batch, search
+from autotune._search import calibration_batch, check_grid, first_batch, search
 from autotune._targets import Target, get_target
 from autotune._tpu_search import search_compiles
 from autotune._tpu_tuning import on_slice, outcome, tpu_budget
@@ -32,6 +33,23 @@ from autotune._workload import Workload, as_workload
 _UNSET: Any = object()
 
 
+def _interrupts_as_searches(tune: Callable[..., TuneResult]) -> Callable[..., TuneResult]:
+    """A Ctrl-C before the search began (tracing, the cache's key) raised as
+    during one: `SearchInterrupted`, with nothing proven."""
+
+    @functools.wraps(tune)
+    def wrapped(*args: Any, **kwargs: Any) -> TuneResult:
+        try:
+            return tune(*args, **kwargs)
+        except SearchInterrupted:
+            raise
+        except KeyboardInterrupt:
+            raise SearchInterrupted() from None
+
+    return wrapped
+
+
+@_interrupts_as_searches
 def find_max_batch(
     step: Workload | Callable[..., Any],
     args_for_batch: Callable[[int], Sequence[Any]] | None = None,
@@ -184,13 +202,13 @@ def find_max_batch(
         bracket = search_compiles(outcome(prober), budget.bytes, **where)
     else:
         fixed = hint.fixed_bytes if hint else None
-        unfused = prober.unfused_boundary(first, budget.bytes) if split else None
+        top = max_batch // multiple_of * multiple_of
         bracket = search(
             prober.measure,
             budget.bytes,
             fixed=fixed,
             split=prober.fixed_bytes if split else None,
-            room=None if unfused is None else unfused * MARGIN,
+            room=_room(prober, first, budget.bytes, multiple_of, top) if split else None,
             width=lambda: prober.workers,
             **where,
         )
@@ -369,6 +387,21 @@ def _check_data_parallel(size: int, multiple_of: int) -> None:
             f"`data_parallel_size` (={size}): every candidate global batch is "
             "split evenly over the data-parallel devices"
         )
+
+
+def _room(prober: Prober, batch: int, budget: int, m: int, top: int) -> float | None:
+    """Where the first compile may go (`search`'s `room`): a share of the
+    unfused boundary of the step traced at `batch`, where the step's
+    arguments can be made (its data may hold fewer examples)."""
+    unfused = prober.unfused_boundary(batch, budget)
+    if unfused is None:
+        return None
+    room = unfused * MARGIN
+    try:
+        prober.abstract_args(calibration_batch(m, top, room))
+    except TuneError:
+        return None
+    return room
 
 
 def _check_arguments_fit(prober: Prober, batch: int, budget: Budget) -> None:

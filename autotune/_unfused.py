@@ -4,25 +4,27 @@ The split (`autotune._split`) draws the line of need through one compile;
 its error grows with the distance from that compile to the answer. A
 ResNet-18's compile at batch 88 puts the answer five candidates high (at
 small batches its programs keep other values live at the peak); the one at
-2,872 puts it on the right candidate (benchmarks/first-compile.md). A compile
+2,936 puts it on the right candidate (benchmarks/first-compile.md). A compile
 costs the same at any batch on a described GPU, so the first one is best
 made as large as it may be while it fits.
 
 This module says how large, from the trace alone: the step's jaxpr run in
 its own order, every value kept from the equation that makes it to its last
-use (calls inlined; loops and branches as single equations), gives the bytes
-live at each equation, those with a dimension that is a multiple of the
-batch and the rest. XLA fuses most of those values away, moves the rest and
-adds its own (layouts, convolution workspaces): XLA's answer was 0.63
-(VGG16) to 15.9 (a decoder under remat) times the batch at which that need
-meets the budget, on a described H100 (benchmarks/first-compile.md). The
-first compile aims at half of it. Only compiles decide; this places one.
+use, gives the bytes live at each equation, those with a dimension that is
+a multiple of the batch and the rest. Calls are inlined (each call its own
+values); a loop or a branch holds, while it runs, the most its bodies hold.
+XLA fuses most of those values away, moves the rest and adds its own
+(layouts, convolution workspaces): XLA's answer was 0.54 (VGG16) to 1.86
+(ViT-B/16) times the batch at which that need meets the budget, on a
+described H100 (benchmarks/first-compile.md). The first compile aims at
+half of it. Only compiles decide; this places one.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from jax.extend import core as jax_core
@@ -68,50 +70,99 @@ def boundary(
 def live_bytes(jaxpr: Any, batch: int) -> list[tuple[int, int]]:
     """(bytes that do not follow the batch, bytes that do) live at each
     equation of `jaxpr` (a ClosedJaxpr), calls inlined."""
-    inner = jaxpr.jaxpr
+    return _profile(jaxpr.jaxpr, batch, {})
+
+
+Profile = list[tuple[int, int]]
+
+
+def _profile(jaxpr: Any, batch: int, bodies: dict[int, tuple[int, int]]) -> Profile:
+    """`live_bytes` of an open jaxpr; `bodies` keeps the peaks of the loop
+    and branch bodies already walked."""
     names: dict[Any, Any] = {}
-    events = list(_flat(inner, names))
+    events = list(_flat(jaxpr, names, batch, itertools.count(), bodies))
     last: dict[Any, int] = {}
-    for i, (reads, _) in enumerate(events):
-        for var in reads:
-            last[var] = i
-    for var in inner.outvars:
-        var = None if isinstance(var, jax_core.Literal) else names.get(var, var)
-        if var is not None:
-            last[var] = len(events)
+    for i, (reads, _, _) in enumerate(events):
+        for key in reads:
+            last[key] = i
+    for var in jaxpr.outvars:
+        key = None if isinstance(var, jax_core.Literal) else names.get(var, var)
+        if key is not None:
+            last[key] = len(events)
     freed: dict[int, list[Any]] = {}
-    for var, i in last.items():
-        freed.setdefault(i, []).append(var)
-    arguments = set(inner.invars) | set(inner.constvars)
+    for key, i in last.items():
+        freed.setdefault(i, []).append(key)
     live = [0, 0]
+    sizes: dict[Any, tuple[int, int]] = {}  # key -> (follows, bytes), for the values written
     profile = []
-    for i, (_, writes) in enumerate(events):
-        for var in writes:
-            if var in last:
-                live[_follows(var, batch)] += _nbytes(var)
-        profile.append((live[0], live[1]))
-        for var in freed.get(i, ()):
-            if var not in arguments:
-                live[_follows(var, batch)] -= _nbytes(var)
+    for i, (_, writes, (rest, follows)) in enumerate(events):
+        for key, follow, nbytes in writes:
+            if key in last:
+                sizes[key] = (follow, nbytes)
+                live[follow] += nbytes
+        profile.append((live[0] + rest, live[1] + follows))
+        for key in freed.get(i, ()):
+            if key in sizes:  # not an argument of the jaxpr
+                follow, nbytes = sizes[key]
+                live[follow] -= nbytes
     return profile
 
 
-def _flat(jaxpr: Any, names: dict[Any, Any]) -> Iterable[tuple[list[Any], list[Any]]]:
-    """(variables read, variables written) of each equation, in order; the
-    bodies of calls inlined, their variables renamed to the caller's."""
+# A value: its variable, and the call it was written in (the same jaxpr may
+# be inlined many times: one jitted function called once a layer).
+_Key = tuple[int, Any]
+# An equation's values read, (value, follows, bytes) written, and the bytes
+# its loop or branch bodies hold while it runs (not following, following).
+_Event = tuple[list[Any], list[tuple[_Key, int, int]], tuple[int, int]]
 
-    def name(var: Any) -> Any:
-        return None if isinstance(var, jax_core.Literal) else names.get(var, var)
 
+def _flat(
+    jaxpr: Any,
+    names: dict[Any, Any],
+    batch: int,
+    calls: Iterator[int],
+    bodies: dict[int, tuple[int, int]],
+) -> Iterable[_Event]:
+    """The events of each equation, in order; the bodies of calls inlined,
+    their variables named in the caller's terms (`calls` numbers each
+    inlined body)."""
+    call = next(calls)
     for eqn in jaxpr.eqns:
+        read = (names.get(v, v) for v in eqn.invars if not isinstance(v, jax_core.Literal))
+        reads = [key for key in read if key is not None]
         body = _body(eqn)
         if body is None:
-            yield [v for v in map(name, eqn.invars) if v is not None], list(eqn.outvars)
+            writes = []
+            for var in eqn.outvars:
+                names[var] = (call, var)
+                writes.append((names[var], _follows(var, batch), _nbytes(var)))
+            yield reads, writes, _held(eqn, batch, bodies)
             continue
-        within = dict(zip(body.invars, map(name, eqn.invars)))
-        yield from _flat(body, within)
+        within = {
+            inner: None if isinstance(outer, jax_core.Literal) else names.get(outer, outer)
+            for inner, outer in zip(body.invars, eqn.invars)
+        }
+        yield from _flat(body, within, batch, calls, bodies)
         for out, var in zip(eqn.outvars, body.outvars):
             names[out] = None if isinstance(var, jax_core.Literal) else within.get(var, var)
+
+
+def _held(eqn: Any, batch: int, bodies: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """The most bytes the loop or branch bodies of `eqn` hold at once beyond
+    their arguments, each kind at its own peak; (0, 0) for an equation
+    without a body."""
+    most = (0, 0)
+    for value in eqn.params.values():
+        for body in value if isinstance(value, (tuple, list)) else (value,):
+            body = getattr(body, "jaxpr", body)
+            if not isinstance(body, jax_core.Jaxpr):
+                continue
+            if id(body) not in bodies:
+                profile = _profile(body, batch, bodies) or [(0, 0)]
+                bodies[id(body)] = (max(r for r, _ in profile), max(f for _, f in profile))
+            peak = bodies[id(body)]
+            most = (max(most[0], peak[0]), max(most[1], peak[1]))
+    return most
 
 
 def _body(eqn: Any) -> Any:

@@ -8,7 +8,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from user_steps import deep_mlp, nnx_cnn
 
-from autotune import _unfused, find_max_batch
+from autotune import SearchInterrupted, _unfused, compare, find_max_batch
 from autotune._probe import Prober
 from autotune._search import calibration_batch
 
@@ -49,6 +49,22 @@ def test_calls_are_inlined():
     assert profile(nested, 40) == profile(flat, 40)
 
 
+def test_a_function_called_twice_is_inlined_twice():
+    """One jitted function called once a layer: its jaxpr is one object, and
+    each call's values are freed after their own last use."""
+    layer = jax.jit(lambda y: jnp.tanh(jnp.exp(y) * y))
+
+    def twice(w, x):
+        return layer(layer(x @ w)).sum()
+
+    def written_out(w, x):
+        y = x @ w
+        y = jnp.tanh(jnp.exp(y) * y)
+        return jnp.tanh(jnp.exp(y) * y).sum()
+
+    assert profile(twice, 40) == profile(written_out, 40)
+
+
 def test_boundary_where_arguments_and_the_peak_fill_the_budget():
     """need(B) = w + x + 3 rows of the batch at the peak: 4 rows of N floats
     an example, past the weights."""
@@ -76,6 +92,20 @@ def test_loops_and_branches_are_single_equations():
         return jax.lax.scan(lambda c, r: (c + r.sum(), None), 0.0, y)[0]
 
     assert Prober(step, args_for_batch).unfused_boundary(40, 10**6) > 0
+
+
+def test_a_loop_holds_its_body_s_values_while_it_runs():
+    """The while loop's (batch, 4N) product lives only inside its body."""
+
+    def step(w, x):
+        wide = jnp.ones((N, 4 * N))
+
+        def body(c):
+            return c[0] + 1, c[1] + jnp.tanh(c[1] @ w @ wide).sum(1, keepdims=True)
+
+        return jax.lax.while_loop(lambda c: c[0] < 3, body, (0, x))[1].sum()
+
+    assert max(f for _, f in profile(step, 40)) >= 40 * 4 * N * 4
 
 
 def test_a_step_without_a_trace_has_no_boundary():
@@ -136,3 +166,36 @@ def test_a_boundary_that_raises_changes_no_answer(monkeypatch):
     monkeypatch.setattr(_unfused, "boundary", broken)
     result = find_max_batch(step, args, donate_argnums=0, budget_bytes=budget)
     assert [p.batch for p in result.probes] == [88, 600, 608]
+
+
+def test_a_first_compile_whose_arguments_cannot_be_made_goes_to_88(monkeypatch):
+    """A step whose data holds 1,000 examples: the placement is dropped where
+    its arguments cannot be made, and the answer is found below it."""
+    step, args = deep_mlp.step, deep_mlp.args_for_batch
+    budget = Prober(step, args, donate_argnums=0)(600).need_bytes + 1
+
+    def dataset(batch):
+        if batch > 1000:
+            raise ValueError("the dataset holds 1,000 examples")
+        return args(batch)
+
+    monkeypatch.setattr(Prober, "unfused_boundary", lambda self, b, budget: 10**6)
+    result = find_max_batch(step, dataset, donate_argnums=0, budget_bytes=budget)
+    assert [p.batch for p in result.probes] == [88, 600, 608]
+
+
+def test_ctrl_c_while_placing_keeps_the_rows_already_tuned(monkeypatch):
+    calls = []
+
+    def interrupted_the_second_time(self, batch, budget):
+        calls.append(batch)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return None
+
+    monkeypatch.setattr(Prober, "unfused_boundary", interrupted_the_second_time)
+    workloads = {"first": deep_mlp.workload, "second": deep_mlp.workload}
+    with pytest.raises(SearchInterrupted) as caught:
+        compare(workloads, max_batch=96)
+    assert [r.label for r in caught.value.results] == ["first"]
+    assert caught.value.results[0].batch == 96
