@@ -17,9 +17,9 @@ predicted to fit first:
    estimate: the line through the estimate's fixed bytes and that compile;
    without one, given a `split` of a compile into the bytes that follow the
    batch and the rest: one compile, as large as `room` allows, and the line
-   through its fixed bytes and it; without either: the smallest candidate (and a small multiple),
-   then the batch that need in proportion to the batch would put at the
-   budget;
+   through its fixed bytes and it; without either: the smallest candidate
+   (and a small multiple), then the batch that need in proportion to the
+   batch would put at the budget;
 2. the boundary of the line a split or an estimate gave, then of the affine
    model through the two largest batches that fit, or through the bracket's
    ends once one does not; with need affine, as it is with XLA's

@@ -178,7 +178,8 @@ def find_max_batch(
     settings = xla_settings(xla_remat_pass, options)
     guess = hint.max_batch(budget.bytes) if hint else None
     split = hint is None and not tpu
-    first = first_batch(multiple_of, max_batch // multiple_of * multiple_of, guess, split)
+    top = max_batch // multiple_of * multiple_of
+    first = first_batch(multiple_of, top, guess, split)
     key = None
     if cache is not None:
         grid = {"multiple_of": multiple_of, "max_batch": max_batch,
@@ -202,7 +203,6 @@ def find_max_batch(
         bracket = search_compiles(outcome(prober), budget.bytes, **where)
     else:
         fixed = hint.fixed_bytes if hint else None
-        top = max_batch // multiple_of * multiple_of
         bracket = search(
             prober.measure,
             budget.bytes,
