@@ -28,9 +28,7 @@ predicted to fit first:
    then the pair, at once or one after the other); from the two small
    batches, the third (4 compiles);
 3. when a round fails to halve the bracket, the next one halves it instead
-   (the first time, unless it only confirms the line's boundary);
-4. once the pair is proven, where need rose between them by a stair (2 to 8
-   times its mean rise a candidate), the top of that stair (`stair_top`).
+   (the first time, unless it only confirms the line's boundary).
 
 A batch that does not compile for a reason other than memory (`None` from
 the measure) is left out of the candidates, and the search goes on around
@@ -188,34 +186,6 @@ class _State:
             return hi is not None and next(self.above(0, hi), None) is None
         return next(self.above(lo, hi), None) is None
 
-    def stair_top(self) -> int | None:
-        """Above a proven pair whose rise in need is a stair, the top of that
-        stair where it has not been compiled; else None.
-
-        A step that pads its batch to a multiple of `p` candidates needs
-        about as much at every batch of a stair, a little less at its
-        aligned top, where no padding is copied (measured: a decoder under
-        remat on a described H100, `benchmarks/first-compile.md`). Its need
-        rises once a stair, `p` times the mean rise a candidate; where the
-        pair's rise is 2 to 8 times that mean, measured from a compile at
-        least 4 candidates below, the stair's top may fit though the next
-        candidate does not.
-        """
-        lo, hi = self.lo, self.hi
-        below = [b for b in self.needs if b <= lo - 4 * self.m] if lo is not None else []
-        if hi is None or not below:
-            return None
-        far = max(below)
-        mean = (self.needs[lo] - self.needs[far]) / (lo - far) * (hi - lo)
-        rise = self.needs[hi] - self.needs[lo]
-        if mean <= 0 or not 1.75 <= rise / mean <= 8.5:
-            return None
-        period = self.m * 2 ** round(math.log2(rise / mean))
-        top = -(-hi // period) * period
-        if top == hi or top > self.top or top in self.needs or top in self.failed:
-            return None
-        return top
-
     def unknown_near(self, target: float, count: int) -> list[int]:
         """Up to `count` candidates not yet compiled in the open bracket,
         nearest to `target`; the lower first on a tie."""
@@ -280,13 +250,7 @@ def _rounds(
     misses = 0
     width_before = None
     unhalved = 0
-    while len(s.failed) < max_failures:
-        if s.proven():
-            top = s.stair_top()
-            if top is None:
-                return
-            yield [top]
-            continue
+    while not s.proven() and len(s.failed) < max_failures:
         lo, hi = s.lo, s.hi
         if lo is not None and hi is None:
             target = _extend(s, lo, hint)
@@ -366,7 +330,8 @@ def _extend(s: _State, lo: int, hint: _Hint) -> float:
     if len(fits) >= 2:
         below = fits[-2]
         boundary = _affine_boundary((below, s.needs[below]), (lo, s.needs[lo]), s.budget)
-        return s.top + s.m if boundary is None else boundary
+        # Need that did not rise (a stair): twice `lo`, not the largest candidate.
+        return 2 * lo if boundary is None else boundary
     line = hint.line(lo, s.needs[lo])
     if line is not None:
         return (s.budget - line[0]) / line[1]
