@@ -71,9 +71,15 @@ def local_batch(args: Sequence[Any], leaves: Sequence[ArgumentLeaf], batch: int)
 
 
 def _follows(shape_text: str, batch: int) -> bool:
-    """Whether a value's shape has a dimension that is a multiple of `batch`."""
+    """Whether a value's shape, as XLA's dump writes it, follows the batch."""
     try:
         _, shape = parse_shape(shape_text)
     except (DumpError, ValueError):
         return False
+    return follows_batch(shape, batch)
+
+
+def follows_batch(shape: Sequence[int], batch: int) -> bool:
+    """Whether a shape has a dimension that is a multiple of `batch`: a value
+    taken to follow the batch."""
     return any(d >= batch and d % batch == 0 for d in shape)

@@ -30,6 +30,7 @@ from typing import Any
 from jax.extend import core as jax_core
 
 from autotune._arguments import INPUT_BATCH, ArgumentLeaf
+from autotune._split import follows_batch
 
 # The first compile aims at this fraction of the unfused boundary.
 MARGIN = 0.5
@@ -73,10 +74,10 @@ def live_bytes(jaxpr: Any, batch: int) -> list[tuple[int, int]]:
     return _profile(jaxpr.jaxpr, batch, {})
 
 
-Profile = list[tuple[int, int]]
+_Profile = list[tuple[int, int]]
 
 
-def _profile(jaxpr: Any, batch: int, bodies: dict[int, tuple[int, int]]) -> Profile:
+def _profile(jaxpr: Any, batch: int, bodies: dict[int, tuple[int, int]]) -> _Profile:
     """`live_bytes` of an open jaxpr; `bodies` keeps the peaks of the loop
     and branch bodies already walked."""
     names: dict[Any, Any] = {}
@@ -195,6 +196,5 @@ def _nbytes(var: Any) -> int:
 
 
 def _follows(var: Any, batch: int) -> int:
-    """1 where the value has a dimension that is a multiple of `batch`, else 0."""
-    shape = getattr(var.aval, "shape", ())
-    return int(any(d >= batch and d % batch == 0 for d in shape))
+    """1 where the value follows the batch (`autotune._split.follows_batch`), else 0."""
+    return int(follows_batch(getattr(var.aval, "shape", ()), batch))
