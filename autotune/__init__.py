@@ -6,22 +6,23 @@ memory analysis of the compiled step.
 (`autotune.nnx`) are imported only by whoever uses them.
 """
 
-from autotune._budget import Budget
-from autotune._cache import ResultCache
-from autotune._errors import SearchInterrupted, TuneError
-from autotune._estimate import Estimate, estimate_step
-from autotune._layout import agree_across_hosts
-from autotune._peak import PeakBreakdown, PeakEntry
-from autotune._probe import Probe
-from autotune._recommend import Recommendation, recommend
-from autotune._report import load_batch_size, read_results, write_json
-from autotune._result import TuneResult
-from autotune._targets import Target, get_target, known_targets
-from autotune._train_workload import train_workload
-from autotune._tuner import compare, find_max_batch
-from autotune._units import format_bytes
-from autotune._why import peak_breakdown
-from autotune._workload import Workload, load_workloads
+from autotune._compile.records import Probe
+from autotune._core.budget import Budget
+from autotune._core.errors import SearchInterrupted, TuneError
+from autotune._core.units import format_bytes
+from autotune._explain.peak import PeakBreakdown, PeakEntry
+from autotune._results.cache import ResultCache
+from autotune._results.recommend import Recommendation, recommend
+from autotune._results.report import load_batch_size, read_results, write_json
+from autotune._results.result import TuneResult
+from autotune._targets.registry import Target, get_target, known_targets
+from autotune._tune.compare import compare
+from autotune._tune.tuner import find_max_batch
+from autotune._tune.why import peak_breakdown
+from autotune._workloads.estimate import Estimate, estimate_step
+from autotune._workloads.layout import agree_across_hosts
+from autotune._workloads.train import train_workload
+from autotune._workloads.workload import Workload, load_workloads
 
 __all__ = [
     "Budget",

@@ -1,6 +1,6 @@
 """The `autotune` command: the largest batch of a train step that fits a target.
 
-It parses its arguments into an `autotune._command.Job` and runs it. With
+It parses its arguments into an `autotune._command.run.Job` and runs it. With
 `--workload MODULE:ATTR` it tunes the user's workload; without, the built-in
 VGG16 (`autotune.models`), shaped by the VGG flags.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -208,22 +207,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _keep_cuda_plugin_quiet() -> None:
-    """Without a GPU, the installed CUDA plugin fails to start and says so at
-    length, and libtpu without a TPU prints warnings; described targets need
-    neither to start."""
-    from autotune._tpu_targets import accelerators_idle
-
-    if os.environ.get("JAX_PLATFORMS") or not accelerators_idle():
-        return
-    os.environ["JAX_PLATFORMS"] = "cpu"
-    if "jax" in sys.modules:  # read the variable at import: tell it directly
-        sys.modules["jax"].config.update("jax_platforms", "cpu")
-
-
 def _workload_source(args: argparse.Namespace) -> tuple[str, dict, object]:
     """(spec, kwargs, explain) of the workloads to tune."""
-    from autotune._errors import TuneError
+    from autotune._core.errors import TuneError
 
     given = [flag for flag, field, _, _ in _VGG_FLAGS if getattr(args, field) is not None]
     if args.explain:
@@ -256,7 +242,7 @@ def _pairs(
     flag: str, items: Sequence[str], valid: Callable[[str], bool], rule: str
 ) -> dict[str, str]:
     """`NAME=VALUE` items of a repeatable flag, each name once."""
-    from autotune._errors import TuneError
+    from autotune._core.errors import TuneError
 
     pairs: dict[str, str] = {}
     for item in items:
@@ -309,14 +295,16 @@ def _json_or_text(text: str) -> object:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.list_targets:
-        from autotune._target_list import render_target_list
+        from autotune._targets.listing import render_target_list
 
         print(render_target_list())
         return 0
-    _keep_cuda_plugin_quiet()
-    from autotune._command import Job, run
-    from autotune._signals import as_interrupts
-    from autotune._units import parse_bytes
+    from autotune._targets.plugins import quiet_start
+
+    quiet_start()
+    from autotune._command.run import Job, run
+    from autotune._core.signals import as_interrupts
+    from autotune._core.units import parse_bytes
 
     try:
         spec, kwargs, explain = _workload_source(args)
@@ -362,8 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry() -> None:
     """The console script: `main`, then an exit that leaves compiles still in
     flight after Ctrl-C or SIGTERM without unwinding them."""
-    from autotune._probe import compiles_in_flight
-    from autotune._signals import leave
+    from autotune._compile.prober import compiles_in_flight
+    from autotune._core.signals import leave
 
     status = main()
     leave(status, compiles_in_flight())

@@ -27,8 +27,9 @@ from typing import Any
 import jax
 from flax import nnx
 
-from autotune import _checks as check
-from autotune._build import (
+from autotune._core import checks as check
+from autotune._core.errors import TuneError
+from autotune._workloads.build import (
     InputSpec,
     batched,
     check_traces,
@@ -38,9 +39,8 @@ from autotune._build import (
     try_estimate,
     zeros,
 )
-from autotune._errors import TuneError
-from autotune._estimate import estimate_step
-from autotune._workload import Workload
+from autotune._workloads.estimate import estimate_step
+from autotune._workloads.workload import Workload
 
 __all__ = ["POLICIES", "checkpoint_blocks", "nnx_workload"]
 

@@ -34,7 +34,7 @@ import jax
 import jaxlib
 
 from autotune import Workload, find_max_batch, get_target
-from autotune._probe import Prober
+from autotune.internal import Prober
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

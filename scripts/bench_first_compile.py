@@ -1,10 +1,10 @@
 """Where the first compile goes: the unfused boundary against XLA's answer.
 
 For each workload, on a described GPU, with no analytical estimate (so the
-search draws its line from one compile, `autotune._split`):
+search draws its line from one compile, `autotune._explain.split`):
 
 - the unfused boundary: the batch at which the step's jaxpr, traced at 88,
-  every value kept to its last use, fills the budget (`autotune._unfused`);
+  every value kept to its last use, fills the budget (`autotune._explain.unfused`);
 - the answer the tuner proves, and XLA's answer over that boundary;
 - the compiles the search made, the first at or below half the boundary;
 - the seconds to trace the step at 88 and walk its jaxpr;
@@ -29,8 +29,7 @@ import jax
 import jaxlib
 
 import autotune
-from autotune._probe import Prober
-from autotune._search import calibration_batch
+from autotune.internal import Prober, calibration_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 # (spec, keywords, compiler options a user of that model needs)

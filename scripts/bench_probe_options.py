@@ -28,8 +28,7 @@ import jax
 import jaxlib
 
 import autotune
-from autotune import _kernels
-from autotune._probe import REMAT_PASS_OFF, compiled_need
+from autotune.internal import KERNEL_CACHE_OPTION, REMAT_PASS_OFF, compiled_need
 
 WORKLOADS = Path(__file__).resolve().parents[1] / "benchmarks" / "workloads"
 MODELS = {
@@ -45,7 +44,7 @@ OPTION_SETS = {
         "xla_llvm_disable_expensive_passes": True,
     },
     # One file for all of a model's compiles, as the tuner keeps one for a search's.
-    "kernels shared": {_kernels.OPTION: None},
+    "kernels shared": {KERNEL_CACHE_OPTION: None},
 }
 
 
@@ -60,7 +59,7 @@ def measure(name: str, repeats: int, target: autotune.Target) -> list[str]:
     spec, kwargs, options, batches = MODELS[name]
     (workload,) = autotune.load_workloads(spec, kwargs)
     sharding = target.sharding()
-    kernels = {_kernels.OPTION: str(Path(tempfile.mkdtemp()) / f"{name}.bin")}
+    kernels = {KERNEL_CACHE_OPTION: str(Path(tempfile.mkdtemp()) / f"{name}.bin")}
     rows = []
     for batch in batches:
         args = jax.tree.map(
@@ -72,7 +71,7 @@ def measure(name: str, repeats: int, target: autotune.Target) -> list[str]:
         needs: dict[str, int] = {}
         for _ in range(repeats):  # interleaved, so load drifts hit every set alike
             for label, extra in OPTION_SETS.items():
-                if _kernels.OPTION in extra:
+                if KERNEL_CACHE_OPTION in extra:
                     extra = kernels
                 seconds, need = compile_seconds(lowered, {**options, **extra})
                 times[label].append(seconds)

@@ -32,8 +32,7 @@ import jax
 import jaxlib
 
 import autotune
-from autotune import _kernels
-from autotune._probe import REMAT_PASS_OFF, compiled_need
+from autotune.internal import REMAT_PASS_OFF, compiled_need, forget_shared_kernels
 
 WORKLOADS = Path(__file__).resolve().parents[1] / "benchmarks" / "workloads"
 # (label, spec, compiler options a user of that model needs)
@@ -81,7 +80,7 @@ def tune(
     workload: autotune.Workload, target: autotune.Target, options: dict, workers: int | None
 ) -> tuple[autotune.TuneResult, float]:
     jax.clear_caches()
-    _kernels._directory.cache_clear()  # no kernels from an earlier run
+    forget_shared_kernels()  # no kernels from an earlier run
     start = time.perf_counter()
     result = autotune.find_max_batch(
         workload, target=target, compiler_options=options, workers=workers

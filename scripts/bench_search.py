@@ -34,8 +34,7 @@ import jax
 import jaxlib
 
 from autotune import Target, Workload, find_max_batch, get_target
-from autotune._budget import resolve_budget
-from autotune._probe import REMAT_PASS_OFF, Prober
+from autotune.internal import REMAT_PASS_OFF, Prober
 from autotune.models import VGGConfig
 
 TARGET_RATIO = 1 / 3
@@ -135,13 +134,7 @@ def build_variant(case: Case) -> tuple[Workload, float]:
 
 def budget_bytes(target: Target) -> int:
     """The budget `find_max_batch` resolves for the target, with no reserve."""
-    return resolve_budget(
-        budget_bytes=None,
-        reserve_bytes=0,
-        target_limit=target.default_budget_bytes,
-        target_source=target.budget_source,
-        platform=target.platform,
-    ).bytes
+    return target.budget_for(None, 0)[0].bytes
 
 
 def run_ours(variant: Workload, target: Target, multiple_of: int, max_batch: int) -> Run:

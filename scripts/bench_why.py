@@ -24,8 +24,7 @@ import jax
 
 import autotune
 from autotune import compare, format_bytes
-from autotune._probe import REMAT_PASS_OFF
-from autotune._xla_dump import compile_with_dump
+from autotune.internal import REMAT_PASS_OFF, compile_with_dump
 from autotune.models import VGGConfig, vgg_layer_table
 from autotune.models.compiled_layers import by_stage, compiled_layers, render_layers
 

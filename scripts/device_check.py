@@ -108,7 +108,7 @@ def worker_tune(p: Mapping[str, Any]) -> dict[str, Any]:
 def worker_need(p: Mapping[str, Any]) -> dict[str, Any]:
     """XLA's need at each batch, compiled for `p["target"]` (remat pass off)."""
     from autotune import get_target
-    from autotune._probe import REMAT_PASS_OFF, Prober
+    from autotune.internal import REMAT_PASS_OFF, Prober
     from autotune.models import vgg_workloads
 
     target = get_target(p["target"])
@@ -313,7 +313,7 @@ class Checker:
         return "pass", summary, {"tune": out}
 
     def verify_answer(self, remat: str) -> tuple[str, str, dict[str, Any]]:
-        from autotune._verify import verify_workload
+        from autotune.internal import verify_workload
 
         r = self._tuned(remat)
         timeout = self.timeout(self.verify_estimate_s(r["batch"]), "the run at the answer")
@@ -336,7 +336,7 @@ class Checker:
         return status, v.render(r["budget"]["bytes"]), {"verification": v.to_dict()}
 
     def verify_next(self, remat: str) -> tuple[str, str, dict[str, Any]]:
-        from autotune._verify import verify_workload
+        from autotune.internal import verify_workload
 
         r = self._tuned(remat)
         if r["next_batch"] is None:
@@ -405,7 +405,7 @@ class Checker:
     # -- check 3 --
 
     def deviceless_answer(self) -> tuple[str, str, dict[str, Any]]:
-        from autotune._verify import verify_workload
+        from autotune.internal import verify_workload
 
         limit = self.tunes.get("none", {}).get("bytes_limit")
         budget = DRY_BUDGET_BYTES if self.dry else limit
@@ -444,7 +444,7 @@ class Checker:
         return self.tunes[remat]["result"]
 
     def _config(self, remat: str) -> Any:
-        from autotune._verify import WorkloadSource
+        from autotune.internal import WorkloadSource
 
         config = _vgg_config({**self.setup, "remat": remat})
         return WorkloadSource(VGG_WORKLOADS, f"{self.args.model} remat={remat}", config)

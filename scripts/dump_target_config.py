@@ -22,7 +22,7 @@ import re
 import sys
 from pathlib import Path
 
-from autotune._targets import (
+from autotune.internal import (
     DUMP_BYTES_LIMIT,
     DUMP_MEM_FRACTION,
     TargetError,

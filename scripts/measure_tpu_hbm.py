@@ -5,7 +5,7 @@ one-buffer program that compiles (`x + 1` on a donated int8 buffer of N
 bytes), found by bisection on N, plus that program's code
 (`generated_code_size_in_bytes`) is the compiler's HBM. The same with
 libtpu's `xla_tpu_max_hbm_size_mib` shows what that option does. These are
-the `hbm_mib` figures of `autotune/_tpu_specs.py`.
+the `hbm_mib` figures of `autotune/_targets/tpu_specs.py`.
 
     JAX_PLATFORMS=cpu python scripts/measure_tpu_hbm.py
 """
@@ -19,8 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from autotune import get_target
-from autotune._refusal import hbm_refusal
-from autotune._tpu_specs import GENERATIONS
+from autotune.internal import GENERATIONS, hbm_refusal
 
 MIB = 1 << 20
 

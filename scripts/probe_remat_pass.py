@@ -7,7 +7,7 @@ VGG16 step with the pass off and on, at batches around and above the card's memo
 import argparse
 
 from autotune import get_target
-from autotune._probe import Prober
+from autotune.internal import Prober
 from autotune.models import vgg_setup
 
 

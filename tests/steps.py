@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from autotune._probe import REMAT_PASS_OFF
+from autotune._compile.remat_pass import REMAT_PASS_OFF
 
 D, H, C = 64, 256, 10
 

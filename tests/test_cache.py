@@ -6,7 +6,7 @@ import pytest
 from steps import CountingStep, mlp_args, mlp_step, need_at
 
 from autotune import find_max_batch
-from autotune._cache import ResultCache
+from autotune._results.cache import ResultCache
 
 SEARCH = dict(multiple_of=8, max_batch=256)
 

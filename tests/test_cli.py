@@ -115,7 +115,7 @@ def test_bad_input_is_one_clear_line(args, message, capsys):
 
 
 def test_ctrl_c_prints_the_partial_answer_and_writes_it(tmp_path, capsys, monkeypatch):
-    from autotune import _command
+    from autotune._command import run as _command
 
     shown = []
 
@@ -137,7 +137,7 @@ def test_ctrl_c_prints_the_partial_answer_and_writes_it(tmp_path, capsys, monkey
 
 def test_a_config_file_dumped_from_a_gpu(tmp_path, capsys):
     pytest.importorskip("jax_plugins.xla_cuda13", reason="a described GPU needs the CUDA plugin")
-    from autotune._targets import spec_config
+    from autotune._targets.gpu import spec_config
 
     config = tmp_path / "l4.txtpb"
     config.write_text(spec_config("l4-24gb"))

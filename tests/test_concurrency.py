@@ -9,9 +9,9 @@ import jax
 import pytest
 from steps import mlp_args, mlp_step
 
-from autotune import _probe
-from autotune._concurrency import MAX_WORKERS, CpuClock, compiles_at_once
-from autotune._probe import Prober
+from autotune._compile import prober as _probe
+from autotune._compile.concurrency import MAX_WORKERS, CpuClock, compiles_at_once
+from autotune._compile.prober import Prober
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,10 @@ import jax.numpy as jnp
 import pytest
 
 from autotune import find_max_batch, get_target, known_targets
-from autotune._probe import REMAT_PASS_OFF, Prober, compiled_need
-from autotune._targets import H200_RESERVE_BYTES
+from autotune._compile.prober import Prober
+from autotune._compile.records import compiled_need
+from autotune._compile.remat_pass import REMAT_PASS_OFF
+from autotune._targets.gpu import H200_RESERVE_BYTES
 from autotune.models import VGGConfig
 
 pytest.importorskip(

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from autotune import TuneError
-from autotune import _estimate as estimate_module
-from autotune._estimate import Estimate, estimate_step, residual_bytes, tree_bytes
+from autotune._workloads import estimate as estimate_module
+from autotune._workloads.estimate import Estimate, estimate_step, residual_bytes, tree_bytes
 
 FEATURES, HIDDEN, CLASSES = 8, 32, 10
 NOTHING = jax.checkpoint_policies.nothing_saveable

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from autotune import load_workloads
-from autotune._probe import compiled_need, xla_remat_pass
+from autotune._compile.records import compiled_need
+from autotune._compile.remat_pass import xla_remat_pass
 from autotune.cli import main
 
 ROOT = Path(__file__).parents[1]

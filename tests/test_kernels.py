@@ -6,8 +6,9 @@ import jax
 import pytest
 from steps import CountingStep, mlp_args, mlp_step
 
-from autotune import Workload, _kernels, get_target
-from autotune._probe import Prober
+from autotune import Workload, get_target
+from autotune._compile import kernels as _kernels
+from autotune._compile.prober import Prober
 
 pytest.importorskip(
     "jax_plugins.xla_cuda13",
@@ -75,7 +76,7 @@ def test_a_step_that_fails_by_itself_compiles_once_and_kernels_stay_shared():
 
 
 def test_no_kernel_file_where_the_persistent_cache_is_on(monkeypatch):
-    from autotune import _probe
+    from autotune._compile import prober as _probe
 
     seen = []
 

@@ -8,17 +8,18 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from autotune import TuneError, Workload, agree_across_hosts, find_max_batch
-from autotune import _targets as targets
-from autotune._layout import (
+from autotune._compile.prober import Prober
+from autotune._compile.remat_pass import REMAT_PASS_OFF
+from autotune._core.sizes import device_bytes
+from autotune._targets import gpu, plugins
+from autotune._targets.registry import TargetError, get_target, local_target
+from autotune._workloads.layout import (
     LAYOUTS,
     accumulation_plan,
-    device_bytes,
     fsdp_spec,
     lay_out,
     make_mesh,
 )
-from autotune._probe import REMAT_PASS_OFF, Prober
-from autotune._targets import TargetError, get_target, local_target
 from autotune.models import vgg_setup
 
 N = 8
@@ -194,7 +195,7 @@ def test_described_gpu_counts():
     assert target.device_count == 8 and target.name == "8xh100-sxm-80gb"
     assert target == get_target("h100-sxm-80gb", devices=8)
     assert target.default_budget_bytes == get_target("h100-sxm-80gb").default_budget_bytes
-    assert targets.topology(8) == "1x1x8" and targets.topology(16) == "1x2x8"
+    assert gpu.topology(8) == "1x1x8" and gpu.topology(16) == "1x2x8"
     with pytest.raises(TargetError, match=r"`devices` \(=12\).*multiple of 8"):
         get_target("h100-sxm-80gb", devices=12)
     with pytest.raises(TargetError, match=r"`devices` \(=2048\) exceeds"):
@@ -207,7 +208,7 @@ def test_described_gpu_counts():
 
 def _plugin_missing():
     try:
-        targets.check_cuda_plugin()
+        plugins.check_cuda_plugin()
     except TargetError as e:
         return str(e)
     return None
@@ -230,7 +231,7 @@ def test_dp_step_for_8_described_h100s(setup):
 
 
 def test_result_reports_global_and_per_device_batch(setup):
-    from autotune._result import comparison_table
+    from autotune._results.result import comparison_table
 
     sharded = laid(setup, N, "dp")
     with pytest.raises(

@@ -10,7 +10,7 @@ from flax import nnx
 from jax.extend import core as jax_core
 
 from autotune import TuneError
-from autotune._estimate import tree_bytes
+from autotune._workloads.estimate import tree_bytes
 from autotune.nnx import POLICIES, checkpoint_blocks, nnx_workload
 
 FEATURES, CLASSES = 8, 4

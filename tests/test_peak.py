@@ -16,10 +16,12 @@ from steps import CountingStep, mlp_args, mlp_step, need_at
 
 import autotune
 from autotune import find_max_batch, peak_breakdown
-from autotune._peak import REST, explain_peak, module_of
-from autotune._peak_table import render_breakdown
-from autotune._probe import REMAT_PASS_OFF, Prober, compiled_need
-from autotune._xla_dump import DumpTexts, compile_with_dump, parse_hlo, read_dump
+from autotune._compile.dump import DumpTexts, compile_with_dump, parse_hlo, read_dump
+from autotune._compile.prober import Prober
+from autotune._compile.records import compiled_need
+from autotune._compile.remat_pass import REMAT_PASS_OFF
+from autotune._explain.peak import REST, explain_peak, module_of
+from autotune._explain.table import render_breakdown
 
 B, D, H, C = 64, 8, 512, 8
 TX = optax.sgd(0.1, momentum=0.9)
@@ -221,7 +223,7 @@ def test_a_missing_dump_is_reported(tmp_path):
 
 
 def _arguments():
-    from autotune._arguments import argument_leaves
+    from autotune._compile.arguments import argument_leaves
 
     return argument_leaves(args_for_batch(B), args_for_batch, B)
 
@@ -318,7 +320,7 @@ def test_argument_kinds_of_user_steps():
     import sys
     from pathlib import Path
 
-    from autotune._arguments import argument_leaves
+    from autotune._compile.arguments import argument_leaves
 
     sys.path.insert(0, str(Path(__file__).parent / "user_steps"))
     try:

@@ -2,9 +2,9 @@
 
 import dataclasses
 
-from autotune._budget import Budget
-from autotune._recommend import recommend
-from autotune._result import TuneResult
+from autotune._core.budget import Budget
+from autotune._results.recommend import recommend
+from autotune._results.result import TuneResult
 
 
 def row(label, batch, flops, interrupted=False):

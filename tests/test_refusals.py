@@ -13,8 +13,8 @@ import pytest
 from steps import mlp_args, mlp_step, need_at
 
 from autotune import TuneError, Workload, find_max_batch, get_target
-from autotune._preflight import check_xla_flags
-from autotune._probe import Prober
+from autotune._command.preflight import check_xla_flags
+from autotune._compile.prober import Prober
 from autotune.cli import main
 
 SEARCH = dict(multiple_of=8, max_batch=256)
@@ -82,7 +82,7 @@ def test_numpy_integers_are_counts(budget):
 
 def test_the_layout_helpers_take_numpy_counts_and_refuse_others():
     from autotune import agree_across_hosts
-    from autotune._layout import accumulation_plan
+    from autotune._workloads.layout import accumulation_plan
 
     assert agree_across_hosts(np.int64(64)) == 64
     assert accumulation_plan(np.int64(256), np.int32(64), np.int8(1)) == accumulation_plan(

@@ -6,8 +6,8 @@ import pytest
 from steps import mlp_args, mlp_step, need_at
 
 from autotune import TuneError, find_max_batch, load_batch_size, write_json
-from autotune._recommend import recommend
-from autotune._report import read_json, read_results
+from autotune._results.recommend import recommend
+from autotune._results.report import read_json, read_results
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 
 import dataclasses
 
-from autotune._budget import Budget
-from autotune._result import TuneResult, comparison_table
+from autotune._core.budget import Budget
+from autotune._results.result import TuneResult, comparison_table
 
 GIB = 1024**3
 

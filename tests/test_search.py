@@ -2,8 +2,8 @@
 
 import pytest
 
-from autotune._errors import TuneError
-from autotune._search import calibration_batch, search, sequential
+from autotune._core.errors import TuneError
+from autotune._search.need import calibration_batch, search, sequential
 
 
 def affine(b):

@@ -78,8 +78,8 @@ def test_a_signal_whose_raise_python_swallows_still_interrupts_the_search(capfd)
     on; the prober raises it at its next check instead, once."""
     from steps import mlp_args, mlp_step
 
-    from autotune._probe import Prober
-    from autotune._signals import as_interrupts
+    from autotune._compile.prober import Prober
+    from autotune._core.signals import as_interrupts
 
     class SignalledWhenCollected:
         def __del__(self):

@@ -10,9 +10,9 @@ from user_steps import deep_mlp
 from user_steps.deep_mlp import step
 
 from autotune import find_max_batch
-from autotune._probe import Prober
-from autotune._search import calibration_batch
-from autotune._xla_dump import DumpTexts
+from autotune._compile.dump import DumpTexts
+from autotune._compile.prober import Prober
+from autotune._search.need import calibration_batch
 
 
 def args_for_batch(batch, sharding=None, batch_sharding=None):
@@ -86,7 +86,7 @@ def test_calibration_batch(m, top, batch):
 def test_a_compile_the_persistent_cache_saved_is_recompiled_only_on_request(
     monkeypatch, recompile, compiles
 ):
-    from autotune import _xla_dump
+    from autotune._compile import dump as _xla_dump
 
     calls = []
 

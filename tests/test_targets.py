@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from autotune import _targets as targets
-from autotune._gpu_specs import GPU_SPECS
-from autotune._targets import TargetError, get_target, known_targets
+from autotune._targets import gpu, local, plugins
+from autotune._targets.gpu_specs import GPU_SPECS
+from autotune._targets.registry import TargetError, get_target, known_targets
 
 H200_BYTES_LIMIT = 112_583_507_968  # measured, fraction 0.75
 MIB = 1 << 20
@@ -19,7 +19,7 @@ MIB = 1 << 20
 
 def _plugin_missing() -> str | None:
     try:
-        targets.check_cuda_plugin()
+        plugins.check_cuda_plugin()
     except TargetError as e:
         return str(e)
     return None
@@ -33,7 +33,7 @@ needs_plugin = pytest.mark.skipif(
 
 @pytest.fixture(autouse=True)
 def _no_fraction_env(monkeypatch):
-    for name in targets.MEM_FRACTION_ENV:
+    for name in local.MEM_FRACTION_ENV:
         monkeypatch.delenv(name, raising=False)
 
 
@@ -139,7 +139,7 @@ def test_config_file_without_required_fields(tmp_path):
 @needs_plugin
 def test_config_file_that_does_not_parse(tmp_path):
     path = tmp_path / "newer.txtpb"
-    config = targets.spec_config("h200-141gb")
+    config = gpu.spec_config("h200-141gb")
     path.write_text(config.replace("gpu_device_info {", "gpu_device_info {\n  no_such_field: 1", 1))
     with pytest.raises(TargetError) as raised:
         get_target(str(path)).devices()
@@ -159,7 +159,7 @@ def test_config_file_that_does_not_parse(tmp_path):
     ],
 )
 def test_cuda_plugin_errors(monkeypatch, installed, expected):
-    monkeypatch.setattr(targets, "_installed_version", installed.get)
+    monkeypatch.setattr(plugins, "installed_version", installed.get)
     with pytest.raises(TargetError, match=expected) as raised:
         get_target("l4-24gb").devices()
     message = str(raised.value)
@@ -171,8 +171,8 @@ def test_cuda_plugin_errors(monkeypatch, installed, expected):
 def test_config_file_round_trip(tmp_path):
     path = tmp_path / "h200.txtpb"
     path.write_text(
-        f"# {targets.DUMP_BYTES_LIMIT}: {H200_BYTES_LIMIT}\n"
-        f"# {targets.DUMP_MEM_FRACTION}: 0.75\n" + targets.spec_config("h200-141gb")
+        f"# {gpu.DUMP_BYTES_LIMIT}: {H200_BYTES_LIMIT}\n"
+        f"# {gpu.DUMP_MEM_FRACTION}: 0.75\n" + gpu.spec_config("h200-141gb")
     )
     target = get_target(str(path))
     assert target.name == f"file:{path.resolve()}"
@@ -184,7 +184,7 @@ def test_config_file_round_trip(tmp_path):
 
 def test_config_file_without_budget(tmp_path):
     path = tmp_path / "l4.txtpb"
-    path.write_text(targets.spec_config("l4-24gb"))
+    path.write_text(gpu.spec_config("l4-24gb"))
     target = get_target(str(path))
     assert target.default_budget_bytes is None
     assert target.description.startswith("NVIDIA L4")
@@ -193,8 +193,8 @@ def test_config_file_without_budget(tmp_path):
 def _dumped(tmp_path, name, bytes_limit, mem_fraction):
     path = tmp_path / f"{name}.txtpb"
     path.write_text(
-        f"# {targets.DUMP_BYTES_LIMIT}: {bytes_limit}\n"
-        f"# {targets.DUMP_MEM_FRACTION}: {mem_fraction}\n" + targets.spec_config(name)
+        f"# {gpu.DUMP_BYTES_LIMIT}: {bytes_limit}\n"
+        f"# {gpu.DUMP_MEM_FRACTION}: {mem_fraction}\n" + gpu.spec_config(name)
     )
     return path
 
@@ -241,7 +241,7 @@ def test_target_is_hashable():
 @pytest.mark.parametrize("target", ["get_target('h100-sxm-80gb')", "get_target('auto')"])
 def test_described_target_is_quiet_without_jax_platforms(target):
     code = (
-        "from autotune._targets import get_target\n"
+        "from autotune._targets.registry import get_target\n"
         "import jax, jax.numpy as jnp\n"
         f"t = {target}\n"
         "x = jax.ShapeDtypeStruct((8, 8), jnp.float32, sharding=t.sharding())\n"

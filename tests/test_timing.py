@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from autotune._errors import TuneError
-from autotune._timing import Throughput, carried_count, materialize, measure_throughput
+from autotune._command.timing import Throughput, carried_count, materialize, measure_throughput
+from autotune._core.errors import TuneError
 from autotune.models import vgg_setup
 
 

@@ -29,12 +29,13 @@ from autotune import (
     read_results,
     write_json,
 )
-from autotune._layout import lay_out
-from autotune._probe import REMAT_PASS_OFF, Prober
-from autotune._refusal import hbm_refusal
-from autotune._tpu_specs import GENERATIONS
-from autotune._tpu_targets import MULTIPLE_LOADS
-from autotune._tpu_tuning import MAX_HBM_OPTION
+from autotune._compile.prober import Prober
+from autotune._compile.remat_pass import REMAT_PASS_OFF
+from autotune._targets.plugins import MULTIPLE_LOADS
+from autotune._targets.refusal import hbm_refusal
+from autotune._targets.tpu import MAX_HBM_OPTION
+from autotune._targets.tpu_specs import GENERATIONS
+from autotune._workloads.layout import lay_out
 from autotune.cli import main
 
 pytest.importorskip(

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from autotune._errors import TuneError
-from autotune._tpu_search import search_compiles
+from autotune._core.errors import TuneError
+from autotune._search.compiles import search_compiles
 
 CAPACITY = 100_000
 

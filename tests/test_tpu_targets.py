@@ -3,10 +3,10 @@
 import pytest
 
 from autotune import TuneError, get_target, known_targets
-from autotune._refusal import hbm_refusal
-from autotune._target_list import render_target_list
-from autotune._tpu_specs import GENERATIONS, accelerator_types, parse_tpu_name
-from autotune._tpu_tuning import MAX_HBM_OPTION, tpu_budget
+from autotune._targets.listing import render_target_list
+from autotune._targets.refusal import hbm_refusal
+from autotune._targets.tpu import MAX_HBM_OPTION
+from autotune._targets.tpu_specs import GENERATIONS, accelerator_types, parse_tpu_name
 from autotune.cli import main
 
 GIB, MIB = 1 << 30, 1 << 20
@@ -101,19 +101,19 @@ def test_a_slice_is_all_its_devices():
 def test_budget_is_the_compilers_hbm_or_what_it_is_told_to_aim_at():
     target = get_target("v5e:1x1")
     hbm = target.default_budget_bytes
-    budget, options = tpu_budget(target, None, 0)
+    budget, options = target.budget_for(None, 0)
     assert budget.bytes == hbm and options == {}
-    budget, options = tpu_budget(target, None, 2 * GIB)
+    budget, options = target.budget_for(None, 2 * GIB)
     assert options == {MAX_HBM_OPTION: (hbm - 2 * GIB) // MIB}
     assert budget.bytes == (hbm - 2 * GIB) // MIB * MIB and budget.reserve_bytes == 2 * GIB
-    budget, options = tpu_budget(target, 10 * GIB + 12_345, 0)
+    budget, options = target.budget_for(10 * GIB + 12_345, 0)
     assert options == {MAX_HBM_OPTION: 10 * 1024} and budget.bytes == 10 * GIB
     assert "rounded down to 10,737,418,240 B" in budget.source
-    budget, options = tpu_budget(target, 100 * GIB, 0)
+    budget, options = target.budget_for(100 * GIB, 0)
     assert budget.bytes == hbm and options == {MAX_HBM_OPTION: hbm // MIB}
     assert "capped at the TPU compiler's HBM" in budget.source
     with pytest.raises(TuneError, match=r"`reserve_bytes` \(=17,179,869,184\)"):
-        tpu_budget(target, None, 16 * GIB)
+        target.budget_for(None, 16 * GIB)
 
 
 BEFORE = (

@@ -17,7 +17,7 @@ from steps import (
 )
 
 from autotune import SearchInterrupted, TuneError, Workload, compare, find_max_batch
-from autotune._estimate import Estimate
+from autotune._workloads.estimate import Estimate
 
 
 @pytest.mark.parametrize("step", [mlp_step, padded_step], ids=["affine", "staircase"])

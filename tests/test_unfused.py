@@ -8,9 +8,10 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from user_steps import deep_mlp, nnx_cnn
 
-from autotune import SearchInterrupted, _unfused, compare, find_max_batch
-from autotune._probe import Prober
-from autotune._search import calibration_batch
+from autotune import SearchInterrupted, compare, find_max_batch
+from autotune._compile.prober import Prober
+from autotune._explain import unfused as _unfused
+from autotune._search.need import calibration_batch
 
 N = 16
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import pytest
 
 from autotune import TuneError
-from autotune._verify import Verification, WorkloadSource, verify_workload
+from autotune._command.verify import Verification, WorkloadSource, verify_workload
 
 TINY = WorkloadSource(
     "autotune.models:vgg_workloads",

@@ -40,7 +40,7 @@ def test_why_report_and_plot(tmp_path, capsys):
 
 
 def test_why_unavailable_is_one_line_not_a_table(monkeypatch, capsys):
-    from autotune import _peak
+    from autotune._explain import peak as _peak
 
     def broken(*args, **kwargs):
         raise _peak.DumpError("the live-range file has no 'BufferLiveRange:' section")

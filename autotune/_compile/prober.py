@@ -1,0 +1,412 @@
+"""One probe: compile a step for one batch size and read XLA's memory analysis.
+
+Nothing is allocated: the step is lowered from `jax.ShapeDtypeStruct`
+arguments and compiled ahead of time. The bytes the device needs to run the
+program are `argument + output - alias + temp` (the fields of
+`compiled.memory_analysis()`); `peak_memory_in_bytes` is not used because the
+CPU backend reports only the argument size there.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import jax
+
+from autotune._compile import kernels as _kernels
+from autotune._compile.arguments import argument_leaves
+from autotune._compile.concurrency import MAX_WORKERS, CpuClock, compiles_at_once, cores
+from autotune._compile.dump import Dump, compile_with_dump, persistent_cache_on
+from autotune._compile.records import (
+    CompileFailure,
+    CompilerOptions,
+    Probe,
+    compile_failures_text,
+)
+from autotune._compile.remat_pass import afresh_if_the_pass_flips, xla_remat_pass
+from autotune._core.errors import TuneError
+from autotune._core.signals import delivered, raise_if_interrupted
+from autotune._explain import unfused as _unfused
+from autotune._explain.split import fixed_bytes, local_batch
+from autotune._targets.refusal import hbm_refusal
+from autotune._workloads.layout import own_sharding
+from autotune._workloads.workload import as_argnums, jit_step
+
+if TYPE_CHECKING:
+    from autotune._targets.interface import Target
+    from autotune._workloads.workload import Workload
+
+
+def _as_struct(leaf: Any, sharding: Any) -> jax.ShapeDtypeStruct:
+    if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+        raise TuneError(
+            f"`args_for_batch` returned a leaf of type {type(leaf).__name__}; "
+            "every leaf must be a jax.ShapeDtypeStruct or an array"
+        )
+    own = own_sharding(leaf)
+    if isinstance(leaf, jax.ShapeDtypeStruct) and (own is not None or sharding is None):
+        return leaf
+    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=own or sharding)
+
+
+def _flops(program: Any) -> float | None:
+    """FLOPs from a compiled or lowered program's cost analysis, if it has one."""
+    try:
+        analysis = program.cost_analysis()
+    except Exception:
+        return None
+    if isinstance(analysis, Sequence) and analysis:
+        analysis = analysis[0]
+    if not isinstance(analysis, Mapping) or "flops" not in analysis:
+        return None
+    return float(analysis["flops"])
+
+
+class Prober:
+    """Compiles `step` at batch sizes on demand and remembers every result.
+
+    Lowering (tracing) runs in the calling thread; compiles run in a pool of
+    threads, so a round of batches compiles concurrently and the next batch
+    is lowered while the previous one compiles. A Ctrl-C while
+    waiting leaves the compiles in flight to finish in their threads: no
+    exception is ever raised inside XLA.
+
+    Args:
+        step: the train step, plain or already jitted.
+        args_for_batch: batch size -> the step's positional arguments as pytrees
+            of `jax.ShapeDtypeStruct` (arrays are accepted and never copied).
+        sharding: placed on every leaf that carries none, to compile for a
+            described target; None compiles for the default device.
+        xla_remat_pass: XLA's automatic rematerialization pass on or off.
+        compiler_options: extra XLA debug options passed to `compile()`.
+        donate_argnums: arguments to donate (a jitted step is wrapped to
+            donate them; see `autotune.Workload`).
+        on_probe: called with each new probe as soon as it is made.
+        workers: compiles that may run at once; None: as many as pay,
+            measured on the first compile (`autotune._compile.concurrency`).
+        dump_first: dump the first compile, for `fixed_bytes`.
+        keep_dumps: also dump each compile (`autotune._compile.dump`) and keep
+            what the dump says in `dumps`, for the peak breakdown.
+        kernel_cache: share compiled kernels between compiles
+            (`autotune._compile.kernels`); for described GPUs.
+    """
+
+    def __init__(
+        self,
+        step: Callable[..., Any],
+        args_for_batch: Callable[[int], Sequence[Any]],
+        *,
+        sharding: Any = None,
+        xla_remat_pass: bool = False,
+        compiler_options: CompilerOptions | None = None,
+        donate_argnums: int | Sequence[int] = (),
+        on_probe: Callable[[Probe], None] | None = None,
+        workers: int | None = 1,
+        keep_dumps: bool = False,
+        dump_first: bool = False,
+        kernel_cache: bool = False,
+    ):
+        self._jitted = jit_step(step, as_argnums(donate_argnums))
+        self._args_for_batch = args_for_batch
+        self._sharding = sharding
+        self._remat_pass = xla_remat_pass
+        self._compiler_options = dict(compiler_options or {})
+        self._on_probe = on_probe
+        self._workers = workers
+        self._first = CpuClock()  # the cores the first compile kept busy
+        self._lowered: dict[int, Any] = {}
+        self._keep_dumps = keep_dumps
+        self._dump_first = dump_first
+        # Off where the user names a file, and once a compile failed with one.
+        self._kernel_cache = kernel_cache and _kernels.OPTION not in self._compiler_options
+        self.probes: dict[int, Probe] = {}
+        self.failures: dict[int, CompileFailure] = {}
+        self.order: list[int] = []  # batches in the order their compiles began
+        self.dumps: dict[int, Dump] = {}
+
+    @classmethod
+    def for_target(cls, workload: Workload, target: Target, **options: Any) -> Prober:
+        """A prober of `workload` compiling for `target`'s devices; `options`
+        as the constructor's."""
+        return cls(
+            workload.step,
+            workload.args_for_batch,
+            sharding=target.placement(),
+            donate_argnums=workload.donate_argnums,
+            # A kernel file's path would be in every persistent cache key, never hit again.
+            kernel_cache=target.shares_kernels and not persistent_cache_on(),
+            **options,
+        )
+
+    def dump_first_compile(self) -> None:
+        """Dump the first compile, for `fixed_bytes`, unless the user dumps
+        compiles themselves or one has been made."""
+        if "xla_dump_to" not in self._compiler_options and not self.order:
+            self._dump_first = True
+
+    @property
+    def compiles(self) -> int:
+        return len(self.probes) + len(self.failures)
+
+    @property
+    def workers(self) -> int:
+        """Compiles to run at once: as given, or as many as the first
+        compile showed to pay (one until it ends)."""
+        if self._workers is not None:
+            return self._workers
+        if self._first.share is None:
+            return 1
+        return compiles_at_once(self._first.share, cores())
+
+    def compiled(self) -> tuple[Probe, ...]:
+        """The probes made, in the order their compiles began."""
+        return tuple(self.probes[b] for b in self.order if b in self.probes)
+
+    def abstract_args(self, batch: int) -> tuple[Any, ...]:
+        """The step's arguments for `batch`, as placed structs."""
+        try:
+            args = self._args_for_batch(batch)
+        except TuneError:
+            raise
+        except Exception as e:
+            raise TuneError(
+                f"`args_for_batch` raised {type(e).__name__} for batch={batch}: {e}"
+            ) from e
+        if not isinstance(args, (tuple, list)):
+            raise TuneError(
+                f"`args_for_batch` must return a tuple of the step's positional "
+                f"arguments; for batch={batch} it returned "
+                f"{type(args).__name__}"
+            )
+        return tuple(jax.tree.map(lambda x: _as_struct(x, self._sharding), args))
+
+    def fixed_bytes(self, batch: int) -> int | None:
+        """The bytes of the compile at `batch` that do not follow the batch,
+        read from its dump (`autotune._explain.split`); None without one."""
+        dump, probe = self.dumps.get(batch), self.probes.get(batch)
+        if dump is None or dump.texts is None or probe is None or probe.refused:
+            return None
+        try:  # the arguments at twice the batch tell which leaves follow it
+            args = self.abstract_args(batch)
+            leaves = argument_leaves(args, self.abstract_args, batch)
+        except (TuneError, ValueError):
+            return None
+        return fixed_bytes(dump.texts, probe.need_bytes, args, leaves, batch)
+
+    def flops(self, batch: int) -> float | None:
+        """FLOPs of the program lowered for `batch`, before XLA's
+        optimizations, by the host's cost analysis: for targets whose
+        compiled program has none (described GPUs)."""
+        try:
+            flops = _host_flops(self.lower(batch))
+            if flops is None:  # lower again, for the host
+                flops = _flops(self._jitted.lower(*self._args_for_batch(batch)))
+            return flops
+        except Exception:  # an estimate of cost, never required
+            return None
+
+    def unfused_boundary(self, batch: int, budget: int) -> float | None:
+        """The batch at which the step's jaxpr traced at `batch`, every value
+        kept to its last use, fills `budget` (`autotune._explain.unfused`); None
+        where the trace does not say. JAX keeps the trace for the lowering."""
+        try:
+            args = self.abstract_args(batch)
+            traced = self._jitted.trace(*args)
+            traced = getattr(traced, "traced", traced)  # flax.nnx.jit's Traced holds JAX's
+            leaves = argument_leaves(args, self.abstract_args, batch)
+            local = local_batch(args, leaves, batch)
+            if local is None:
+                return None
+            return _unfused.boundary(traced.jaxpr, batch, leaves, local, budget)
+        except Exception:  # a placement, never required
+            return None
+
+    def lower(self, batch: int) -> Any:
+        """The step lowered for `batch` (traced once, kept)."""
+        if batch not in self._lowered:
+            afresh_if_the_pass_flips(self._remat_pass)
+            args = self.abstract_args(batch)
+            try:
+                self._lowered[batch] = self._jitted.lower(*args)
+            except Exception as e:
+                raise TuneError(
+                    f"`step` does not trace for batch={batch}: {type(e).__name__}: {e}"
+                ) from e
+        return self._lowered[batch]
+
+    def measure(self, batches: Sequence[int], record: Callable[[int, int | None], None]) -> None:
+        """Compiles `batches` concurrently; records each one's need (None: it
+        did not compile) as its compile ends. The search's measure."""
+        try:
+            self._measure(batches, record)
+        except KeyboardInterrupt:
+            delivered()
+            raise
+
+    def _measure(self, batches: Sequence[int], record: Callable[[int, int | None], None]) -> None:
+        pool = _pool(MAX_WORKERS if self._workers is None else self._workers)
+        pending = {}
+        for batch in batches:
+            if batch in self.probes or batch in self.failures:
+                record(batch, self._need(batch))
+                continue
+            raise_if_interrupted()
+            lowered = self.lower(batch)
+            pending[pool.submit(self._compile, batch, lowered, not self.order)] = batch
+            self.order.append(batch)
+        while pending:
+            done, _ = concurrent.futures.wait(
+                pending, timeout=_POLL_S, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            raised = None  # every compile that ended is kept before one that raised
+            for future in done:
+                batch = pending.pop(future)
+                try:
+                    outcome = future.result()
+                except BaseException as e:
+                    raised = raised or e
+                    continue
+                if isinstance(outcome, Probe):
+                    self.probes[batch] = outcome
+                else:
+                    self.failures[batch] = outcome
+                record(batch, self._need(batch))
+                if isinstance(outcome, Probe) and self._on_probe is not None:
+                    self._on_probe(outcome)
+            if raised is not None:
+                raise raised
+            raise_if_interrupted()
+
+    def _need(self, batch: int) -> int | None:
+        probe = self.probes.get(batch)
+        return None if probe is None else probe.need_bytes
+
+    def __call__(self, batch: int) -> Probe:
+        """The probe at `batch`; a compile that fails raises TuneError."""
+        self.measure([batch], lambda b, need: None)
+        if batch in self.failures:
+            raise TuneError(compile_failures_text([self.failures[batch]], self._compiler_options))
+        return self.probes[batch]
+
+    def _compile(self, batch: int, lowered: Any, first: bool) -> Probe | CompileFailure:
+        """One compile, in a worker thread; the prober's first is timed."""
+        clock = self._first if first else contextlib.nullcontext()
+        start = time.perf_counter()
+        try:
+            with _IN_FLIGHT, xla_remat_pass(self._remat_pass), clock:
+                compiled = self._compile_lowered(lowered, batch, dump=first and self._dump_first)
+        except Exception as e:
+            seconds = time.perf_counter() - start
+            refusal = hbm_refusal(e)
+            if refusal is None:
+                return CompileFailure(batch, f"{type(e).__name__}: {e}", seconds)
+            return Probe(
+                batch, 0, 0, 0, 0, seconds,
+                required_bytes=refusal.required_bytes,
+                available_bytes=refusal.available_bytes,
+            )  # fmt: skip
+        seconds = time.perf_counter() - start
+        analysis = compiled.memory_analysis()
+        if analysis is None:
+            raise TuneError(
+                f"the {jax.default_backend()!r} backend returned no memory "
+                "analysis for the compiled step (`memory_analysis()` is None); "
+                "this backend cannot be tuned by compiling"
+            )
+        return Probe(
+            batch=batch,
+            argument_bytes=int(analysis.argument_size_in_bytes),
+            output_bytes=int(analysis.output_size_in_bytes),
+            alias_bytes=int(analysis.alias_size_in_bytes),
+            temp_bytes=int(analysis.temp_size_in_bytes),
+            compile_seconds=seconds,
+            flops=_flops(compiled),
+            code_bytes=int(getattr(analysis, "generated_code_size_in_bytes", 0) or 0),
+        )
+
+    def _compile_lowered(self, lowered: Any, batch: int, dump: bool) -> Any:
+        if self._kernel_cache:
+            try:
+                kernels = _kernels.thread_file()
+            except OSError:
+                self._kernel_cache = False
+            else:
+                options = {**self._compiler_options, _kernels.OPTION: kernels}
+                try:
+                    return self._compile_with(lowered, batch, dump, options)
+                except Exception as e:
+                    if not _kernels.blames_the_file(str(e), kernels):
+                        raise  # the step's own failure: recorded once, kernels still shared
+                    self._kernel_cache = False
+                    _kernels.forget(kernels)
+        return self._compile_with(lowered, batch, dump, self._compiler_options)
+
+    def _compile_with(
+        self, lowered: Any, batch: int, dump: bool, options: Mapping[str, Any]
+    ) -> Any:
+        if not (self._keep_dumps or dump):
+            return lowered.compile(compiler_options=dict(options) or None)
+        # A dump only for the split is not worth a compile the persistent cache saved.
+        compiled, self.dumps[batch] = compile_with_dump(
+            lowered, options, recompile=self._keep_dumps
+        )
+        return compiled
+
+
+# Seconds between checks for Ctrl-C while compiles run.
+_POLL_S = 0.1
+
+
+class _Counter:
+    """How many compiles run now, in any thread."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.count -= 1
+
+
+_IN_FLIGHT = _Counter()
+
+
+def compiles_in_flight() -> bool:
+    """Whether a compile is running in a worker thread now."""
+    return _IN_FLIGHT.count > 0
+
+
+_POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    """A process-wide pool of `workers` compile threads."""
+    if workers not in _POOLS:
+        _POOLS[workers] = concurrent.futures.ThreadPoolExecutor(
+            workers, thread_name_prefix="autotune-compile"
+        )
+    return _POOLS[workers]
+
+
+def _host_flops(lowered: Any) -> float | None:
+    """FLOPs of a lowered program by the host backend's cost analysis."""
+    try:
+        from jax._src import xla_bridge
+        from jax._src.lib import _jax
+
+        module = lowered.compiler_ir("hlo").get_hlo_module()
+        analysis = _jax.hlo_module_cost_analysis(xla_bridge.get_backend("cpu"), module)
+    except Exception:  # private API moved
+        return None
+    flops = analysis.get("flops") if isinstance(analysis, Mapping) else None
+    return None if flops is None else float(flops)

@@ -1,0 +1,2 @@
+"""What a compiled step's memory is made of: the peak buffer by buffer, the
+split of one compile, the unfused boundary."""

@@ -1,0 +1,211 @@
+"""The JSON report a training job reads, and the one-line reader for it.
+
+Schema (version 3; the reader also takes version 2, which had no TPU
+fields: `compiler_fits`, `code_in_peak_bytes` and the probes' `code_bytes`,
+`required_bytes`, `available_bytes`; and version 1, which also had no
+`failures`, `contradictions` or peak breakdown)::
+
+    {
+      "schema": "autotune.result",
+      "version": 3,
+      "results": [
+        {
+          "label": "vgg16 remat=none",      # the choice this row answers
+          "batch": 632,                      # largest batch that fits
+          "peak_bytes": 79000000000,         # compiled need at `batch`
+          "budget": {"limit_bytes": ..., "reserve_bytes": ..., "source": "...", "bytes": ...},
+          "headroom_bytes": ...,             # budget.bytes - peak_bytes
+          "next_batch": 640,                 # next candidate that compiles, proven not
+                                             # to fit (null: none proven)
+          "next_peak_bytes": ...,
+          "fixed_bytes": ..., "per_example_bytes": ...,   # XLA's affine fit
+          "estimate_per_example_bytes": ...,              # analytical, or null
+          "compiles": 4, "seconds": 9.3,
+          "target": "h100-sxm-80gb", "target_description": "...",
+          "xla_settings": {"remat_pass": false, "compiler_options": {...},
+                           "XLA_FLAGS": "", "jax": "0.10.2", "jaxlib": "0.10.2"},
+          "multiple_of": 8, "max_batch": 65536,
+          "probes": [{"batch": 8, "argument_bytes": ..., "output_bytes": ...,
+                      "alias_bytes": ..., "temp_bytes": ..., "need_bytes": ...,
+                      "compile_seconds": ..., "flops": ...,
+                      "code_bytes": ...,             # the program's code
+                      "required_bytes": null,        # refused by a TPU compiler: what it
+                      "available_bytes": null}, ...],  # said it needed and had
+          "compiler_fits": false,            # TPU: the compiler fits programs itself; a
+                                             # batch fits when it compiles, next_batch
+                                             # is the candidate above, refused
+          "code_in_peak_bytes": 0,           # TPU: program code counted in peak_bytes
+          "interrupted": false,
+          "from_cache": false,               # answered from the result cache
+          "flops_per_example": 9.0e10,       # or null
+          "flops_source": "...",             # which cost analysis gave it
+          "failures": [{"batch": 648, "error": "...", "compile_seconds": 2.1}],
+                                             # candidates that did not compile, not
+                                             # for memory (those between batch and
+                                             # next_batch are part of the proof)
+          "contradictions": [[a, b], ...],   # compiles whose need fell from batch a
+                                             # to b > a: the answer is not exact
+          # Only with --why (find_max_batch(why=True)): what is live at the peak.
+          "peak_breakdown": [  # largest first; sums to peak_bytes; null if unavailable
+            {"bytes": ..., "shape": [440, 224, 224, 64], "dtype": "float32",
+             "kind": "activation",           # parameter, optimizer_state, input_batch, activation,
+                                             # gradient, temporary, output, arena_free (the
+                                             # arena's bytes free at the peak); the last: rest
+             "op_name": "jit(step)/jvp(stage1)/conv1/conv_general_dilated",
+             "source": "/path/vgg.py:119",  # or null
+             "module": "stage1/conv1"},      # from the op name or the stack; "" if none
+            ...,
+            {"bytes": ..., "kind": "rest", ...}],
+          "peak_breakdown_info": {"obtained": "...", "seconds": 0.4, "peak_step": "...",
+                                  "unused_bytes": ...,   # arena free at the peak
+                                  "bytes_by_kind": {...}, "bytes_by_module": {...},
+                                  "unavailable": ""}     # the reason, when unavailable
+        }
+      ],
+      "recommendation": {"label": ..., "batch": ..., "basis": "...",   # optional
+                         "samples_per_second": null}
+    }
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from autotune._core import checks as check
+from autotune._core.errors import TuneError
+from autotune._results.recommend import Recommendation
+from autotune._results.result import TuneResult
+from autotune._results.validate import check_recommendation, result_from_dict
+
+SCHEMA = "autotune.result"
+VERSION = 3
+# Versions this reader takes; those before 3 lack the TPU fields, those
+# before 2 also `failures` and `contradictions`.
+READABLE = (1, 2, 3)
+
+
+def to_json(
+    results: Sequence[TuneResult], recommendation: Recommendation | None = None
+) -> dict[str, Any]:
+    data = {"schema": SCHEMA, "version": VERSION, "results": [r.to_dict() for r in results]}
+    if recommendation is not None:
+        data["recommendation"] = dataclasses.asdict(recommendation)
+    return data
+
+
+def write_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write `text` to `path` whole or not at all."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise TuneError(
+            f"`path` (={str(path)!r}): the directory {str(path.parent)!r} does not exist"
+        )
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_json(
+    results: Sequence[TuneResult],
+    path: str | os.PathLike[str],
+    recommendation: Recommendation | None = None,
+) -> None:
+    """Write the results report to `path` atomically."""
+    for i, r in enumerate(results):
+        check.instance(f"results[{i}]", r, TuneResult, "an autotune.TuneResult")
+    check.path("path", path)
+    write_atomic(path, json.dumps(to_json(results, recommendation), indent=2) + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The result rows of a report, once its schema, version and every row check out."""
+    return _read(path)[0]
+
+
+def read_results(path: str | os.PathLike[str]) -> tuple[TuneResult, ...]:
+    """The results of a report, as `TuneResult`s, once every row checks out
+    (`TuneError` naming the path and the field otherwise)."""
+    return _read(path)[1]
+
+
+def _read(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], tuple[TuneResult, ...]]:
+    file = check.path("path", path)
+    try:
+        data = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise TuneError(f"`path` (={str(path)!r}) does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise TuneError(f"`path` (={str(path)!r}) cannot be read: {e}") from None
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise TuneError(f"`path` (={str(path)!r}) is not valid JSON: {e}") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise TuneError(
+            f"`path` (={str(path)!r}) is not an autotune report (its 'schema' must be {SCHEMA!r})"
+        )
+    version = data.get("version")
+    if version not in READABLE or type(version) is not int:
+        raise TuneError(
+            f"`path` (={str(path)!r}) has report version {version!r}; this reader knows "
+            f"{', '.join(map(str, READABLE))}"
+        )
+    try:
+        rows = data.get("results")
+        if not isinstance(rows, list):
+            raise TuneError(f"`results` (={check.shown(rows)}) must be a list of results")
+        results = tuple(
+            result_from_dict(row, f"results[{i}]", version=version) for i, row in enumerate(rows)
+        )
+        if "recommendation" in data:
+            check_recommendation(data["recommendation"], results, "recommendation")
+    except TuneError as e:
+        raise TuneError(f"`path` (={str(path)!r}) holds an invalid report: {e}") from None
+    return rows, results
+
+
+def load_batch_size(
+    path: str | os.PathLike[str], label: str | None = None, *, allow_interrupted: bool = False
+) -> int:
+    """The tuned batch size from a report: `load_batch_size("tune.json")`.
+
+    A report of several rows (remat choices) needs `label` to pick one. A row
+    of an interrupted search (its batch fits; larger ones were not all tried)
+    is refused unless `allow_interrupted` is True.
+    """
+    check.instance_or_none("label", label, str, "a string")
+    check.boolean("allow_interrupted", allow_interrupted)
+    results = read_results(path)
+    labels = ", ".join(repr(r.label) for r in results)
+    if label is None:
+        if len(results) != 1:
+            raise TuneError(
+                f"`label` (=None): {str(path)!r} holds {len(results)} results ({labels}); name one"
+            )
+        (row,) = results
+    else:
+        rows = [r for r in results if r.label == label]
+        if not rows:
+            raise TuneError(f"`label` (={label!r}) is not in {str(path)!r}; it holds {labels}")
+        if len(rows) > 1:
+            raise TuneError(
+                f"`label` (={label!r}) names {len(rows)} rows of {str(path)!r}; "
+                "a batch size needs one"
+            )
+        (row,) = rows
+    if row.interrupted and not allow_interrupted:
+        raise TuneError(
+            f"`label` (={row.label!r}) in {str(path)!r} is from an interrupted search: "
+            f"batch {row.batch} fits, but the boundary above it was not proven; "
+            "pass allow_interrupted=True to use it anyway"
+        )
+    return row.batch

@@ -1,0 +1,2 @@
+"""The searches for the largest batch that fits: by need against a budget, and
+by compiles alone."""

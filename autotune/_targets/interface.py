@@ -1,0 +1,137 @@
+"""`Target`: what every kind of target supplies to the tuner.
+
+A target owns what differs between kinds: its devices, its default budget
+and how it is stated, the compiler options a budget implies, the rule by
+which a compile fits, the bytes a fitting compile counts, how many compiles
+pay at once, and the search that suits how its need grows. The tuner asks;
+it never asks which kind a target is. One module per kind implements it:
+`autotune._targets.local`, `.gpu` (described GPUs), `.tpu` (Cloud TPU
+slices); `autotune._targets.registry` finds a target by name.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import functools
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from autotune._core.budget import Budget, resolve_budget
+from autotune._search.drivers import BY_NEED, Driver
+
+if TYPE_CHECKING:
+    from autotune._compile.records import Probe
+
+DEFAULT_MEM_FRACTION = 0.75
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryBudget:
+    """A GPU allocator's limit: `fraction x (total - reserve)`."""
+
+    total_bytes: int
+    reserve_bytes: int
+    fraction: float
+    source: str
+
+    @property
+    def free_at_start_bytes(self) -> int:
+        return self.total_bytes - self.reserve_bytes
+
+    @property
+    def limit_bytes(self) -> int:
+        return int(self.fraction * self.free_at_start_bytes)
+
+    def describe(self) -> str:
+        free = f"{self.free_at_start_bytes:,} B"
+        if self.reserve_bytes:
+            free += f" = {self.total_bytes:,} B total - {self.reserve_bytes:,} B reserve"
+        return f"{self.fraction:g} x free at start ({free}; {self.source})"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Target(abc.ABC):
+    """A device, or a mesh of them, to compile for: real or described.
+
+    Holds no live JAX objects; `devices()` makes them when asked.
+    """
+
+    name: str  # "h200-141gb", "local:gpu", "v5e:2x2", "file:/path"
+    platform: str  # the compiler's: "cuda", "cpu", "tpu", ...
+    description: str
+    memory_bytes: int | None  # one device's memory, where known
+    default_budget_bytes: int | None
+    budget_source: str = "unknown"
+    device_count: int = 1
+
+    # Compiled for devices this machine lacks.
+    deviceless: ClassVar[bool] = True
+    # A batch fits when it compiles: the compiler fits programs into memory
+    # itself, and refuses one it cannot (a TPU). Else it fits when its need
+    # is within the budget.
+    compiler_fits: ClassVar[bool] = False
+    # How the search treats need(batch) on this kind.
+    search: ClassVar[Driver] = BY_NEED
+
+    @abc.abstractmethod
+    def devices(self) -> list[Any]:
+        """The JAX devices to compile for (`device_count` of them)."""
+
+    def sharding(self) -> Any:
+        """A `NamedSharding` replicated over this target's devices."""
+        return _replicated_sharding(tuple(self.devices()))
+
+    def placement(self) -> Any:
+        """The sharding a compile puts on arguments that carry none: this
+        target's devices, or None for JAX's default device."""
+        return self.sharding()
+
+    def budget_for(
+        self, budget_bytes: int | None, reserve_bytes: int
+    ) -> tuple[Budget, Mapping[str, Any]]:
+        """The budget of a search, and the compiler options it implies.
+
+        `budget_bytes` wins over the target's limit, up to the device's
+        memory: above it, it is capped there, and the budget says so.
+        """
+        budget = resolve_budget(
+            budget_bytes=budget_bytes,
+            reserve_bytes=reserve_bytes,
+            target_limit=self.default_budget_bytes,
+            target_source=self.budget_source,
+            target_name=repr(self.name),
+            ceiling=self.memory_bytes,
+        )
+        return budget, {}
+
+    def fits(self, probe: Probe, budget: Budget) -> bool:
+        """Whether a compile fits the budget."""
+        return not probe.refused and probe.need_bytes <= budget.bytes
+
+    def peak_bytes(self, probe: Probe) -> int:
+        """The bytes a fitting compile holds at its peak, as the budget counts them."""
+        return probe.need_bytes
+
+    def default_workers(self) -> int | None:
+        """Compiles at once by default; None: as many as the first compile
+        shows to pay on this machine's cores (`autotune._compile.concurrency`)."""
+        return None
+
+    @property
+    def shares_kernels(self) -> bool:
+        """Whether compiles for it may share compiled kernels (`autotune._compile.kernels`)."""
+        return False
+
+    def identity(self) -> dict[str, Any]:
+        """What names the compiled-for machine in a cache key."""
+        return {"target": self.name, "target_description": self.description, "target_config": None}
+
+
+@functools.cache
+def _replicated_sharding(devices: tuple[Any, ...]) -> Any:
+    import jax
+    import numpy as np
+
+    mesh = jax.sharding.Mesh(np.array(devices), ("d",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

@@ -1,0 +1,2 @@
+"""What to tune: workloads, their builders, analytical estimates and the
+layout over a device mesh."""
