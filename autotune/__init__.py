@@ -21,7 +21,7 @@ from autotune._train_workload import train_workload
 from autotune._tuner import compare, find_max_batch
 from autotune._units import format_bytes
 from autotune._why import peak_breakdown
-from autotune._workload import Workload, load_workloads
+from autotune._workload import Workload, WorkloadFlag, load_workloads
 
 __all__ = [
     "Budget",
@@ -36,6 +36,7 @@ __all__ = [
     "TuneError",
     "TuneResult",
     "Workload",
+    "WorkloadFlag",
     "agree_across_hosts",
     "compare",
     "estimate_step",
