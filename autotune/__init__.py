@@ -10,7 +10,7 @@ from autotune._compile.records import Probe
 from autotune._core.budget import Budget
 from autotune._core.errors import SearchInterrupted, TuneError
 from autotune._core.units import format_bytes
-from autotune._explain.peak import PeakBreakdown, PeakEntry
+from autotune._explain.records import PeakBreakdown, PeakEntry
 from autotune._results.cache import ResultCache
 from autotune._results.recommend import Recommendation, recommend
 from autotune._results.report import load_batch_size, read_results, write_json
@@ -22,7 +22,7 @@ from autotune._tune.why import peak_breakdown
 from autotune._workloads.estimate import Estimate, estimate_step
 from autotune._workloads.layout import agree_across_hosts
 from autotune._workloads.train import train_workload
-from autotune._workloads.workload import Workload, load_workloads
+from autotune._workloads.workload import Workload, WorkloadFlag, load_workloads
 
 __all__ = [
     "Budget",
@@ -37,6 +37,7 @@ __all__ = [
     "TuneError",
     "TuneResult",
     "Workload",
+    "WorkloadFlag",
     "agree_across_hosts",
     "compare",
     "estimate_step",

@@ -1,8 +1,10 @@
 """The `autotune` command: the largest batch of a train step that fits a target.
 
-It parses its arguments into an `autotune._command.run.Job` and runs it. With
-`--workload MODULE:ATTR` it tunes the user's workload; without, the built-in
-VGG16 (`autotune.models`), shaped by the VGG flags.
+It parses its arguments into an `autotune._command.run.Job` and runs it. The
+workload is `--workload MODULE:ATTR`, by default `DEFAULT_WORKLOAD`. The
+command knows no workload: the flags of one (`WorkloadFlag`s its ATTR
+carries) are shorthand for its `--workload-arg`s, added to the parser when
+the arguments hold what the command's own flags do not.
 """
 
 from __future__ import annotations
@@ -11,46 +13,33 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-VGG_WORKLOADS = "autotune.models:vgg_workloads"
-DEFAULT_REMAT = "none,nothing_saveable"
+if TYPE_CHECKING:
+    from autotune._workloads.workload import WorkloadFlag
 
-# The VGG flags: (flag, VGGConfig field, type). Refused beside --workload.
-_VGG_FLAGS = (
-    ("--model", "model", str, "vgg11, vgg13, vgg16 or vgg19 (default: vgg16)"),
-    ("--image-size", "image_size", int, "square input side (default: 224)"),
-    ("--channels", "channels", int, "input channels (default: 3)"),
-    ("--classes", "num_classes", int, "output classes (default: 1000)"),
-    ("--optimizer", "optimizer", str, "sgd (momentum 0.9), adam or adamw (default: sgd)"),
-    ("--dtype", "dtype", str, "compute dtype: float32 or bfloat16 (default: float32)"),
-    ("--param-dtype", "param_dtype", str, "parameter dtype (default: float32)"),
-    (
-        "--remat",
-        "remat",
-        str,
-        "comma-separated remat choices, one row each: none or a "
-        f"jax.checkpoint_policies name per conv stage (default: {DEFAULT_REMAT})",
-    ),
-    ("--remat-every", "remat_every", int, "rematerialize every k-th conv stage only"),
-)
+DEFAULT_WORKLOAD = "autotune.models:vgg_workloads"
+_HELP = ("-h", "--help")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(flags: Sequence[WorkloadFlag] = (), spec: str = "", add_help: bool = True):
+    """The command's own flags, and the flags of the workload `spec` (`flags`)."""
     p = argparse.ArgumentParser(
         prog="autotune",
+        add_help=add_help,
         description="Find the largest batch of a train step that fits an accelerator, "
         "from XLA's memory analysis of the compiled step. The search runs nothing "
         "and allocates nothing on the device; only --verify and --time run steps, "
-        "in a child process. Without --workload it tunes the built-in VGG16.",
+        f"in a child process. Without --workload it tunes {DEFAULT_WORKLOAD}.",
     )
     p.add_argument(
         "--workload",
         default=None,
         metavar="MODULE:ATTR",
-        help="your workload: MODULE importable from the current directory (as "
+        help="the workload: MODULE importable from the current directory (as "
         "python -m finds it); ATTR an autotune.Workload, a (step, args_for_batch) "
         "pair, a list of workloads, or a callable with no required arguments "
-        "returning one of those",
+        f"returning one of those (default: {DEFAULT_WORKLOAD})",
     )
     p.add_argument(
         "--workload-arg",
@@ -59,14 +48,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="a keyword for a callable ATTR, repeatable: VALUE is read as JSON "
         "(blocks=12, remat='[\"none\"]'), else taken as a string",
-    )
-    vgg = p.add_argument_group("the built-in VGG (refused with --workload)")
-    for flag, field, kind, text in _VGG_FLAGS:
-        vgg.add_argument(flag, dest=field, type=kind, default=None, help=text)
-    vgg.add_argument(
-        "--explain",
-        action="store_true",
-        help="print the cs231n case study's analytical breakdown beside XLA's numbers",
     )
     p.add_argument(
         "--xla-remat-pass",
@@ -204,38 +185,80 @@ def _parser() -> argparse.ArgumentParser:
         "temporary) and by module, from XLA's dump of the compile at the answer "
         "(one more compile on a cached answer); the JSON rows get peak_breakdown",
     )
+    if flags:
+        own = p.add_argument_group(f"flags of {spec} (shorthand for --workload-arg)")
+        for flag in flags:
+            kind = {"action": "store_const", "const": None} if flag.parse is None else {}
+            own.add_argument(
+                flag.flag, dest=_dest(flag), default=_NOT_GIVEN, metavar=flag.metavar,
+                help=flag.help, **kind,
+            )  # fmt: skip
     return p
 
 
-def _workload_source(args: argparse.Namespace) -> tuple[str, dict, object]:
-    """(spec, kwargs, explain) of the workloads to tune."""
+_NOT_GIVEN = object()
+
+
+def help_text(spec: str = DEFAULT_WORKLOAD) -> str:
+    """`autotune --help` as the parser writes it, with the flags of the
+    workload `spec` (the command's reference)."""
+    from autotune._workloads.workload import workload_flags
+
+    return _parser(workload_flags(spec), spec).format_help().rstrip()
+
+
+def _dest(flag: WorkloadFlag) -> str:
+    return f"workload flag {flag.keyword}"
+
+
+def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, tuple[WorkloadFlag, ...]]:
+    """The arguments, and the flags of the workload they name that were added
+    to the parser (none if the command's own flags took every argument)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    known, rest = _parser(add_help=False).parse_known_args(argv)
+    if not rest:
+        return known, ()
+    from autotune._core.errors import TuneError
+    from autotune._workloads.workload import workload_flags
+
+    spec = known.workload or DEFAULT_WORKLOAD
+    flags = workload_flags(spec)
+    unknown = {item.partition("=")[0] for item in rest if item.startswith("--")}
+    unknown -= {f.flag for f in flags} | set(_HELP)
+    if spec != DEFAULT_WORKLOAD and unknown:
+        default = [f.flag for f in workload_flags(DEFAULT_WORKLOAD) if f.flag in unknown]
+        if default:
+            raise TuneError(
+                f"`{default[0]}` is a flag of the default workload ({DEFAULT_WORKLOAD}), "
+                f"and `--workload` (={spec!r}) tunes another: give that workload's keywords "
+                "with --workload-arg NAME=VALUE"
+            )
+    try:
+        return _parser(flags, spec).parse_args(argv), flags
+    except argparse.ArgumentError as e:  # a workload flag that is one of the command's
+        raise TuneError(
+            f"`--workload` (={spec!r}): its flags clash with the command's: {e}"
+        ) from None
+
+
+def _workload_source(
+    args: argparse.Namespace, flags: Sequence[WorkloadFlag]
+) -> tuple[str, dict[str, object]]:
+    """(spec, keywords) of the workloads to tune: `--workload-arg`s and the
+    workload's own flags, each keyword given once."""
     from autotune._core.errors import TuneError
 
-    given = [flag for flag, field, _, _ in _VGG_FLAGS if getattr(args, field) is not None]
-    if args.explain:
-        given.append("--explain")
-    if args.workload is not None:
-        if given:
+    kwargs = _workload_kwargs(args.workload_arg)
+    for flag in flags:
+        text = getattr(args, _dest(flag))
+        if text is _NOT_GIVEN:
+            continue
+        if flag.keyword in kwargs:
             raise TuneError(
-                f"`{given[0]}` is a flag of the built-in VGG, and `--workload` "
-                f"(={args.workload!r}) tunes your own step; drop {', '.join(given)}"
+                f"`{flag.flag}` gives {flag.keyword!r}, which a `--workload-arg` gives too"
             )
-        return args.workload, _workload_kwargs(args.workload_arg), None
-    if args.workload_arg:
-        raise TuneError(
-            f"`--workload-arg` (={args.workload_arg[0]!r}) is a keyword for the callable "
-            "that --workload names; give --workload too"
-        )
-    from autotune.models import VGGConfig, explain_vgg
-
-    fields = {field: getattr(args, field) for _, field, _, _ in _VGG_FLAGS}
-    remat = fields.pop("remat") or DEFAULT_REMAT
-    choices = tuple(r.strip() for r in remat.split(",") if r.strip())
-    if not choices:
-        raise TuneError(f"`--remat` (={remat!r}) must name at least one remat choice")
-    config = VGGConfig(remat=choices, **{k: v for k, v in fields.items() if v is not None})
-    explain = (lambda result: explain_vgg(result, config)) if args.explain else None
-    return VGG_WORKLOADS, config.to_dict(), explain
+        kwargs[flag.keyword] = flag.value(text)
+    return args.workload or DEFAULT_WORKLOAD, kwargs
 
 
 def _pairs(
@@ -293,7 +316,11 @@ def _json_or_text(text: str) -> object:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args, flags = _parse(argv)
+    except ValueError as e:  # a workload that cannot be loaded, or whose flags clash
+        print(f"autotune: error: {e}", file=sys.stderr)
+        return 2
     if args.list_targets:
         from autotune._targets.listing import render_target_list
 
@@ -307,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from autotune._core.units import parse_bytes
 
     try:
-        spec, kwargs, explain = _workload_source(args)
+        spec, kwargs = _workload_source(args, flags)
         job = Job(
             spec=spec,
             kwargs=kwargs,
@@ -333,7 +360,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             verify_timeout=args.verify_timeout,
             quiet=args.quiet,
             why=args.why,
-            explain=explain,
         )
         with as_interrupts() as received:
             try:

@@ -1,8 +1,11 @@
 """The VGG application's workloads: one `autotune.Workload` per remat choice.
 
-`VGGConfig` is the one description of a VGG run: the command builds it from
-its VGG flags, the verification child rebuilds the same workloads from it
-(`vgg_workloads(**config.to_dict())`), and `--explain` reads it. Only the
+`VGGConfig` is the one description of a VGG run: `vgg_workloads` builds it
+from its keywords (the command's `--workload-arg`s, or the flags below), the
+verification child rebuilds the same workloads from the same keywords, and
+`--explain` reads it. `vgg_workloads.command_flags` are the command's flags
+for those keywords (`--image-size 160` for `--workload-arg image_size=160`):
+the command knows none of them; it asks the workload it loads. Only the
 engine's public API is used here.
 """
 
@@ -138,7 +141,69 @@ def _setup(config: VGGConfig, remat: str) -> TrainSetup:
     return config._build(remat)
 
 
-def vgg_workloads(**config: Any) -> tuple[autotune.Workload, ...]:
-    """The workloads of `VGGConfig(**config)`: `autotune --workload
-    autotune.models:vgg_workloads` is what `autotune` runs by default."""
-    return VGGConfig(**config).workloads()
+# What plain `autotune` compares: VGG16 with and without per-stage remat.
+DEFAULT_REMAT = ("none", "nothing_saveable")
+
+
+def vgg_workloads(
+    *, remat: Any = DEFAULT_REMAT, explain: bool = False, **config: Any
+) -> tuple[autotune.Workload, ...]:
+    """The workloads of `VGGConfig(remat=remat, **config)`: `autotune --workload
+    autotune.models:vgg_workloads` is what `autotune` runs by default. With
+    `explain`, each answer is followed by the cs231n case study's analysis
+    of it (`explain_vgg`)."""
+    if not isinstance(explain, bool):
+        raise ValueError(f"`explain` (={explain!r}) must be true or false")
+    vgg = VGGConfig(remat=remat, **config)
+    if not explain:
+        return vgg.workloads()
+    from .explain import explain_vgg
+
+    return tuple(
+        dataclasses.replace(w, notes=lambda result: explain_vgg(result, vgg))
+        for w in vgg.workloads()
+    )
+
+
+def _remat_choices(text: str) -> tuple[str, ...]:
+    choices = tuple(choice.strip() for choice in text.split(",") if choice.strip())
+    if not choices:
+        raise ValueError("must name at least one remat choice")
+    return choices
+
+
+def _count(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("must be an integer") from None
+
+
+vgg_workloads.command_flags = (
+    autotune.WorkloadFlag(
+        "--model", "model", "vgg11, vgg13, vgg16 or vgg19 (default: vgg16)", metavar="NAME"
+    ),
+    autotune.WorkloadFlag("--image-size", "image_size", "square input side (default: 224)",
+                          _count, "N"),
+    autotune.WorkloadFlag("--channels", "channels", "input channels (default: 3)", _count, "N"),
+    autotune.WorkloadFlag("--classes", "num_classes", "output classes (default: 1000)",
+                          _count, "N"),
+    autotune.WorkloadFlag("--optimizer", "optimizer",
+                          "sgd (momentum 0.9), adam or adamw (default: sgd)", metavar="NAME"),
+    autotune.WorkloadFlag("--dtype", "dtype",
+                          "compute dtype: float32 or bfloat16 (default: float32)",
+                          metavar="DTYPE"),
+    autotune.WorkloadFlag("--param-dtype", "param_dtype", "parameter dtype (default: float32)",
+                          metavar="DTYPE"),
+    autotune.WorkloadFlag(
+        "--remat", "remat",
+        "comma-separated remat choices, one row each: none or a jax.checkpoint_policies "
+        f"name per conv stage (default: {','.join(DEFAULT_REMAT)})",
+        _remat_choices, "CHOICES",
+    ),
+    autotune.WorkloadFlag("--remat-every", "remat_every",
+                          "rematerialize every k-th conv stage only", _count, "K"),
+    autotune.WorkloadFlag("--explain", "explain",
+                          "print the cs231n case study's analytical breakdown beside XLA's "
+                          "numbers", None),
+)  # fmt: skip

@@ -39,7 +39,7 @@ WORKLOADS = (
     ("vit:workload", {}, {"xla_gpu_enable_triton_gemm": False}),
     ("lm:workloads", {}, {}),
     ("cnn:workload", {"image_size": 224}, {}),
-    ("autotune.models:vgg_workloads", {}, {}),
+    ("autotune.models:vgg_workloads", {"remat": ["none"]}, {}),
 )
 
 

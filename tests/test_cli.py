@@ -155,3 +155,31 @@ def test_verify_and_time_run_the_answers_and_drive_the_recommendation(capsys):
     ran = [int(b) for b in re.findall(r"vgg-tiny remat=none: batch (\d+): ran", out)]
     assert len(ran) == 2 and ran[1] == ran[0] + 8  # the answer and the next candidate
     assert f"at batch {ran[0]}" in out and "samples/s (measured on the device)" in out
+
+
+def test_the_command_names_no_vgg_flag_or_field():
+    """The command knows no workload: the VGG's flags and fields live in
+    autotune.models, which it asks; only the default MODULE:ATTR names it."""
+    import ast
+    import dataclasses
+    import io
+    import pathlib
+    import tokenize
+
+    from autotune import cli
+    from autotune.models import VGGConfig, vgg_workloads
+
+    flags = {f.flag for f in vgg_workloads.command_flags}
+    fields = {f.keyword for f in vgg_workloads.command_flags}
+    fields |= {field.name for field in dataclasses.fields(VGGConfig)}
+    root = pathlib.Path(cli.__file__).parent
+    for module in ("cli.py", "_command.py"):
+        text = (root / module).read_text().replace(cli.DEFAULT_WORKLOAD, "")
+        assert not re.search("vgg", text, re.IGNORECASE), module
+        for flag in flags:
+            assert not re.search(rf"(?<![\w-]){flag}(?![\w-])", text), (module, flag)
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type == tokenize.NAME:
+                assert token.string not in fields, (module, token.string)
+            elif token.type == tokenize.STRING and not token.string.startswith(('"""', "f")):
+                assert ast.literal_eval(token.string) not in fields, (module, token.string)

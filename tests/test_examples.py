@@ -110,3 +110,25 @@ def test_the_examples_load_from_the_repository_root(spec, from_directory):
     assert workload.estimate is not None and workload.real_args is not None
     inputs = [a for a in workload.args_for_batch(3) if hasattr(a, "shape") and a.shape]
     assert inputs and all(a.shape[0] == 3 for a in inputs)
+
+
+def test_the_training_loop_feeds_each_steps_outputs_to_the_next(from_directory, monkeypatch):
+    """examples/train.py: the README's loop trains what was tuned; the donated
+    outputs come back as inputs, BatchNorm statistics move, and every step
+    draws a fresh dropout key."""
+    import jax
+    import numpy as np
+
+    from_directory(ROOT / "examples")
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import cnn
+    import train
+
+    workload = cnn.workload(**TINY_CNN)
+    batches = train.random_batches(4, TINY_CNN["image_size"], steps=3)
+    before = workload.real_args(4)[:2]
+    (params, state, _), losses = train.train(workload, batches)
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    moved = jax.tree.map(lambda a, b: not np.allclose(a, b), (params, state), before)
+    assert all(jax.tree.leaves(moved[0])[:1]) and any(jax.tree.leaves(moved[1]))
+    sys.modules.pop("train", None)

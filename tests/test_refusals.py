@@ -212,10 +212,10 @@ def test_gpu_client_environment_on_a_local_target(
 
 
 def test_every_test_the_refusal_table_names_exists():
-    """README's "What it refuses": each row names tests that exist."""
+    """docs/refusals.md, "What it refuses": each row names tests that exist."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    with open(os.path.join(root, "README.md")) as f:
-        section = f.read().split("## What it refuses", 1)[1].split("\n## ", 1)[0]
+    with open(os.path.join(root, "docs", "refusals.md")) as f:
+        section = f.read().split("# What it refuses", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and "`test_" in line]
     assert len(rows) >= 14
     for row in rows:

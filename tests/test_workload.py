@@ -123,10 +123,11 @@ def test_why_explains_a_users_peak_on_a_described_h100(user_dir, capsys):
 
 
 @pytest.mark.parametrize("flag", [["--model", "vgg11"], ["--remat", "none"], ["--explain"]])
-def test_vgg_flags_are_refused_beside_a_workload(flag, user_dir, capsys):
+def test_the_default_workloads_flags_are_refused_beside_another(flag, user_dir, capsys):
     assert main(["--workload", "plain_mlp:workload", *flag]) == 2
     err = capsys.readouterr().err
-    assert f"`{flag[0]}` is a flag of the built-in VGG" in err and "Traceback" not in err
+    assert f"`{flag[0]}` is a flag of the default workload (autotune.models:vgg_workloads)" in err
+    assert "--workload-arg NAME=VALUE" in err and "Traceback" not in err
 
 
 def test_a_workload_over_a_mesh_of_described_or_local_devices(user_dir, capsys):
@@ -228,6 +229,7 @@ def test_bad_workload_args_are_one_clear_line(argv, message, user_dir, capsys):
     assert message in err and "Traceback" not in err
 
 
-def test_workload_args_need_a_workload(capsys):
-    assert main(["--workload-arg", "blocks=2"]) == 2
-    assert "give --workload too" in capsys.readouterr().err
+def test_workload_args_go_to_the_default_workload(capsys):
+    assert main(["--workload-arg", "blocks=2", "--target", "local"]) == 2
+    err = capsys.readouterr().err
+    assert "calling vgg_workloads raised TypeError" in err and "'blocks'" in err

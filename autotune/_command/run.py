@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +61,6 @@ class Job:
     verify_timeout: float = 600.0
     quiet: bool = False
     why: bool = False  # explain each answer's peak, buffer by buffer
-    # Extra text printed after each answer (the VGG application's --explain).
-    explain: Callable[[TuneResult], str] | None = None
 
     @property
     def runs_steps(self) -> bool:
@@ -118,9 +116,10 @@ def run(job: Job) -> int:
         ]
         rates = _verify(results, sources, job)
     _report(results, job, rates)
-    if job.explain is not None:
-        for r in results:
-            print("\n" + job.explain(r))
+    rows = [w for w in workloads for _ in passes]  # compare's order: workload, then pass
+    for w, r in zip(rows, results):
+        if w.notes is not None:
+            print("\n" + w.notes(r))
     return 0
 
 

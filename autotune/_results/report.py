@@ -1,70 +1,8 @@
 """The JSON report a training job reads, and the one-line reader for it.
 
-Schema (version 3; the reader also takes version 2, which had no TPU
-fields: `compiler_fits`, `code_in_peak_bytes` and the probes' `code_bytes`,
-`required_bytes`, `available_bytes`; and version 1, which also had no
-`failures`, `contradictions` or peak breakdown)::
-
-    {
-      "schema": "autotune.result",
-      "version": 3,
-      "results": [
-        {
-          "label": "vgg16 remat=none",      # the choice this row answers
-          "batch": 632,                      # largest batch that fits
-          "peak_bytes": 79000000000,         # compiled need at `batch`
-          "budget": {"limit_bytes": ..., "reserve_bytes": ..., "source": "...", "bytes": ...},
-          "headroom_bytes": ...,             # budget.bytes - peak_bytes
-          "next_batch": 640,                 # next candidate that compiles, proven not
-                                             # to fit (null: none proven)
-          "next_peak_bytes": ...,
-          "fixed_bytes": ..., "per_example_bytes": ...,   # XLA's affine fit
-          "estimate_per_example_bytes": ...,              # analytical, or null
-          "compiles": 4, "seconds": 9.3,
-          "target": "h100-sxm-80gb", "target_description": "...",
-          "xla_settings": {"remat_pass": false, "compiler_options": {...},
-                           "XLA_FLAGS": "", "jax": "0.10.2", "jaxlib": "0.10.2"},
-          "multiple_of": 8, "max_batch": 65536,
-          "probes": [{"batch": 8, "argument_bytes": ..., "output_bytes": ...,
-                      "alias_bytes": ..., "temp_bytes": ..., "need_bytes": ...,
-                      "compile_seconds": ..., "flops": ...,
-                      "code_bytes": ...,             # the program's code
-                      "required_bytes": null,        # refused by a TPU compiler: what it
-                      "available_bytes": null}, ...],  # said it needed and had
-          "compiler_fits": false,            # TPU: the compiler fits programs itself; a
-                                             # batch fits when it compiles, next_batch
-                                             # is the candidate above, refused
-          "code_in_peak_bytes": 0,           # TPU: program code counted in peak_bytes
-          "interrupted": false,
-          "from_cache": false,               # answered from the result cache
-          "flops_per_example": 9.0e10,       # or null
-          "flops_source": "...",             # which cost analysis gave it
-          "failures": [{"batch": 648, "error": "...", "compile_seconds": 2.1}],
-                                             # candidates that did not compile, not
-                                             # for memory (those between batch and
-                                             # next_batch are part of the proof)
-          "contradictions": [[a, b], ...],   # compiles whose need fell from batch a
-                                             # to b > a: the answer is not exact
-          # Only with --why (find_max_batch(why=True)): what is live at the peak.
-          "peak_breakdown": [  # largest first; sums to peak_bytes; null if unavailable
-            {"bytes": ..., "shape": [440, 224, 224, 64], "dtype": "float32",
-             "kind": "activation",           # parameter, optimizer_state, input_batch, activation,
-                                             # gradient, temporary, output, arena_free (the
-                                             # arena's bytes free at the peak); the last: rest
-             "op_name": "jit(step)/jvp(stage1)/conv1/conv_general_dilated",
-             "source": "/path/vgg.py:119",  # or null
-             "module": "stage1/conv1"},      # from the op name or the stack; "" if none
-            ...,
-            {"bytes": ..., "kind": "rest", ...}],
-          "peak_breakdown_info": {"obtained": "...", "seconds": 0.4, "peak_step": "...",
-                                  "unused_bytes": ...,   # arena free at the peak
-                                  "bytes_by_kind": {...}, "bytes_by_module": {...},
-                                  "unavailable": ""}     # the reason, when unavailable
-        }
-      ],
-      "recommendation": {"label": ..., "batch": ..., "basis": "...",   # optional
-                         "samples_per_second": null}
-    }
+The schema, field by field, and its versions (this writer's `VERSION`; the
+readers take `READABLE`) are documented in docs/schema.md; a test holds that
+page and the fields written here to each other.
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ A `Workload` is what the tuner compiles (`step` lowered from
 can build them, the real arrays that run the step (`real_args`, for
 `--verify` and `--time`). The command loads one from `MODULE:ATTR`, as
 `python -m` finds a module, with `load_workloads`.
+
+A callable ATTR may carry `command_flags`, a sequence of `WorkloadFlag`:
+the command's own flags for its keywords (`--image-size 160` for
+`--workload-arg image_size=160`). The command knows no workload; it asks
+the one it loads (`workload_flags`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ class Workload:
         label: names the answer (a model, a remat choice).
         real_args: batch size -> real arrays for the same arguments, to run
             the step (`--verify`, `--time`); None if the workload cannot.
+        notes: answer (`autotune.TuneResult`) -> more text about it, which
+            the command prints after the answer's own; None for none.
     """
 
     step: Callable[..., Any]
@@ -48,6 +55,7 @@ class Workload:
     estimate: Estimate | None = None
     label: str = ""
     real_args: ArgsForBatch | None = None
+    notes: Callable[[Any], str] | None = None
 
     def __post_init__(self) -> None:
         if not (callable(self.step) or hasattr(self.step, "lower")):
@@ -58,6 +66,8 @@ class Workload:
             raise TuneError(f"`args_for_batch` (={self.args_for_batch!r}) must be callable")
         if self.real_args is not None and not callable(self.real_args):
             raise TuneError(f"`real_args` (={self.real_args!r}) must be callable or None")
+        if self.notes is not None and not callable(self.notes):
+            raise TuneError(f"`notes` (={self.notes!r}) must be callable or None")
         if self.estimate is not None and not isinstance(self.estimate, Estimate):
             raise TuneError(
                 f"`estimate` (={self.estimate!r}) must be an autotune.Estimate or None "
@@ -115,15 +125,7 @@ def load_workloads(spec: str, kwargs: Mapping[str, Any] | None = None) -> tuple[
     returning one of those; the callable is called with `kwargs` (none by
     default). A workload without a label is labelled ATTR.
     """
-    module_name, attr = _split_spec(spec)
-    module = _import(module_name, spec)
-    value: Any = module
-    for part in attr.split("."):
-        if not hasattr(value, part):
-            raise TuneError(
-                f"`--workload` (={spec!r}): module {module_name!r} has no attribute {attr!r}"
-            )
-        value = getattr(value, part)
+    attr, value = _attribute(spec)
     if callable(value) and not isinstance(value, Workload):
         try:
             value = value(**dict(kwargs or {}))
@@ -153,6 +155,69 @@ def load_workloads(spec: str, kwargs: Mapping[str, Any] | None = None) -> tuple[
     if len(set(labels)) != len(labels):
         raise TuneError(f"{where} gave workloads with the same label: {labels}")
     return labelled
+
+
+def _attribute(spec: str) -> tuple[str, Any]:
+    """(ATTR, its value) of "MODULE:ATTR", the module imported, nothing called."""
+    module_name, attr = _split_spec(spec)
+    value: Any = _import(module_name, spec)
+    for part in attr.split("."):
+        if not hasattr(value, part):
+            raise TuneError(
+                f"`--workload` (={spec!r}): module {module_name!r} has no attribute {attr!r}"
+            )
+        value = getattr(value, part)
+    return attr, value
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkloadFlag:
+    """A command-line flag of one workload: shorthand for one of its keywords.
+
+    Attributes:
+        flag: the flag, e.g. "--image-size".
+        keyword: the keyword of the workload callable it gives, e.g. "image_size".
+        help: what the command's `--help` says of it.
+        parse: the flag's text -> the keyword's value, raising `ValueError`
+            with the rule broken; None for a switch (no text; True when given).
+        metavar: the name of its value in `--help`.
+    """
+
+    flag: str
+    keyword: str
+    help: str = ""
+    parse: Callable[[str], Any] | None = str
+    metavar: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.flag, str) and self.flag.startswith("--") and len(self.flag) > 2):
+            raise TuneError(f"`flag` (={self.flag!r}) must be a long option, e.g. '--image-size'")
+        if not (isinstance(self.keyword, str) and self.keyword.isidentifier()):
+            raise TuneError(f"`keyword` (={self.keyword!r}) must be a Python identifier")
+        if self.parse is not None and not callable(self.parse):
+            raise TuneError(f"`parse` (={self.parse!r}) must be callable or None")
+
+    def value(self, text: str | None) -> Any:
+        """The keyword's value for the flag's text (None for a switch given)."""
+        if self.parse is None:
+            return True
+        try:
+            return self.parse(text)
+        except (ValueError, TypeError) as e:
+            raise TuneError(f"`{self.flag}` (={text!r}) {e}") from None
+
+
+def workload_flags(spec: str) -> tuple[WorkloadFlag, ...]:
+    """The `command_flags` that the ATTR of "MODULE:ATTR" carries, or none."""
+    attr, value = _attribute(spec)
+    flags = tuple(getattr(value, "command_flags", ()))
+    for flag in flags:
+        if not isinstance(flag, WorkloadFlag):
+            raise TuneError(
+                f"`--workload` (={spec!r}): {attr}.command_flags holds {_describe(flag)}; "
+                "each must be an autotune.WorkloadFlag"
+            )
+    return flags
 
 
 def _is_sequence_of_workloads(value: Any) -> bool:
