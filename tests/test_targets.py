@@ -262,3 +262,26 @@ def test_described_target_is_quiet_without_jax_platforms(target):
 def test_local_deviceless_needs_a_local_gpu():
     with pytest.raises(TargetError, match="is 'cpu', not a GPU: `target` 'local-deviceless'"):
         get_target("local-deviceless")
+
+
+@pytest.mark.parametrize("given", [200 * 10**9, 10**40])
+def test_a_budget_above_the_cards_memory_is_capped_there_with_a_note(given):
+    target = get_target("h100-sxm-80gb")
+    budget, options = target.budget_for(given, 0)
+    assert budget.limit_bytes == target.memory_bytes == GPU_SPECS["h100-sxm-80gb"].memory_bytes
+    assert f"capped at the memory of 'h100-sxm-80gb' ({target.memory_bytes:,} B)" in budget.source
+    assert f"{given:,} B" in budget.source and options == {}
+    below, _ = target.budget_for(10**9, 0)
+    assert (below.limit_bytes, below.source) == (10**9, "given (budget_bytes)")
+
+
+@pytest.mark.parametrize("fraction", [0, 2, 7, -0.5, float("nan")])
+def test_a_bad_fraction_is_refused_on_a_device_without_an_allocator_limit(fraction):
+    with pytest.raises(TargetError, match=r"`mem_fraction` \(=.*\) must be a number in \(0, 1\]"):
+        get_target("local", mem_fraction=fraction)
+
+
+def test_a_cpu_may_use_three_quarters_of_physical_memory_by_default():
+    budget, _ = get_target("local").budget_for(None, 0)
+    assert budget.limit_bytes == int(0.75 * local.physical_memory_bytes())
+    assert budget.source.startswith("default for a CPU: 0.75 x physical memory")
