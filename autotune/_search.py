@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from autotune import _checks as check
 from autotune._errors import TuneError
+from autotune._signals import answer_proven, search_started
 
 # What a compile says: the bytes it needs, or None when it did not compile.
 Need = int | None
@@ -131,19 +132,28 @@ def search(
 
     Returns:
         The bracket proven by compiles. A KeyboardInterrupt returns what was
-        proven so far, marked interrupted.
+        proven so far, marked interrupted; one that comes once the bracket is
+        proven changes nothing. Under the command's signal handling, a
+        signal from the proven bracket to the next search waits
+        (`autotune._signals.answer_proven`).
     """
     multiple_of, max_batch = check_grid(multiple_of, max_batch)
     widths = width if callable(width) else lambda: width
     check.integer("width", widths(), minimum=1)
     state = _State(budget, multiple_of, max_batch // multiple_of * multiple_of)
+    ended = False
     try:
+        search_started()
         hint = _Hint(guess, per_example, fixed)
         first = first_batch(multiple_of, state.top, guess, split is not None, room)
         for batches in _rounds(state, hint, widths, max_failures, split, first):
             measure(batches, state.record)
+        ended = True
+        answer_proven()
     except KeyboardInterrupt:
-        return state.bracket(interrupted=True)
+        if not (ended or state.proven()):
+            return state.bracket(interrupted=True)
+        answer_proven()  # the signal came once the answer was proven: it is whole
     return state.bracket()
 
 

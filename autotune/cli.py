@@ -307,6 +307,21 @@ def _json_or_text(text: str) -> object:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from autotune._signals import as_interrupts
+
+    # Signals are the command's from here on: recorded while JAX is imported
+    # (raising there can abort the process), raised where the search can
+    # take them (see autotune._signals).
+    with as_interrupts(raise_at_once=False) as received:
+        try:
+            status = _main(argv)
+        except KeyboardInterrupt:  # the command's own handling missed it
+            print("autotune: interrupted before any batch was proven to fit", file=sys.stderr)
+            status = received.exit_status
+    return received.exit_status if received.signum is not None else status
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.list_targets:
         from autotune._target_list import render_target_list
@@ -315,9 +330,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     _keep_cuda_plugin_quiet()
     from autotune._command import Job, run
-    from autotune._signals import as_interrupts
+    from autotune._signals import received
     from autotune._units import parse_bytes
 
+    signalled = received()
+    if signalled is not None and signalled.signum is not None:  # during the import
+        print("autotune: interrupted before any batch was proven to fit", file=sys.stderr)
+        return signalled.exit_status
     try:
         spec, kwargs, explain = _workload_source(args)
         job = Job(
@@ -347,13 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             why=args.why,
             explain=explain,
         )
-        with as_interrupts() as received:
-            try:
-                status = run(job)
-            except KeyboardInterrupt:
-                print("autotune: interrupted before any batch was proven to fit", file=sys.stderr)
-                status = received.exit_status
-        return received.exit_status if received.signum is not None else status
+        return run(job)
     except ValueError as e:  # TuneError and the models' argument checks
         print(f"autotune: error: {e}", file=sys.stderr)
         return 2
@@ -362,11 +375,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry() -> None:
     """The console script: `main`, then an exit that leaves compiles still in
     flight after Ctrl-C or SIGTERM without unwinding them."""
-    from autotune._probe import compiles_in_flight
+    status = main()
     from autotune._signals import leave
 
-    status = main()
-    leave(status, compiles_in_flight())
+    probe = sys.modules.get("autotune._probe")  # not imported: nothing compiled
+    leave(status, probe is not None and probe.compiles_in_flight())
 
 
 if __name__ == "__main__":
