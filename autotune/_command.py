@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from autotune._cache import ResultCache
+from autotune._cache import ResultCache, default_cache_dir
 from autotune._errors import TuneError
 from autotune._layout import accumulation_plan, lay_out
 from autotune._peak_table import render_breakdown
@@ -193,18 +193,15 @@ def _signal_status(status: int, interrupted: bool = False) -> int:
 def _check(job: Job) -> None:
     """Refuse, before any compile, what would fail after the search."""
     for flag, path in (("--json", job.json_path), ("--plot", job.plot_path)):
-        if path:
+        if path is not None:
             check_output_path(flag, path)
-    if (
-        job.json_path
-        and job.plot_path
-        and Path(job.json_path).resolve() == Path(job.plot_path).resolve()
-    ):
-        raise TuneError(f"`--json` and `--plot` (={job.plot_path!r}) name the same file")
+    if job.compilation_cache_dir is not None:
+        check_output_dir("--compilation-cache-dir", job.compilation_cache_dir)
+    if job.cache_dir is not None and not job.cache_dir:
+        raise TuneError("`--cache-dir` (='') must be a directory's path, not empty")
+    _check_distinct(job)
     if job.plot_path:
         pyplot()
-    if job.compilation_cache_dir:
-        check_output_dir("--compilation-cache-dir", job.compilation_cache_dir)
     check_environment(job.target)
     if job.accumulate_to is not None and (
         job.accumulate_to < 1 or job.accumulate_to % max(job.mesh, 1)
@@ -224,6 +221,29 @@ def _check(job: Job) -> None:
             f"`--xla-remat-pass` (={job.xla_remat_pass!r}) must be one of "
             f"{', '.join(REMAT_PASS_SETTINGS)}"
         )
+
+
+def _check_distinct(job: Job) -> None:
+    """Every file and directory the command writes has a path of its own (a
+    report written where the cache makes its directory would be lost)."""
+    cache_dir = job.cache_dir if job.cache_dir is not None else str(default_cache_dir())
+    outputs = [
+        ("--json", job.json_path),
+        ("--plot", job.plot_path),
+        ("--cache-dir", cache_dir if job.cache else None),
+        ("--compilation-cache-dir", job.compilation_cache_dir),
+    ]
+    seen: dict[str, str] = {}
+    for flag, path in outputs:
+        if path is None:
+            continue
+        where = os.path.realpath(path)
+        if where in seen:
+            raise TuneError(
+                f"`{seen[where]}` and `{flag}` (={path!r}) name the same path; "
+                "each output needs its own"
+            )
+        seen[where] = flag
 
 
 def _check_runnable(workloads: Sequence[Workload], target: Target) -> None:
@@ -318,7 +338,7 @@ def _written(flag: str, path: str, write: Callable[[], None]) -> bool:
     try:
         write()
     except TuneError as e:
-        print(f"autotune: error: {e}", file=sys.stderr)
+        print(f"autotune: error: `{flag}` was not written: {e}", file=sys.stderr)
         return False
     except OSError as e:
         reason = e.strerror or str(e)

@@ -99,6 +99,12 @@ def to_json(
     return data
 
 
+def temporary_prefix(file: Path) -> str:
+    """The prefix of the temporary file an atomic write of `file` goes
+    through: short, so that any name its directory takes can be written."""
+    return f".{file.name[:32]}."
+
+
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write `text` to `path` whole or not at all."""
     path = Path(path)
@@ -106,7 +112,9 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
         raise TuneError(
             f"`path` (={str(path)!r}): the directory {str(path.parent)!r} does not exist"
         )
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise TuneError(f"`path` (={str(path)!r}) is a directory; give a file's path")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -121,11 +129,19 @@ def write_json(
     path: str | os.PathLike[str],
     recommendation: Recommendation | None = None,
 ) -> None:
-    """Write the results report to `path` atomically."""
+    """Write the results report to `path` atomically; `TuneError` naming
+    `path` if it cannot be written."""
     for i, r in enumerate(results):
         check.instance(f"results[{i}]", r, TuneResult, "an autotune.TuneResult")
     check.path("path", path)
-    write_atomic(path, json.dumps(to_json(results, recommendation), indent=2) + "\n")
+    text = json.dumps(to_json(results, recommendation), indent=2) + "\n"
+    try:
+        write_atomic(path, text)
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise TuneError(f"`path` (={str(path)!r}) cannot be written: {reason}") from None
+    except RuntimeError as e:  # pathlib's "Symlink loop from ..."
+        raise TuneError(f"`path` (={str(path)!r}) cannot be written: {e}") from None
 
 
 def read_json(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

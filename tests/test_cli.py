@@ -158,3 +158,53 @@ def test_verify_and_time_run_the_answers_and_drive_the_recommendation(capsys):
     ran = [int(b) for b in re.findall(r"vgg-tiny remat=none: batch (\d+): ran", out)]
     assert len(ran) == 2 and ran[1] == ran[0] + 8  # the answer and the next candidate
     assert f"at batch {ran[0]}" in out and "samples/s (measured on the device)" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--json", "{d}/same", "--cache-dir", "{d}/same"], "`--json` and `--cache-dir`"),
+        (["--plot", "{d}/same", "--compilation-cache-dir", "{d}/same"], "`--plot` and"),
+        (["--json", "{d}/" + "x" * 300 + ".json"], "(File name too long)"),
+        (["--json", "{d}/loop"], "cannot be resolved: Symlink loop"),
+        (["--plot", "{d}/loop/need.png"], "cannot be resolved: Symlink loop"),
+        (["--compilation-cache-dir", "{d}/loop"], "cannot be resolved: Symlink loop"),
+        (["--compilation-cache-dir", "{d}/" + "z" * 300], "(File name too long)"),
+        (["--compilation-cache-dir", "{d}/file/sub"], "is not a directory"),
+        (["--json", ""], "`--json` (='') must be a file's path, not empty"),
+        (["--plot", ""], "`--plot` (='') must be a file's path, not empty"),
+        (["--cache-dir", ""], "`--cache-dir` (='') must be a directory's path, not empty"),
+        (["--compilation-cache-dir", ""], "(='') must be a directory's path, not empty"),
+    ],
+)
+def test_output_paths_are_checked_before_the_first_compile(args, message, tmp_path, capsys):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "file").write_text("")
+    args = [a.replace("{d}", str(tmp_path)) for a in args]
+    assert main([*TINY[:-1], "--remat", "none", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert "compiled batch" not in err and not (tmp_path / "same").exists()
+
+
+def test_a_report_that_cannot_be_written_after_the_search_is_one_line(
+    tmp_path, capsys, monkeypatch
+):
+    from autotune import _command
+
+    out = tmp_path / "gone" / "tune.json"
+    out.parent.mkdir()
+
+    real = _command.write_json
+
+    def folder_removed_meanwhile(*args):
+        out.parent.rmdir()
+        real(*args)
+
+    monkeypatch.setattr(_command, "write_json", folder_removed_meanwhile)
+    assert main([*TINY, "--remat", "none", "--json", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "max batch" in captured.out  # the results are printed
+    (line,) = [line for line in captured.err.splitlines() if line.startswith("autotune:")]
+    assert line.startswith(f"autotune: error: `--json` was not written: `path` (={str(out)!r})")
+    assert "does not exist" in line
