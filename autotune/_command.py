@@ -16,9 +16,10 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from autotune import _checks as check
 from autotune._cache import ResultCache, default_cache_dir
 from autotune._errors import TuneError
-from autotune._layout import accumulation_plan, lay_out
+from autotune._layout import LAYOUTS, accumulation_plan, lay_out
 from autotune._peak_table import render_breakdown
 from autotune._plot import pyplot
 from autotune._preflight import check_environment, check_output_dir, check_output_path
@@ -203,6 +204,15 @@ def _check(job: Job) -> None:
     if job.plot_path:
         pyplot()
     check_environment(job.target)
+    if job.mem_fraction is not None:  # whatever the target: a value is never ignored in silence
+        check.fraction("--mem-fraction", job.mem_fraction)
+    if job.layout not in LAYOUTS:
+        raise TuneError(f"`--layout` (={job.layout!r}) must be one of {', '.join(LAYOUTS)}")
+    timeout = check.real("--verify-timeout", job.verify_timeout)
+    if timeout <= 0:
+        raise TuneError(
+            f"`--verify-timeout` (={job.verify_timeout!r}) must be a positive number of seconds"
+        )
     if job.accumulate_to is not None and (
         job.accumulate_to < 1 or job.accumulate_to % max(job.mesh, 1)
     ):
@@ -293,8 +303,8 @@ def _verify(
             timeout_s=job.verify_timeout,
             time_steps=5 if job.time else 0,
         )
-        for v in checks:
-            print(f"  {r.label}: {v.render(r.budget_bytes)}")
+        for i, v in enumerate(checks):
+            print(f"  {r.label}: {v.render(r.budget_bytes, boundary=i == 1)}")
         if checks[0].throughput is not None:
             rates[r.label] = checks[0].throughput.samples_per_second
 

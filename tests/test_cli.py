@@ -107,6 +107,16 @@ def test_explain_prints_the_seed_table_beside_xla(capsys):
         (["--json", "/nonexistent/dir/out.json"], "`--json` (='/nonexistent/dir/out.json')"),
         (["--plot", "/nonexistent/need.png"], "`--plot` (='/nonexistent/need.png')"),
         (["--xla-option", "triton=false"], "`--xla-option` (='triton=false') must be NAME=VALUE"),
+        (["--layout", "zz"], "`--layout` (='zz') must be one of dp, fsdp"),
+        (["--mem-fraction", "0"], "`--mem-fraction` (=0.0) must be a number in (0, 1]"),
+        (["--mem-fraction", "2"], "`--mem-fraction` (=2.0) must be a number in (0, 1]"),
+        (["--mem-fraction", "7"], "`--mem-fraction` (=7.0) must be a number in (0, 1]"),
+        (["--mem-fraction", "-0.5"], "`--mem-fraction` (=-0.5) must be a number in (0, 1]"),
+        (["--mem-fraction", "nan"], "`--mem-fraction` (=nan) must be a number in (0, 1]"),
+        (["--verify-timeout", "-5"], "`--verify-timeout` (=-5.0) must be a positive number"),
+        (["--verify-timeout", "-1"], "`--verify-timeout` (=-1.0) must be a positive number"),
+        (["--verify-timeout", "0"], "`--verify-timeout` (=0.0) must be a positive number"),
+        (["--verify-timeout", "inf"], "`--verify-timeout` (=inf) must be a finite number"),
     ],
 )
 def test_bad_input_is_one_clear_line(args, message, capsys):
