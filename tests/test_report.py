@@ -153,3 +153,16 @@ def test_write_json_into_a_read_only_folder_names_its_path(results, tmp_path):
     folder.mkdir(mode=0o500)
     with pytest.raises(TuneError, match=r"read-only/out.json'\) cannot be written: Permission"):
         write_json(results, folder / "out.json")
+
+
+def test_an_integer_too_long_to_read_names_the_file_and_the_field(results, tmp_path):
+    path = tmp_path / "tune.json"
+    write_json(results, path)
+    text = path.read_text()
+    row = json.loads(text)["results"][0]
+    path.write_text(text.replace(f'"batch": {row["batch"]}', '"batch": ' + "9" * 5000, 1))
+    with pytest.raises(TuneError) as caught:
+        load_batch_size(path)
+    message = str(caught.value)
+    assert f"`path` (={str(path)!r}): `results[0].batch` is an integer of 5000 digits" in message
+    assert len(message.splitlines()) == 1
