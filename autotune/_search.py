@@ -148,6 +148,7 @@ def search(
         first = first_batch(multiple_of, state.top, guess, split is not None, room)
         for batches in _rounds(state, hint, widths, max_failures, split, first):
             measure(batches, state.record)
+        _look_above_dips(state, measure, widths, max_failures)
         ended = True
         answer_proven()
     except KeyboardInterrupt:
@@ -238,18 +239,90 @@ class _Hint:
         return self.fixed, (need - self.fixed) / batch
 
 
+def _look_above_dips(
+    state: _State, measure: Measure, widths: Callable[[], int], max_failures: int
+) -> None:
+    """Where need fell as the batch grew, look above the proven bracket
+    before answering: dips that fall on multiples of a power of two (XLA
+    tiles such batches better) are searched along those multiples, whose
+    need may grow while the rest is higher, and the bracket is then closed
+    around the largest that fits. The batches compiled depend on the dips
+    alone, not on how many compiles ran at once, so the answer is the same
+    on every run. Then a refusal at the smallest candidate is checked
+    against a larger one before it is called a floor."""
+    if _check_the_floor(state, measure):
+        for batches in _rounds(state, _Hint(None, None, None), widths, max_failures, None, None):
+            measure(batches, state.record)
+    for _ in range(2):  # a grid found along dips may show dips of its own
+        grid = _dip_grid(state)
+        if grid is None:
+            return
+        sub = _State(state.budget, grid, state.top // grid * grid)
+        for b, n in state.needs.items():
+            if b % grid == 0:
+                sub.record(b, n)
+        sub.failed = {b for b in state.failed if b % grid == 0}
+        if sub.lo is None or sub.proven():
+            return
+        before = state.lo
+        left = max_failures - len(state.failed - sub.failed)  # failures count once
+        for batches in _rounds(sub, _Hint(None, None, None), widths, left, None, None):
+            measure(batches, _both(state, sub))
+        if state.lo == before:
+            return
+        for batches in _rounds(state, _Hint(None, None, None), widths, max_failures, None, None):
+            measure(batches, state.record)
+
+
+def _both(state: _State, sub: _State) -> Record:
+    def record(batch: int, need: Need) -> None:
+        state.record(batch, need)
+        sub.record(batch, need)
+
+    return record
+
+
+def _check_the_floor(state: _State, measure: Measure) -> bool:
+    """A step refused at the smallest candidate, and never compiled above
+    it: compile the next candidate too (need that falls, then rises, fits
+    there). True if it fits: the search goes on from it."""
+    m = state.m
+    if state.lo is not None or state.hi != m or 2 * m > state.top:
+        return False
+    if any(b > m for b in state.needs):
+        return False
+    measure([2 * m], state.record)
+    return state.lo is not None
+
+
+def _dip_grid(state: _State) -> int | None:
+    """The multiples the dips fall on: the largest power of two dividing
+    every batch whose need fell below the batch before it (with the
+    candidates' own multiple), if that is coarser than the candidates."""
+    ordered = sorted(state.needs)
+    dips = [b for a, b in zip(ordered, ordered[1:]) if state.needs[a] > state.needs[b]]
+    if not dips:
+        return None
+    power = min((b & -b) for b in dips)
+    grid = math.lcm(power, state.m)
+    return grid if grid > state.m and grid <= state.top else None
+
+
 def _rounds(
     s: _State,
     hint: _Hint,
     widths: Callable[[], int],
     max_failures: int,
     split: Split | None,
-    first: int,
+    first: int | None,
 ) -> Iterator[list[int]]:
-    """The batches of each round, until the bracket is proven."""
+    """The batches of each round, until the bracket is proven; with `first`
+    None, from the compiles `s` holds already."""
     m = s.m
     width = widths()
-    if hint.guess and hint.guess > 0:
+    if first is None:
+        pass
+    elif hint.guess and hint.guess > 0:
         yield [first] if width == 1 else _spread(first, first + m, m, s.top)
     elif split is not None:
         yield [first]
