@@ -316,6 +316,21 @@ def _json_or_text(text: str) -> object:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from autotune._core.signals import as_interrupts
+
+    # Signals are the command's from here on: recorded while JAX is imported
+    # (raising there can abort the process), raised where the search can
+    # take them (see autotune._core.signals).
+    with as_interrupts(raise_at_once=False) as received:
+        try:
+            status = _main(argv)
+        except KeyboardInterrupt:  # the command's own handling missed it
+            print("autotune: interrupted before any batch was proven to fit", file=sys.stderr)
+            status = received.exit_status
+    return received.exit_status if received.signum is not None else status
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args, flags = _parse(argv)
     except ValueError as e:  # a workload that cannot be loaded, or whose flags clash
@@ -330,9 +345,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     quiet_start()
     from autotune._command.run import Job, run
-    from autotune._core.signals import as_interrupts
+    from autotune._core.signals import received
     from autotune._core.units import parse_bytes
 
+    signalled = received()
+    if signalled is not None and signalled.signum is not None:  # during the import
+        print("autotune: interrupted before any batch was proven to fit", file=sys.stderr)
+        return signalled.exit_status
     try:
         spec, kwargs = _workload_source(args, flags)
         job = Job(
@@ -361,13 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             quiet=args.quiet,
             why=args.why,
         )
-        with as_interrupts() as received:
-            try:
-                status = run(job)
-            except KeyboardInterrupt:
-                print("autotune: interrupted before any batch was proven to fit", file=sys.stderr)
-                status = received.exit_status
-        return received.exit_status if received.signum is not None else status
+        return run(job)
     except ValueError as e:  # TuneError and the models' argument checks
         print(f"autotune: error: {e}", file=sys.stderr)
         return 2
@@ -376,11 +389,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry() -> None:
     """The console script: `main`, then an exit that leaves compiles still in
     flight after Ctrl-C or SIGTERM without unwinding them."""
-    from autotune._compile.prober import compiles_in_flight
+    status = main()
     from autotune._core.signals import leave
 
-    status = main()
-    leave(status, compiles_in_flight())
+    prober = sys.modules.get("autotune._compile.prober")  # not imported: nothing compiled
+    leave(status, prober is not None and prober.compiles_in_flight())
 
 
 if __name__ == "__main__":

@@ -107,7 +107,15 @@ def nnx_workload(
     donated. `real_args(batch)` builds the model and optimizer for real and
     zeros for the inputs.
     """
+    if isinstance(model, nnx.Module):
+        name = type(model).__name__
+        raise TuneError(
+            f"`model` (=an instance of {name}) must be a factory, called as "
+            f"model(rngs=nnx.Rngs(seed)) to build the model: e.g. "
+            f"lambda rngs: {name}(..., rngs=rngs), not the model built"
+        )
     check.function("model", model, " (rngs=nnx.Rngs) -> nnx.Module")
+    _check_filter(wrt)
     require_optimizer(tx)
     check.function("loss_fn", loss_fn, " (model, *inputs) -> loss")
     examples = example_inputs(inputs)
@@ -130,6 +138,8 @@ def nnx_workload(
         return module, nnx.Optimizer(module, tx, wrt=wrt)
 
     abstract = _abstract(build)
+    if not jax.tree.leaves(nnx.state(abstract[0], wrt)):
+        raise TuneError(f"`wrt` (={check.shown(wrt)}) selects no variable of the model to train")
     graphdef, state = nnx.split(abstract)
     objective = _objective(loss_fn, has_aux)
 
@@ -280,6 +290,17 @@ def _block_types(blocks: Any, arg: str = "remat_blocks") -> tuple[type, ...]:
     return tuple(types)
 
 
+def _check_filter(wrt: Any) -> None:
+    """`wrt` is an NNX filter (Flax's own check fails on an f-string of its own)."""
+    try:
+        nnx.filterlib.to_predicate(wrt)
+    except Exception:
+        raise TuneError(
+            f"`wrt` (={check.shown(wrt)}) must be an NNX filter: a Variable type "
+            "(nnx.Param), a name, a predicate (path, value) -> bool, or a tuple of them"
+        ) from None
+
+
 def _construct(model: Callable[..., Any], seed: int) -> nnx.Module:
     try:
         module = model(rngs=nnx.Rngs(seed))
@@ -287,12 +308,12 @@ def _construct(model: Callable[..., Any], seed: int) -> nnx.Module:
         raise
     except Exception as e:
         raise TuneError(
-            f"`model` (={model!r}) raised {type(e).__name__} when called as "
+            f"`model` (={check.shown(model)}) raised {type(e).__name__} when called as "
             f"model(rngs=nnx.Rngs({seed})): {e}"
         ) from e
     if not isinstance(module, nnx.Module):
         raise TuneError(
-            f"`model` (={model!r}) returned {type(module).__name__}; called as "
+            f"`model` (={check.shown(model)}) returned {type(module).__name__}; called as "
             "model(rngs=nnx.Rngs(seed)) it must return an nnx.Module"
         )
     return module

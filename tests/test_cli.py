@@ -1,7 +1,9 @@
 """The `autotune` command as a user runs it."""
 
 import json
+import os
 import re
+import signal
 
 import matplotlib.image
 import pytest
@@ -105,6 +107,16 @@ def test_explain_prints_the_seed_table_beside_xla(capsys):
         (["--json", "/nonexistent/dir/out.json"], "`--json` (='/nonexistent/dir/out.json')"),
         (["--plot", "/nonexistent/need.png"], "`--plot` (='/nonexistent/need.png')"),
         (["--xla-option", "triton=false"], "`--xla-option` (='triton=false') must be NAME=VALUE"),
+        (["--layout", "zz"], "`--layout` (='zz') must be one of dp, fsdp"),
+        (["--mem-fraction", "0"], "`--mem-fraction` (=0.0) must be a number in (0, 1]"),
+        (["--mem-fraction", "2"], "`--mem-fraction` (=2.0) must be a number in (0, 1]"),
+        (["--mem-fraction", "7"], "`--mem-fraction` (=7.0) must be a number in (0, 1]"),
+        (["--mem-fraction", "-0.5"], "`--mem-fraction` (=-0.5) must be a number in (0, 1]"),
+        (["--mem-fraction", "nan"], "`--mem-fraction` (=nan) must be a number in (0, 1]"),
+        (["--verify-timeout", "-5"], "`--verify-timeout` (=-5.0) must be a positive number"),
+        (["--verify-timeout", "-1"], "`--verify-timeout` (=-1.0) must be a positive number"),
+        (["--verify-timeout", "0"], "`--verify-timeout` (=0.0) must be a positive number"),
+        (["--verify-timeout", "inf"], "`--verify-timeout` (=inf) must be a finite number"),
     ],
 )
 def test_bad_input_is_one_clear_line(args, message, capsys):
@@ -119,19 +131,20 @@ def test_ctrl_c_prints_the_partial_answer_and_writes_it(tmp_path, capsys, monkey
 
     shown = []
 
-    def ctrl_c_after_three(probe):
+    def ctrl_c_after_two(probe):
         shown.append(probe)
-        if len(shown) == 3:
-            raise KeyboardInterrupt
+        if len(shown) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(1000))  # the handler raises here
 
-    monkeypatch.setattr(_command, "_progress", ctrl_c_after_three)
+    monkeypatch.setattr(_command, "_progress", ctrl_c_after_two)
     out = tmp_path / "partial.json"
     args = [*TINY[:-1], "--remat", "none", "--budget", "40MB", "--json", str(out)]
     assert main(args) == 130
     captured = capsys.readouterr()
     assert "INTERRUPTED" in captured.err
     (row,) = json.loads(out.read_text())["results"]
-    assert row["interrupted"] and row["compiles"] == 3
+    assert row["interrupted"] and row["compiles"] == 2
     assert row["peak_bytes"] <= row["budget"]["bytes"]
 
 
@@ -173,8 +186,10 @@ def test_the_command_names_no_vgg_flag_or_field():
     fields = {f.keyword for f in vgg_workloads.command_flags}
     fields |= {field.name for field in dataclasses.fields(VGGConfig)}
     root = pathlib.Path(cli.__file__).parent
-    for module in ("cli.py", "_command.py"):
-        text = (root / module).read_text().replace(cli.DEFAULT_WORKLOAD, "")
+    # The command's own code: its parser, and what a run of it does.
+    modules = [root / "cli.py", root / "_command" / "run.py", root / "_command" / "preflight.py"]
+    for module in modules:
+        text = module.read_text().replace(cli.DEFAULT_WORKLOAD, "")
         assert not re.search("vgg", text, re.IGNORECASE), module
         for flag in flags:
             assert not re.search(rf"(?<![\w-]){flag}(?![\w-])", text), (module, flag)
@@ -183,3 +198,53 @@ def test_the_command_names_no_vgg_flag_or_field():
                 assert token.string not in fields, (module, token.string)
             elif token.type == tokenize.STRING and not token.string.startswith(('"""', "f")):
                 assert ast.literal_eval(token.string) not in fields, (module, token.string)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--json", "{d}/same", "--cache-dir", "{d}/same"], "`--json` and `--cache-dir`"),
+        (["--plot", "{d}/same", "--compilation-cache-dir", "{d}/same"], "`--plot` and"),
+        (["--json", "{d}/" + "x" * 300 + ".json"], "(File name too long)"),
+        (["--json", "{d}/loop"], "cannot be resolved: Symlink loop"),
+        (["--plot", "{d}/loop/need.png"], "cannot be resolved: Symlink loop"),
+        (["--compilation-cache-dir", "{d}/loop"], "cannot be resolved: Symlink loop"),
+        (["--compilation-cache-dir", "{d}/" + "z" * 300], "(File name too long)"),
+        (["--compilation-cache-dir", "{d}/file/sub"], "is not a directory"),
+        (["--json", ""], "`--json` (='') must be a file's path, not empty"),
+        (["--plot", ""], "`--plot` (='') must be a file's path, not empty"),
+        (["--cache-dir", ""], "`--cache-dir` (='') must be a directory's path, not empty"),
+        (["--compilation-cache-dir", ""], "(='') must be a directory's path, not empty"),
+    ],
+)
+def test_output_paths_are_checked_before_the_first_compile(args, message, tmp_path, capsys):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "file").write_text("")
+    args = [a.replace("{d}", str(tmp_path)) for a in args]
+    assert main([*TINY[:-1], "--remat", "none", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert "compiled batch" not in err and not (tmp_path / "same").exists()
+
+
+def test_a_report_that_cannot_be_written_after_the_search_is_one_line(
+    tmp_path, capsys, monkeypatch
+):
+    from autotune._command import run as _command
+
+    out = tmp_path / "gone" / "tune.json"
+    out.parent.mkdir()
+
+    real = _command.write_json
+
+    def folder_removed_meanwhile(*args):
+        out.parent.rmdir()
+        real(*args)
+
+    monkeypatch.setattr(_command, "write_json", folder_removed_meanwhile)
+    assert main([*TINY, "--remat", "none", "--json", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "max batch" in captured.out  # the results are printed
+    (line,) = [line for line in captured.err.splitlines() if line.startswith("autotune:")]
+    assert line.startswith(f"autotune: error: `--json` was not written: `path` (={str(out)!r})")
+    assert "does not exist" in line

@@ -308,7 +308,7 @@ def test_cli_mesh_and_accumulation(capsys, tmp_path, monkeypatch):
     assert main([*args, "--accumulate-to", "100"]) == 2
     assert "`--accumulate-to` (=100)" in capsys.readouterr().err
     assert main([*args, "--layout", "tp"]) == 2
-    assert "`layout` (='tp') must be one of dp, fsdp" in capsys.readouterr().err
+    assert "`--layout` (='tp') must be one of dp, fsdp" in capsys.readouterr().err
     assert main([*args, "--mesh", "16"]) == 2
     assert "larger than the devices present" in capsys.readouterr().err
 

@@ -202,12 +202,24 @@ def _raises(rngs):
         ({"has_aux": True}, "returned shape () and dtype float32; it must return (loss, aux)"),
         ({"loss_fn": lambda m, x, y: m(x)}, "a loss of shape (1, 4) and dtype float32; the loss"),
         ({"loss_fn": lambda m, x, y: m(y)}, "does not trace at batch=1: TypeError"),
+        ({"model": Net(nnx.Rngs(0))}, "`model` (=an instance of Net) must be a factory"),
+        ({"wrt": 42}, "`wrt` (=42) must be an NNX filter: a Variable type (nnx.Param)"),
+        ({"wrt": 1.5}, "`wrt` (=1.5) must be an NNX filter"),
+        ({"wrt": "no_such_tag"}, "`wrt` (='no_such_tag') selects no variable of the model"),
+        ({"inputs": [((FEATURES,), None)]}, "the dtype (=None) must be a dtype, e.g. jnp.float32"),
     ],
 )  # fmt: skip
 def test_bad_input_is_a_tune_error_naming_it(kwargs, message):
     with pytest.raises(TuneError) as error:
         make(**kwargs)
     assert message in str(error.value)
+    assert len(str(error.value).splitlines()) == 1
+
+
+def test_numpy_integers_are_dimensions():
+    inputs = [((np.int64(FEATURES),), jnp.float32), ((), jnp.int32)]
+    x, y = make(inputs=inputs).args_for_batch(16)[1:]
+    assert x.shape == (16, FEATURES) and type(x.shape[1]) is int and y.shape == (16,)
 
 
 def test_no_matching_block_names_the_types_present():

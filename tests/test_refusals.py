@@ -147,7 +147,7 @@ def test_json_to_a_read_only_place(capsys, no_compile):
 
 def test_json_and_plot_to_the_same_file(tmp_path, capsys, no_compile):
     same = str(tmp_path / "out")
-    assert "name the same file" in refused(["--json", same, "--plot", same], capsys)
+    assert "name the same path" in refused(["--json", same, "--plot", same], capsys)
 
 
 def test_compilation_cache_dir_that_is_a_file(tmp_path, capsys, no_compile):

@@ -1,6 +1,7 @@
 """The JSON report: versioned schema, round trip, the one-line reader."""
 
 import json
+import os
 
 import pytest
 from steps import mlp_args, mlp_step, need_at
@@ -130,3 +131,38 @@ def test_a_version_2_report_without_tpu_fields_is_read(results, tmp_path):
     path.write_text(json.dumps({**data, "version": 3}))
     with pytest.raises(TuneError, match="lacks the field 'compiler_fits'"):
         read_results(path)
+
+
+def test_write_json_names_its_path_when_it_cannot_write(results, tmp_path):
+    with pytest.raises(TuneError, match=r"`path` \(=.*\) is a directory"):
+        write_json(results, tmp_path)
+    long_name = tmp_path / ("x" * 300 + ".json")
+    with pytest.raises(TuneError, match="cannot be written: File name too long"):
+        write_json(results, long_name)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(TuneError, match=r"`path` \(=.*loop/out.json'\): the directory"):
+        write_json(results, tmp_path / "loop" / "out.json")
+    # Any name the directory takes is written: the temporary file's is short.
+    write_json(results, tmp_path / ("y" * 250))
+    assert read_results(tmp_path / ("y" * 250)) == tuple(results)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_write_json_into_a_read_only_folder_names_its_path(results, tmp_path):
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o500)
+    with pytest.raises(TuneError, match=r"read-only/out.json'\) cannot be written: Permission"):
+        write_json(results, folder / "out.json")
+
+
+def test_an_integer_too_long_to_read_names_the_file_and_the_field(results, tmp_path):
+    path = tmp_path / "tune.json"
+    write_json(results, path)
+    text = path.read_text()
+    row = json.loads(text)["results"][0]
+    path.write_text(text.replace(f'"batch": {row["batch"]}', '"batch": ' + "9" * 5000, 1))
+    with pytest.raises(TuneError) as caught:
+        load_batch_size(path)
+    message = str(caught.value)
+    assert f"`path` (={str(path)!r}): `results[0].batch` is an integer of 5000 digits" in message
+    assert len(message.splitlines()) == 1

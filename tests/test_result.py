@@ -2,6 +2,7 @@
 
 import dataclasses
 
+from autotune._compile.prober import Probe
 from autotune._core.budget import Budget
 from autotune._results.result import TuneResult, comparison_table
 
@@ -57,3 +58,31 @@ def test_partial_and_capped_rows_are_marked():
     assert "96*" in comparison_table([partial])
     assert "PARTIAL" in partial.render()
     assert "capped at max_batch=65536" in capped.render()
+
+
+def test_a_line_no_step_has_is_not_printed_as_a_fact():
+    """The 8-GPU row of a need that is not affine: its line had a negative
+    slope and fixed bytes above the budget."""
+    budget = Budget(64 * 2**20, 0, "given")
+    probes = tuple(
+        Probe(batch=b, argument_bytes=n, output_bytes=0, alias_bytes=0, temp_bytes=0,
+              compile_seconds=1.0)
+        for b, n in ((25856, 60_000_000), (26112, 58_000_000), (26368, 66_000_000))
+    )  # fmt: skip
+    row = dataclasses.replace(
+        result("mlp", 26112, -2_324, None),
+        probes=probes,
+        budget=budget,
+        peak_bytes=58_000_000,
+        fixed_bytes=165_053_740,
+        contradictions=((25856, 26112),),
+    )
+    assert not row.line_holds and row.estimate_error is None
+    text = row.render()
+    assert "-2,324 B from XLA" not in text and "fixed           165,053,740 B" not in text
+    assert (
+        "  per example     no line: need(batch) is not affine here (the line through the "
+        "compiles gives -2,324 B per example and 165,053,740 B fixed, which no step needs)"
+    ) in text
+    assert "  compiles        need at batch 25856: 57.2 MB, 26112: 55.3 MB, 26368: 62.9 MB" in text
+    assert "no line" in comparison_table([row]).splitlines()[-1]

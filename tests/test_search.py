@@ -357,3 +357,31 @@ def test_fits_on_one_stair_double_the_batch_not_jump_to_the_top(budget):
     bracket = search(measure, budget, multiple_of=8, max_batch=65536)
     assert bracket.lo == brute_force(staircase, budget, 8, 65536)
     assert max(measure.calls) <= 2 * bracket.hi, measure.calls
+
+
+def u_shaped(b):
+    """Need that falls, then rises: the smallest candidate alone does not fit."""
+    return 100_000 if b == 8 else 1_000 + 100 * b
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4])
+def test_a_refusal_at_the_smallest_candidate_is_checked_against_a_larger_one(width):
+    measure = Recorder(u_shaped)
+    bracket = search(measure, 50_000, multiple_of=8, max_batch=4096, width=width)
+    assert (bracket.lo, bracket.hi) == (488, 496)  # every batch from 16 to 488 fits
+    assert bracket.contradictions[0][0] == 8  # need fell above it
+    assert len(measure.calls) == len(set(measure.calls))
+
+
+def dips(b):
+    """Multiples of 256 tile better: their need lies on a lower line."""
+    return 1_000 + (60 if b % 256 == 0 else 100) * b
+
+
+def test_where_need_falls_the_search_looks_above_its_proven_pair():
+    measure = Recorder(dips)
+    bracket = search(measure, 2_000_000, multiple_of=8, max_batch=65536, guess=19712)
+    assert bracket.lo == brute_force(dips, 2_000_000, 8, 65536) == 33280
+    assert bracket.hi == 33288 and dips(33288) > 2_000_000
+    assert bracket.contradictions  # not exact: reported as such
+    assert len(measure.calls) == len(set(measure.calls))

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -95,3 +96,175 @@ def test_a_signal_whose_raise_python_swallows_still_interrupts_the_search(capfd)
         prober.measure([8], lambda batch, need: None)  # raised once, not again
     assert 8 in prober.probes
     assert "Exception ignored" not in capfd.readouterr().err
+
+
+# ---- a signal at any moment ----------------------------------------------------
+
+# A search that compiles once: at max_batch=16 the first compile is the answer.
+QUICK = ["--workload", "plain_mlp:workload", "--target", "local", "--budget", "1GB",
+         "--max-batch", "16"]  # fmt: skip
+
+# Starts the command with a signal sent to itself while jaxlib is being imported.
+SIGNAL_IN_JAXLIB_IMPORT = """
+import os, runpy, signal, sys
+
+class SignalAtJaxlib:
+    def find_spec(self, name, path=None, target=None):
+        if name == "jaxlib":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.{name})
+            sum(range(1000))  # a handler, if any, runs here
+        return None
+
+sys.meta_path.insert(0, SignalAtJaxlib())
+sys.argv = ["autotune", *sys.argv[1:]]
+runpy.run_module("autotune", run_name="__main__", alter_sys=True)
+"""
+
+
+def _handles_sigterm(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM (Linux's SigCgt mask)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next((line.split()[1] for line in status.splitlines() if line.startswith("SigCgt")), "0")
+    return bool(int(mask, 16) >> (signal.SIGTERM - 1) & 1)
+
+
+def _child_processes(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+
+
+def _command(directory: Path, args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "autotune", *args],
+        cwd=directory,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _assert_clean_exit(code: int, status: int, out: str, err: str) -> None:
+    assert code == status, err
+    for crash in ("Traceback", "Exception ignored", "terminate called", "Aborted", "Segmentation"):
+        assert crash not in out + err, err
+
+
+needs_proc = pytest.mark.skipif(
+    not Path("/proc/self/status").exists(), reason="reads the process's state from /proc"
+)
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_the_jaxlib_import_ends_the_command_by_it(tmp_path, signum, status):
+    shutil.copy(USER_STEPS / "plain_mlp.py", tmp_path / "plain_mlp.py")
+    child = subprocess.run(
+        [sys.executable, "-c", SIGNAL_IN_JAXLIB_IMPORT.replace("{name}", signum.name),
+         *QUICK, "--no-cache"],
+        cwd=tmp_path,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    _assert_clean_exit(child.returncode, status, child.stdout, child.stderr)
+    assert "interrupted before any batch was proven to fit" in child.stderr
+    assert "compiled batch" not in child.stderr
+
+
+def _signalled_at(directory: Path, signum: int, delay: float) -> tuple[int, str, str]:
+    """The command, sent `signum` `delay` s after it started (once it has taken
+    signals over, if it had not by then: Python's own start is not the command's)."""
+    report = directory / f"{signum.name}-{delay}.json"
+    process = _command(directory, [*QUICK, "--no-cache", "--json", str(report)])
+    start = time.monotonic()
+    while not _handles_sigterm(process.pid) and process.poll() is None:
+        time.sleep(0.002)
+    time.sleep(max(0.0, delay - (time.monotonic() - start)))
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=300)
+    return process.returncode, out, err
+
+
+@needs_proc
+def test_a_signal_at_any_moment_exits_by_it_and_keeps_what_was_proven(tmp_path):
+    shutil.copy(USER_STEPS / "plain_mlp.py", tmp_path / "plain_mlp.py")
+    cases = [(s, d) for s in (signal.SIGINT, signal.SIGTERM) for d in (0.1, 0.3, 1.0)]
+    with ThreadPoolExecutor(3) as pool:
+        outcomes = list(pool.map(lambda case: _signalled_at(tmp_path, *case), cases))
+    for (signum, delay), (code, out, err) in zip(cases, outcomes):
+        _assert_clean_exit(code, 128 + signum, out, err)
+        report = tmp_path / f"{signum.name}-{delay}.json"
+        if report.exists():  # the answer was proven first: reported whole
+            (row,) = json.loads(report.read_text())["results"]
+            assert row["batch"] == 16 and not row["interrupted"], err
+        else:
+            assert "interrupted before any batch was proven to fit" in err
+
+
+@pytest.mark.parametrize(
+    "signum, cache", [(signal.SIGINT, True), (signal.SIGTERM, True), (signal.SIGTERM, False)]
+)
+def test_a_signal_once_the_answer_is_proven_reports_it_whole(tmp_path, signum, cache):
+    """The signal lands while the answer is completed (its proof hashed and
+    stored in the cache), reported and written: all of it happens."""
+    shutil.copy(USER_STEPS / "plain_mlp.py", tmp_path / "plain_mlp.py")
+    report = tmp_path / "report.json"
+    caching = ["--cache-dir", str(tmp_path / "cache")] if cache else ["--no-cache"]
+    process = _command(tmp_path, [*QUICK, *caching, "--json", str(report)])
+    err = []
+    for line in process.stderr:  # the search's one compile is its last
+        err.append(line)
+        if "compiled batch" in line:
+            break
+    process.send_signal(signum)
+    out, rest = process.communicate(timeout=300)
+    _assert_clean_exit(process.returncode, 128 + signum, out, "".join(err) + rest)
+    assert "batch 16" in out or "16*" in out
+    (row,) = json.loads(report.read_text())["results"]
+    assert row["batch"] == 16 and not row["interrupted"] and row["compiles"] == 1
+
+
+# A plain MLP that can run: real arrays for --verify.
+RUNNABLE_MLP = """
+import jax
+import jax.numpy as jnp
+import numpy as np
+import autotune
+from plain_mlp import D, H, args_for_batch, step
+
+
+def real_args(batch):
+    rng = np.random.default_rng(0)
+    params = {"w1": jnp.asarray(rng.normal(size=(D, H)), jnp.float32),
+              "w2": jnp.asarray(rng.normal(size=(H, 1)), jnp.float32)}
+    return params, jnp.ones((batch, D)), jnp.ones((batch, 1))
+
+
+workload = autotune.Workload(step, args_for_batch, donate_argnums=0, real_args=real_args)
+"""
+
+
+@needs_proc
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_verify_reports_the_proven_answer(tmp_path, signum):
+    shutil.copy(USER_STEPS / "plain_mlp.py", tmp_path / "plain_mlp.py")
+    (tmp_path / "runnable_mlp.py").write_text(RUNNABLE_MLP)
+    report = tmp_path / "report.json"
+    args = [*QUICK, "--no-cache", "--verify", "--json", str(report)]
+    process = _command(tmp_path, ["--workload", "runnable_mlp:workload", *args[2:]])
+    while not _child_processes(process.pid) and process.poll() is None:
+        time.sleep(0.01)
+    time.sleep(0.2)  # the child is starting: importing JAX, or running the step
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=300)
+    _assert_clean_exit(process.returncode, 128 + signum, out, err)
+    (row,) = json.loads(report.read_text())["results"]
+    assert row["batch"] == 16 and not row["interrupted"]
+    assert "INTERRUPTED during the runs for real" in err

@@ -152,6 +152,8 @@ def _stats_reshaped(variables, x, y, rngs):
         ({"has_aux": None}, "`has_aux` (=None) must be True or False"),
         ({"seed": 1.5}, "`seed` (=1.5) must be a non-negative integer"),
         ({"label": None}, "`label` (=None) must be a string"),
+        ({"inputs": [((FEATURES,), None)]}, "the dtype (=None) must be a dtype, e.g. jnp.float32"),
+        ({"inputs": [((np.float64(6),), "float32")]}, "must be a tuple of non-negative integers"),
     ],
 )
 def test_bad_input_is_a_tune_error_naming_it(kwargs, message):
@@ -166,3 +168,9 @@ def test_bad_input_is_a_tune_error_naming_it(kwargs, message):
 def test_a_loss_without_aux_is_refused_when_it_returns_a_tuple():
     with pytest.raises(TuneError, match=r"returned a tuple of 2; it must return the loss"):
         train_workload(mlp_init, lambda v, x, y: (mlp_loss(v, x, y), 0), optax.sgd(0.1), INPUTS)
+
+
+def test_numpy_integers_are_dimensions():
+    inputs = [((np.int64(FEATURES),), np.dtype("float32")), ((), jnp.int32)]
+    workload = train_workload(mlp_init, mlp_loss, optax.sgd(0.1), inputs, estimate=False)
+    assert workload.args_for_batch(np.int32(4))[-3].shape == (4, FEATURES)

@@ -167,6 +167,28 @@ def test_budget_below_the_arguments_is_refused_before_compiling():
     assert counting.compiles == 0
 
 
+def test_arguments_that_shrink_as_the_batch_grows_are_not_a_floor_at_the_smallest():
+    """Need that falls, then rises: the arguments alone exceed the budget at
+    the smallest candidate and fit at the next, and the search finds them."""
+
+    @jax.jit  # nothing donated: the table is no output's
+    def step(table, x):
+        return table.sum() + (x * x).sum()
+
+    def args(batch):
+        rows = max(1, 8192 // batch)  # a table split finer as the batch grows
+        return (
+            jax.ShapeDtypeStruct((rows, 64), jnp.float32),
+            jax.ShapeDtypeStruct((batch, 64), jnp.float32),
+        )
+
+    needs = {b: need_at(step, args, b) for b in range(8, 1025, 8)}
+    budget = (needs[8] + needs[16]) // 2
+    assert needs[8] > budget >= needs[16] and needs[1024] > budget
+    result = find_max_batch(step, args, budget_bytes=budget, max_batch=1024)
+    assert result.batch == max(b for b, n in needs.items() if n <= budget)
+
+
 def test_step_that_does_not_fit_at_the_smallest_batch():
     budget = need_at(mlp_step, mlp_args, 8) - 1
     with pytest.raises(TuneError, match="does not fit at the smallest candidate batch=8"):

@@ -80,3 +80,37 @@ def test_relative_difference_and_render():
     assert v.relative_difference == pytest.approx(0.001)
     assert "+0.1000%" in v.render()
     assert "not conclusive" in v.render(budget_bytes=3000)
+
+
+def test_real_args_that_build_another_batch_are_refused_before_the_run(tmp_path, monkeypatch):
+    (tmp_path / "off_by_one.py").write_text(
+        textwrap.dedent(
+            """
+            import jax, jax.numpy as jnp
+            import autotune
+
+            def args(batch):
+                return (jax.ShapeDtypeStruct((batch, 4), jnp.float32),)
+
+            workload = autotune.Workload(
+                lambda x: x.sum(), args, real_args=lambda batch: (jnp.ones((batch + 1, 4)),)
+            )
+            """
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    v = verify_workload(WorkloadSource("off_by_one:workload", "workload"), 8)
+    assert not v.ok
+    assert "`real_args(8)` of the workload 'workload' builds args[0] of shape (9, 4)" in v.reason
+    assert "`args_for_batch(8)` describes (8, 4) float32" in v.reason
+
+
+def test_a_boundary_that_runs_is_flagged():
+    def ran(peak, limit=None):
+        return Verification(48, True, "", peak, limit, 1.0, predicted_peak_bytes=5000)
+
+    assert "CONTRADICTS THE PROOF" in ran(3000).render(4000, boundary=True)
+    assert "CONTRADICTS THE PROOF" in ran(None, limit=4000).render(4000, boundary=True)
+    assert "NOT CONFIRMED" in ran(None).render(4000, boundary=True)
+    assert "above the budget, as proven" in ran(5000, limit=8000).render(4000, boundary=True)
+    assert "PROOF" not in ran(3000).render(4000)  # the answer itself

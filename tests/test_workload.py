@@ -233,3 +233,53 @@ def test_workload_args_go_to_the_default_workload(capsys):
     assert main(["--workload-arg", "blocks=2", "--target", "local"]) == 2
     err = capsys.readouterr().err
     assert "calling vgg_workloads raised TypeError" in err and "'blocks'" in err
+
+
+# A workload whose step, once traced, does what follows.
+TRACED = """import sys
+import jax
+import autotune
+
+
+def args_for_batch(batch):
+    return (jax.ShapeDtypeStruct((batch, 4), "float32"),)
+
+
+workload = autotune.Workload(lambda x: step(x), args_for_batch)
+
+
+def step(x):
+"""
+
+
+@pytest.mark.parametrize(
+    "code, message",
+    [
+        (
+            "import sys\nsys.exit(0)\n",
+            "importing 'exits' raised SystemExit(0); a workload must not exit",
+        ),
+        ("import sys\nsys.exit(3)\n", "importing 'exits' raised SystemExit(3)"),
+        (
+            "raise KeyboardInterrupt\n",
+            "importing 'exits' raised KeyboardInterrupt, and no signal came",
+        ),
+        ("import sys\ndef workload():\n    sys.exit(3)\n", "calling workload raised SystemExit(3)"),
+        (
+            "def workload():\n    raise KeyboardInterrupt\n",
+            "calling workload raised KeyboardInterrupt",
+        ),
+        (TRACED + "    sys.exit(4)\n", "its code raised SystemExit(4) during the search"),
+        (TRACED + "    raise KeyboardInterrupt\n", "raised KeyboardInterrupt during the search"),
+    ],
+)
+def test_a_workload_that_exits_or_raises_an_interrupt_is_one_clear_line(
+    code, message, user_dir, capsys
+):
+    (user_dir / "exits.py").write_text(code)
+    sys.modules.pop("exits", None)  # the module of the case before
+    assert main(["--workload", "exits:workload", "--target", "local", "--budget", "1MB"]) == 2
+    err = capsys.readouterr().err
+    assert "`--workload` (='exits:workload')" in err and message in err, err
+    (line,) = [line for line in err.splitlines() if line.startswith("autotune:")]
+    assert "Traceback" not in err and line.startswith("autotune: error: "), err

@@ -21,7 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from autotune._core.checks import shown
 from autotune._core.errors import TuneError
+from autotune._results.report import temporary_prefix
 from autotune._targets.local import resolve_mem_fraction
 
 # XLA's flag parsers log their complaint here (jaxlib 0.10.2).
@@ -33,31 +35,83 @@ _GPU_CLIENT_ENV = re.compile(r"XLA_(PYTHON_)?CLIENT_\w+")
 
 
 def check_output_path(flag: str, path: str) -> None:
-    """`path` can be written whole: not a directory, nor a device or other
-    special file (an atomic write would replace it), in a directory that exists
-    and takes a new file."""
-    file = Path(path)
-    if file.is_dir():
-        raise TuneError(f"`{flag}` (={path!r}) is a directory; give a file's path")
-    if file.exists() and not file.is_file():
-        raise TuneError(f"`{flag}` (={path!r}) exists and is not a regular file")
-    parent = file.resolve().parent
-    if not parent.is_dir():
-        raise TuneError(f"`{flag}` (={path!r}): the directory {str(file.parent)!r} does not exist")
+    """`path` can be written whole: a name that is not empty and not too long,
+    not a directory, nor a device or other special file (an atomic write
+    would replace it), in a directory that exists and takes a new file."""
+    file = _named(flag, path, "a file's path")
+    where = "there"
     try:
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{file.name}.", suffix=".tmp")
+        if file.is_dir():
+            raise TuneError(f"`{flag}` (={shown(path)}) is a directory; give a file's path")
+        if file.exists() and not file.is_file():
+            raise TuneError(f"`{flag}` (={shown(path)}) exists and is not a regular file")
+        parent = file.resolve().parent
+        where = f"in {str(parent)!r}"
+        if not parent.is_dir():
+            raise TuneError(
+                f"`{flag}` (={shown(path)}): the directory {str(file.parent)!r} does not exist"
+            )
+        _check_name_length(flag, path, file.name, parent)
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=temporary_prefix(file), suffix=".tmp")
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
         raise TuneError(
-            f"`{flag}` (={path!r}): a file cannot be written in {str(parent)!r} ({e.strerror})"
+            f"`{flag}` (={shown(path)}): a file cannot be written {where} ({_why(e)})"
         ) from None
+    except RuntimeError as e:  # pathlib's "Symlink loop from ..."
+        raise TuneError(f"`{flag}` (={shown(path)}) cannot be resolved: {e}") from None
 
 
 def check_output_dir(flag: str, path: str) -> None:
-    """`path` is a directory, or nothing yet (it will be made)."""
-    if Path(path).exists() and not Path(path).is_dir():
-        raise TuneError(f"`{flag}` (={path!r}) exists and is not a directory")
+    """`path` is a directory that takes new files, or nothing yet, where the
+    nearest directory above it that exists takes new folders."""
+    folder = _named(flag, path, "a directory's path")
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise TuneError(f"`{flag}` (={shown(path)}) exists and is not a directory")
+        resolved = folder.resolve()
+        existing = resolved
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise TuneError(f"`{flag}` (={shown(path)}): {str(existing)!r} is not a directory")
+        for part in resolved.relative_to(existing).parts:
+            _check_name_length(flag, path, part, existing)
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise TuneError(
+                f"`{flag}` (={shown(path)}): {str(existing)!r} takes no new "
+                f"{'file' if existing == resolved else 'folder'} (permission denied)"
+            )
+    except OSError as e:
+        raise TuneError(
+            f"`{flag}` (={shown(path)}) cannot be used as a directory ({_why(e)})"
+        ) from None
+    except RuntimeError as e:  # pathlib's "Symlink loop from ..."
+        raise TuneError(f"`{flag}` (={shown(path)}) cannot be resolved: {e}") from None
+
+
+def _named(flag: str, path: str, what: str) -> Path:
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise TuneError(f"`{flag}` (={shown(path)}) must be {what}, not empty")
+    return Path(path)
+
+
+def _check_name_length(flag: str, path: str, name: str, directory: Path) -> None:
+    try:
+        limit = os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    size = len(os.fsencode(name))
+    if size > limit:
+        raise TuneError(
+            f"`{flag}` (={shown(path)}): the name {shown(name, 24)} is {size} bytes, "
+            f"and {str(directory)!r} takes names of at most {limit}"
+        )
+
+
+def _why(error: OSError) -> str:
+    return error.strerror or str(error)
 
 
 def check_environment(target: str) -> None:

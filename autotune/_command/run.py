@@ -9,25 +9,28 @@ PNG files. Progress goes to stderr, results to stdout.
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from autotune._command.preflight import check_environment, check_output_dir, check_output_path
 from autotune._command.verify import WorkloadSource, verify_result
-from autotune._compile.records import Probe
-from autotune._core.errors import SearchInterrupted, TuneError
+from autotune._compile.prober import Probe
+from autotune._core import checks as check
+from autotune._core.errors import TuneError
+from autotune._core.signals import raising, received
 from autotune._core.units import format_bytes
 from autotune._explain.table import render_breakdown
-from autotune._results.cache import ResultCache
+from autotune._results.cache import ResultCache, default_cache_dir
 from autotune._results.plot import pyplot
 from autotune._results.recommend import recommend
 from autotune._results.report import write_json
 from autotune._results.result import TuneResult, comparison_table
 from autotune._targets.registry import Target, get_target
 from autotune._tune.compare import compare
-from autotune._workloads.layout import accumulation_plan
+from autotune._workloads.layout import LAYOUTS, accumulation_plan
 from autotune._workloads.workload import Workload, load_workloads
 
 REMAT_PASS_SETTINGS = {"off": (False,), "on": (True,), "both": (False, True)}
@@ -68,77 +71,144 @@ class Job:
 
 
 def run(job: Job) -> int:
-    """Runs `job`; returns the exit status (0, or 130 after Ctrl-C)."""
+    """Runs `job`; returns the exit status: 0; 1 when a file could not be
+    written; 128 + the signal's number after Ctrl-C or SIGTERM."""
     _check(job)
     if job.compilation_cache_dir:
         import jax
 
         jax.config.update("jax_compilation_cache_dir", job.compilation_cache_dir)
+    passes = REMAT_PASS_SETTINGS[job.xla_remat_pass]
+    # Imports and backends start with signals held (raising inside an
+    # extension's import or start can abort the process); the search takes them.
     workloads = load_workloads(job.spec, job.kwargs)
     target = get_target(job.target, mem_fraction=job.mem_fraction, devices=job.mesh)
     print(f"target: {target.description}", file=sys.stderr)
+    try:
+        with raising():
+            results = _tune(workloads, passes, target, job)
+    except KeyboardInterrupt as e:  # SearchInterrupted is one
+        _check_signalled(job, e)
+        return _interrupted(getattr(e, "results", ()), job)
+    except SystemExit as e:
+        raise TuneError(
+            f"`--workload` (={job.spec!r}): its code raised SystemExit({e.code!r}) "
+            "during the search; a workload must not exit"
+        ) from None
+    rates: dict[str, float] = {}
+    note = "came once the answers were proven: they are whole"
+    if job.runs_steps:
+        sources = [
+            WorkloadSource(job.spec, w.label, dict(job.kwargs)) for w in workloads for _ in passes
+        ]
+        try:
+            with raising():
+                _verify(results, sources, job, rates)
+        except KeyboardInterrupt:
+            note = ""
+            print(
+                "\nINTERRUPTED during the runs for real: the answers below are proven; "
+                "runs not shown above were not made",
+                file=sys.stderr,
+            )
+    status = _report(results, job, rates)
+    rows = [w for w in workloads for _ in passes]  # compare's order: workload, then pass
+    for w, r in zip(rows, results):
+        if w.notes is not None:
+            print("\n" + w.notes(r))
+    signalled = received()
+    if note and signalled is not None and signalled.signum is not None:
+        name = signal.Signals(signalled.signum).name
+        print(f"\nautotune: {name} {note}", file=sys.stderr)
+    return _signal_status(status)
+
+
+def _tune(
+    workloads: Sequence[Workload], passes: tuple[bool, ...], target: Target, job: Job
+) -> tuple[TuneResult, ...]:
+    """Every row's answer (`compare`), laid out over the target's devices."""
     if job.runs_steps:
         _check_runnable(workloads, target)
     cache = ResultCache(job.cache_dir) if job.cache else None
     if cache is not None:
         cache.writable()  # an unwritable cache is reported now, and costs nothing else
-    passes = REMAT_PASS_SETTINGS[job.xla_remat_pass]
-    try:
-        results = compare(
-            workloads,
-            xla_remat_pass=passes,
-            target=target,
-            budget_bytes=job.budget_bytes,
-            reserve_bytes=job.reserve_bytes,
-            multiple_of=job.multiple_of,
-            max_batch=job.max_batch,
-            layout=job.layout,
-            compiler_options=job.compiler_options,
-            on_probe=None if job.quiet else _progress,
-            cache=cache,
-            why=job.why,
-        )
-    except SearchInterrupted as e:
-        if not e.results:
-            print("autotune: interrupted before any batch was proven to fit", file=sys.stderr)
-            return 130
+    return compare(
+        workloads,
+        xla_remat_pass=passes,
+        target=target,
+        budget_bytes=job.budget_bytes,
+        reserve_bytes=job.reserve_bytes,
+        multiple_of=job.multiple_of,
+        max_batch=job.max_batch,
+        layout=job.layout,
+        compiler_options=job.compiler_options,
+        on_probe=None if job.quiet else _progress,
+        cache=cache,
+        why=job.why,
+    )
+
+
+def _check_signalled(job: Job, interrupt: BaseException) -> None:
+    """Under the command's signal handling, a KeyboardInterrupt with no
+    signal behind it was raised by the workload's own code."""
+    signalled = received()
+    if signalled is not None and signalled.signum is None:
+        raise TuneError(
+            f"`--workload` (={job.spec!r}): its code raised KeyboardInterrupt during "
+            "the search, and no signal came; a workload must not raise it"
+        ) from None
+
+
+def _interrupted(results: Sequence[TuneResult], job: Job) -> int:
+    """Reports what a signal left: every whole row, and a partial last one."""
+    if not results:
+        print("autotune: interrupted before any batch was proven to fit", file=sys.stderr)
+        return _signal_status(0, interrupted=True)
+    if results[-1].interrupted:
         print(
             "\nINTERRUPTED: the last row is partial (its batch fits; the "
             "boundary above it was not reached)",
             file=sys.stderr,
         )
-        _report(e.results, job, {})
-        return 130
-    rates = {}
-    if job.runs_steps:
-        sources = [
-            WorkloadSource(job.spec, w.label, dict(job.kwargs)) for w in workloads for _ in passes
-        ]
-        rates = _verify(results, sources, job)
-    _report(results, job, rates)
-    rows = [w for w in workloads for _ in passes]  # compare's order: workload, then pass
-    for w, r in zip(rows, results):
-        if w.notes is not None:
-            print("\n" + w.notes(r))
-    return 0
+    else:
+        print(
+            "\nINTERRUPTED: the rows below are whole; the rows after them were not tuned",
+            file=sys.stderr,
+        )
+    return _signal_status(_report(results, job, {}), interrupted=True)
+
+
+def _signal_status(status: int, interrupted: bool = False) -> int:
+    """128 + the number of a signal received, else `status`. Without the
+    command's signal handling, an interrupt reads as Ctrl-C's 130."""
+    signalled = received()
+    if signalled is not None and signalled.signum is not None:
+        return signalled.exit_status
+    return 130 if interrupted else status
 
 
 def _check(job: Job) -> None:
     """Refuse, before any compile, what would fail after the search."""
     for flag, path in (("--json", job.json_path), ("--plot", job.plot_path)):
-        if path:
+        if path is not None:
             check_output_path(flag, path)
-    if (
-        job.json_path
-        and job.plot_path
-        and Path(job.json_path).resolve() == Path(job.plot_path).resolve()
-    ):
-        raise TuneError(f"`--json` and `--plot` (={job.plot_path!r}) name the same file")
+    if job.compilation_cache_dir is not None:
+        check_output_dir("--compilation-cache-dir", job.compilation_cache_dir)
+    if job.cache_dir is not None and not job.cache_dir:
+        raise TuneError("`--cache-dir` (='') must be a directory's path, not empty")
+    _check_distinct(job)
     if job.plot_path:
         pyplot()
-    if job.compilation_cache_dir:
-        check_output_dir("--compilation-cache-dir", job.compilation_cache_dir)
     check_environment(job.target)
+    if job.mem_fraction is not None:  # whatever the target: a value is never ignored in silence
+        check.fraction("--mem-fraction", job.mem_fraction)
+    if job.layout not in LAYOUTS:
+        raise TuneError(f"`--layout` (={job.layout!r}) must be one of {', '.join(LAYOUTS)}")
+    timeout = check.real("--verify-timeout", job.verify_timeout)
+    if timeout <= 0:
+        raise TuneError(
+            f"`--verify-timeout` (={job.verify_timeout!r}) must be a positive number of seconds"
+        )
     if job.accumulate_to is not None and (
         job.accumulate_to < 1 or job.accumulate_to % max(job.mesh, 1)
     ):
@@ -157,6 +227,29 @@ def _check(job: Job) -> None:
             f"`--xla-remat-pass` (={job.xla_remat_pass!r}) must be one of "
             f"{', '.join(REMAT_PASS_SETTINGS)}"
         )
+
+
+def _check_distinct(job: Job) -> None:
+    """Every file and directory the command writes has a path of its own (a
+    report written where the cache makes its directory would be lost)."""
+    cache_dir = job.cache_dir if job.cache_dir is not None else str(default_cache_dir())
+    outputs = [
+        ("--json", job.json_path),
+        ("--plot", job.plot_path),
+        ("--cache-dir", cache_dir if job.cache else None),
+        ("--compilation-cache-dir", job.compilation_cache_dir),
+    ]
+    seen: dict[str, str] = {}
+    for flag, path in outputs:
+        if path is None:
+            continue
+        where = os.path.realpath(path)
+        if where in seen:
+            raise TuneError(
+                f"`{seen[where]}` and `{flag}` (={path!r}) name the same path; "
+                "each output needs its own"
+            )
+        seen[where] = flag
 
 
 def _check_runnable(workloads: Sequence[Workload], target: Target) -> None:
@@ -188,10 +281,10 @@ def _verify(
     results: Sequence[TuneResult],
     sources: Sequence[WorkloadSource],
     job: Job,
-) -> dict[str, float]:
-    """Runs each answer for real; returns the measured samples/s by label."""
+    rates: dict[str, float],
+) -> None:
+    """Runs each answer for real; puts the measured samples/s by label in `rates`."""
     print("\nrun for real (child process, XLA settings as tuned):")
-    rates = {}
     for r, source in zip(results, sources):
         checks = verify_result(
             r,
@@ -200,14 +293,14 @@ def _verify(
             timeout_s=job.verify_timeout,
             time_steps=5 if job.time else 0,
         )
-        for v in checks:
-            print(f"  {r.label}: {v.render(r.budget_bytes)}")
+        for i, v in enumerate(checks):
+            print(f"  {r.label}: {v.render(r.budget_bytes, boundary=i == 1)}")
         if checks[0].throughput is not None:
             rates[r.label] = checks[0].throughput.samples_per_second
-    return rates
 
 
-def _report(results: Sequence[TuneResult], job: Job, rates: Mapping[str, float]) -> None:
+def _report(results: Sequence[TuneResult], job: Job, rates: Mapping[str, float]) -> int:
+    """Prints the results, then writes the files; returns 1 if one was not written."""
     best = recommend(results, rates)
     print()
     print(comparison_table(results))
@@ -223,14 +316,35 @@ def _report(results: Sequence[TuneResult], job: Job, rates: Mapping[str, float])
         print()
         for r in results:
             print(_accumulation_line(r, job.accumulate_to))
+    status = 0
     if job.json_path:
-        write_json(results, job.json_path, best)
-        print(f"\nwrote {job.json_path}")
+        if _written("--json", job.json_path, lambda: write_json(results, job.json_path, best)):
+            print(f"\nwrote {job.json_path}")
+        else:
+            status = 1
     if job.plot_path:
         from autotune._results.plot import plot_results
 
-        plot_results(results, job.plot_path)
-        print(f"wrote {job.plot_path}")
+        if _written("--plot", job.plot_path, lambda: plot_results(results, job.plot_path)):
+            print(f"wrote {job.plot_path}")
+        else:
+            status = 1
+    return status
+
+
+def _written(flag: str, path: str, write: Callable[[], None]) -> bool:
+    """Writes one file; a failure is one line naming the path and why (the
+    results are printed already)."""
+    try:
+        write()
+    except TuneError as e:
+        print(f"autotune: error: `{flag}` was not written: {e}", file=sys.stderr)
+        return False
+    except OSError as e:
+        reason = e.strerror or str(e)
+        print(f"autotune: error: `{flag}` (={path!r}) was not written: {reason}", file=sys.stderr)
+        return False
+    return True
 
 
 def _accumulation_line(result: TuneResult, desired: int) -> str:

@@ -78,10 +78,14 @@ class Verification:
         data["relative_difference"] = self.relative_difference
         return data
 
-    def render(self, budget_bytes: int | None = None) -> str:
-        """One line; `budget_bytes` (the tuned budget) flags a smaller child limit."""
+    def render(self, budget_bytes: int | None = None, boundary: bool = False) -> str:
+        """One line; `budget_bytes` (the tuned budget) flags a smaller child
+        limit. A `boundary` (the next candidate, proven not to fit) that ran
+        is flagged: within the budget, it contradicts the proof."""
         head = f"batch {self.batch}: " + ("ran" if self.ok else f"FAILED ({self.reason})")
         parts = [head]
+        if boundary and self.ok:
+            parts.append(self._boundary_ran(budget_bytes))
         if self.peak_bytes_in_use is not None:
             parts.append(
                 f"peak {self.peak_bytes_in_use:,} B ({format_bytes(self.peak_bytes_in_use)})"
@@ -106,6 +110,23 @@ class Verification:
             parts.append(f"{self.throughput.samples_per_second:,.1f} samples/s")
         parts.append(f"{self.seconds:.1f} s")
         return "; ".join(parts)
+
+    def _boundary_ran(self, budget_bytes: int | None) -> str:
+        peak, limit = self.peak_bytes_in_use, self.bytes_limit
+        if budget_bytes is not None and (
+            (peak is not None and peak <= budget_bytes)
+            or (peak is None and limit is not None and limit <= budget_bytes)
+        ):
+            return (
+                "CONTRADICTS THE PROOF: the next candidate, compiled to need more than the "
+                "budget, ran within it"
+            )
+        if peak is None:
+            return (
+                "NOT CONFIRMED: the next candidate ran, and this device measures no peak "
+                "to hold against the budget"
+            )
+        return "above the budget, as proven (the device has more room than the budget)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,6 +358,7 @@ def _run(payload: Mapping[str, Any]) -> dict[str, Any]:
     if payload.get("budget_bytes"):
         _cap_address_space(payload["budget_bytes"], device)
     args = list(workload.real_args(batch))
+    _check_real_args(args, list(workload.args_for_batch(batch)), batch, source.label)
     compiled = (
         workload.jitted().lower(*args).compile(compiler_options=payload["compiler_options"] or None)
     )
@@ -363,6 +385,31 @@ def _run(payload: Mapping[str, Any]) -> dict[str, Any]:
         )
         result["throughput"] = timing.to_dict()
     return result
+
+
+def _check_real_args(real: list[Any], abstract: list[Any], batch: int, label: str) -> None:
+    """`real_args(batch)` builds the arguments `args_for_batch(batch)`
+    describes, leaf by leaf: the same shapes and dtypes, so that the run is
+    of the batch the answer is for."""
+    import jax
+
+    def refuse(rule: str) -> TuneError:
+        return TuneError(
+            f"`real_args({batch})` of the workload {label!r} {rule}; it must build "
+            f"the arguments `args_for_batch({batch})` describes"
+        )
+
+    real_leaves, real_tree = jax.tree.flatten(real)
+    abstract_leaves, abstract_tree = jax.tree_util.tree_flatten_with_path(abstract)
+    if real_tree != jax.tree.structure(abstract):
+        raise refuse("builds a pytree of another structure")
+    for real_leaf, (path, leaf) in zip(real_leaves, abstract_leaves):
+        shape, dtype = jax.numpy.shape(real_leaf), jax.numpy.result_type(real_leaf)
+        if shape != tuple(leaf.shape) or dtype != leaf.dtype:
+            raise refuse(
+                f"builds args{jax.tree_util.keystr(path)} of shape {shape} and dtype {dtype}, "
+                f"and `args_for_batch({batch})` describes {tuple(leaf.shape)} {leaf.dtype}"
+            )
 
 
 def _stats_after_failure() -> dict[str, Any]:

@@ -1,10 +1,22 @@
 """Ctrl-C and SIGTERM for the command.
 
-Both become a KeyboardInterrupt in the main thread, which the search turns
-into what it proved so far. Compiles run in worker threads and are never
-interrupted: raising inside XLA and then exiting can crash the process.
-When the command ends with compiles still in flight, it leaves with
-`os._exit` after flushing its output, without unwinding them.
+The command takes both signals over before it imports JAX (a signal raised
+inside jaxlib's import can abort the process) and keeps them until it exits.
+Where an interrupt is safe and worth its cost, inside `raising()` (a search,
+a run for real in a child), a signal becomes a KeyboardInterrupt in the main
+thread, which the search turns into what it proved so far. Elsewhere (the
+JAX import, finishing and reporting a proven answer, writing files) it is
+recorded and the command ends as soon as that step is done. Either way the
+command exits with 128 + the signal's number.
+
+Once a search has proven its answer (`answer_proven`), a signal waits until
+the next search starts (`search_started`), so that the answer is completed
+(its proof hashed, stored, explained) and reported as finished.
+
+Compiles run in worker threads and are never interrupted: raising inside XLA
+and then exiting can crash the process. When the command ends with compiles
+still in flight, it leaves with `os._exit` after flushing its output,
+without unwinding them.
 
 Python swallows an exception raised where it cannot propagate (a garbage
 collector callback, a finalizer), printing "Exception ignored": a signal
@@ -25,7 +37,7 @@ from collections.abc import Iterator
 from typing import Any
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
-# Set by the handler; cleared once a KeyboardInterrupt is on its way.
+# Set by the handler when it raises; cleared once a KeyboardInterrupt is on its way.
 _UNDELIVERED = threading.Event()
 
 
@@ -53,20 +65,74 @@ class Received:
         return 128 + (self.signum or signal.SIGINT)
 
 
+@dataclasses.dataclass
+class _State:
+    """The handlers' state while `as_interrupts` holds them."""
+
+    received: Received
+    raising: bool  # a signal raises now
+    held: bool = False  # an answer is proven: a signal waits for the next search
+
+
+_STATE: list[_State] = []  # the innermost `as_interrupts`, if any
+
+
+def received() -> Received | None:
+    """The command's signal record while its handlers are installed, else None."""
+    return _STATE[-1].received if _STATE else None
+
+
 @contextlib.contextmanager
-def as_interrupts() -> Iterator[Received]:
-    """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread inside;
-    later ones are ignored while the interrupted command reports."""
+def raising(on: bool = True) -> Iterator[None]:
+    """Inside, a signal raises KeyboardInterrupt at once (with `on`), or is
+    only recorded (without). A signal recorded before raises on entry."""
+    if not _STATE:
+        yield
+        return
+    state = _STATE[-1]
+    before = state.raising, state.held
+    state.raising, state.held = on, False
+    try:
+        if on and state.received.signum is not None:
+            raise KeyboardInterrupt
+        yield
+    finally:
+        state.raising, state.held = before
+
+
+def search_started() -> None:
+    """A search begins: a signal raises from here on, and one that came while
+    the last answer was being completed raises now."""
+    if _STATE:
+        _STATE[-1].held = False
+        if _STATE[-1].raising and _STATE[-1].received.signum is not None:
+            raise KeyboardInterrupt
+
+
+def answer_proven() -> None:
+    """The search has proven its answer: a signal waits until the next
+    search starts (or the command reports), so the answer is completed."""
+    if _STATE:
+        _STATE[-1].held = True
+
+
+@contextlib.contextmanager
+def as_interrupts(raise_at_once: bool = True) -> Iterator[Received]:
+    """Takes SIGINT and SIGTERM over inside: the first is recorded and, while
+    raising (`raise_at_once`, or inside `raising()`), raises KeyboardInterrupt
+    in the main thread; later ones are ignored while the command reports."""
     received = Received()
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
+    state = _State(received, raising=raise_at_once)
 
     def handler(signum: int, frame: Any) -> None:
         if received.signum is None:
             received.signum = signum
-            _UNDELIVERED.set()
-            raise KeyboardInterrupt
+            if state.raising and not state.held:
+                _UNDELIVERED.set()
+                raise KeyboardInterrupt
 
     previous_hook = sys.unraisablehook
 
@@ -76,9 +142,11 @@ def as_interrupts() -> Iterator[Received]:
 
     before = {s: signal.signal(s, handler) for s in HANDLED}
     sys.unraisablehook = hook
+    _STATE.append(state)
     try:
         yield received
     finally:
+        _STATE.remove(state)
         _UNDELIVERED.clear()
         sys.unraisablehook = previous_hook
         for s, h in before.items():

@@ -39,12 +39,12 @@ def plot_results(results: Sequence[TuneResult], path: str | os.PathLike[str]) ->
         _breakdown_bars(bars, r)
     right = 1.15 * max(max(p.batch for p in r.probes) for r in results)
     for r in results:
-        color = ax.plot(
-            [0, right],
-            [r.fixed_bytes / GIB, (r.fixed_bytes + r.per_example_bytes * right) / GIB],
-            linestyle=":",
-            linewidth=1,
-        )[0].get_color()
+        line = (  # a line no step has (need is not affine here) is not drawn
+            [r.fixed_bytes / GIB, (r.fixed_bytes + r.per_example_bytes * right) / GIB]
+            if r.line_holds
+            else [float("nan")] * 2
+        )
+        color = ax.plot([0, right], line, linestyle=":", linewidth=1)[0].get_color()
         probes = sorted(r.probes, key=lambda p: p.batch)
         ax.plot(
             [p.batch for p in probes],

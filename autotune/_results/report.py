@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,12 @@ def to_json(
     return data
 
 
+def temporary_prefix(file: Path) -> str:
+    """The prefix of the temporary file an atomic write of `file` goes
+    through: short, so that any name its directory takes can be written."""
+    return f".{file.name[:32]}."
+
+
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write `text` to `path` whole or not at all."""
     path = Path(path)
@@ -44,7 +51,9 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
         raise TuneError(
             f"`path` (={str(path)!r}): the directory {str(path.parent)!r} does not exist"
         )
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise TuneError(f"`path` (={str(path)!r}) is a directory; give a file's path")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -59,11 +68,52 @@ def write_json(
     path: str | os.PathLike[str],
     recommendation: Recommendation | None = None,
 ) -> None:
-    """Write the results report to `path` atomically."""
+    """Write the results report to `path` atomically; `TuneError` naming
+    `path` if it cannot be written."""
     for i, r in enumerate(results):
         check.instance(f"results[{i}]", r, TuneResult, "an autotune.TuneResult")
     check.path("path", path)
-    write_atomic(path, json.dumps(to_json(results, recommendation), indent=2) + "\n")
+    text = json.dumps(to_json(results, recommendation), indent=2) + "\n"
+    try:
+        write_atomic(path, text)
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise TuneError(f"`path` (={str(path)!r}) cannot be written: {reason}") from None
+    except RuntimeError as e:  # pathlib's "Symlink loop from ..."
+        raise TuneError(f"`path` (={str(path)!r}) cannot be written: {e}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class _HugeInteger:
+    """An integer in a report too long for Python to read (`int` refuses
+    more than `sys.get_int_max_str_digits()` digits)."""
+
+    digits: int
+
+
+def _integer(text: str) -> int | _HugeInteger:
+    try:
+        return int(text)
+    except ValueError:
+        return _HugeInteger(len(text.lstrip("-")))
+
+
+def _first_huge(value: Any, where: str = "") -> tuple[str, int] | None:
+    """(field, digits) of the first integer too long to read, if any; the
+    field as `results[0].batch`."""
+    if isinstance(value, _HugeInteger):
+        return where or "the report", value.digits
+    if isinstance(value, dict):
+        items = [(f"{where}.{key}" if where else str(key), item) for key, item in value.items()]
+    elif isinstance(value, list):
+        items = [(f"{where}[{i}]", item) for i, item in enumerate(value)]
+    else:
+        return None
+    for field, item in items:
+        found = _first_huge(item, field)
+        if found is not None:
+            return found
+    return None
 
 
 def read_json(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -80,13 +130,20 @@ def read_results(path: str | os.PathLike[str]) -> tuple[TuneResult, ...]:
 def _read(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], tuple[TuneResult, ...]]:
     file = check.path("path", path)
     try:
-        data = json.loads(file.read_text())
+        data = json.loads(file.read_text(), parse_int=_integer)
     except FileNotFoundError:
         raise TuneError(f"`path` (={str(path)!r}) does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
         raise TuneError(f"`path` (={str(path)!r}) cannot be read: {e}") from None
     except (json.JSONDecodeError, RecursionError) as e:
         raise TuneError(f"`path` (={str(path)!r}) is not valid JSON: {e}") from None
+    huge = _first_huge(data)
+    if huge is not None:
+        field, digits = huge
+        raise TuneError(
+            f"`path` (={str(path)!r}): `{field}` is an integer of {digits} digits; "
+            f"a report's integers have at most {sys.get_int_max_str_digits() or 'any'}"
+        )
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise TuneError(
             f"`path` (={str(path)!r}) is not an autotune report (its 'schema' must be {SCHEMA!r})"

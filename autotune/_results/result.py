@@ -92,9 +92,19 @@ class TuneResult:
         return next(p for p in self.probes if p.batch == self.batch)
 
     @property
+    def line_holds(self) -> bool:
+        """Whether the affine fit (`fixed_bytes` + `per_example_bytes` x
+        batch) can be true: no negative slope, fixed bytes within the budget
+        and not below zero. Need that is not affine (it fell, or the program
+        changed between compiles) gives a line no step has."""
+        return self.per_example_bytes >= 0 and 0 <= self.fixed_bytes <= self.budget_bytes
+
+    @property
     def estimate_error(self) -> float | None:
         """(analytical - XLA) / XLA per-example bytes."""
         if self.estimate_per_example_bytes is None or not self.per_example_bytes:
+            return None
+        if not self.line_holds:
             return None
         return (self.estimate_per_example_bytes / self.per_example_bytes) - 1
 
@@ -145,8 +155,7 @@ class TuneResult:
                 else ""
             ),
             f"  headroom        {self.headroom_bytes:,} B ({format_bytes(self.headroom_bytes)})",
-            f"  per example     {self.per_example_bytes:,} B from XLA" + _estimate_text(self),
-            f"  fixed           {self.fixed_bytes:,} B",
+            *_line_lines(self),
             "  FLOPs/example   "
             + (
                 f"{self.flops_per_example:.4g} ({self.flops_source})"
@@ -194,6 +203,27 @@ class TuneResult:
         del data["peak_breakdown"]
         data.update(breakdown_to_row(self.peak_breakdown))
         return data
+
+
+def _line_lines(result: TuneResult) -> list[str]:
+    """The per-example and fixed bytes; where no line can hold them, what
+    the compiles showed instead."""
+    if result.line_holds:
+        return [
+            f"  per example     {result.per_example_bytes:,} B from XLA" + _estimate_text(result),
+            f"  fixed           {result.fixed_bytes:,} B",
+        ]
+    needs = ", ".join(
+        f"{p.batch}: {format_bytes(p.need_bytes)}"
+        for p in sorted(result.probes, key=lambda p: p.batch)
+        if not p.refused
+    )
+    return [
+        "  per example     no line: need(batch) is not affine here (the line through "
+        f"the compiles gives {result.per_example_bytes:,} B per example and "
+        f"{result.fixed_bytes:,} B fixed, which no step needs)",
+        f"  compiles        need at batch {needs}",
+    ]
 
 
 def _per_device_lines(result: TuneResult) -> list[str]:
@@ -255,6 +285,8 @@ def comparison_table(results: Sequence[TuneResult]) -> str:
         analytical = (
             "-" if error is None else f"{format_bytes(r.estimate_per_example_bytes)} ({error:+.0%})"
         )
+        if error is None and r.estimate_per_example_bytes is not None and not r.line_holds:
+            analytical = format_bytes(r.estimate_per_example_bytes)
         batch = str(r.batch) + ("" if r.exact else "*")
         per_device = (f"{r.per_device_batch} x {r.data_parallel_size}",) if sharded else ()
         rows.append(
@@ -265,7 +297,7 @@ def comparison_table(results: Sequence[TuneResult]) -> str:
                 format_bytes(r.peak_bytes),
                 format_bytes(r.budget_bytes),
                 format_bytes(r.headroom_bytes),
-                format_bytes(r.per_example_bytes),
+                format_bytes(r.per_example_bytes) if r.line_holds else "no line",
                 analytical,
                 *_flops_cells(r.flops_per_example, least),
                 f"{r.compiles} (cached)" if r.from_cache else str(r.compiles),

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from autotune._core.signals import answer_proven, search_started
 from autotune._search.lines import crossing, grid
 from autotune._search.need import Bracket, check_grid
 
@@ -80,7 +81,14 @@ def search_compiles(
         hi = min((b for b in refused if lo is None or b > lo), default=None)
         return Bracket(lo, hi, interrupted=interrupted)
 
+    def done(b: Bracket) -> bool:
+        return b.lo == top or (
+            b.hi is not None
+            and (b.lo is None and b.hi == m or b.lo is not None and b.hi - b.lo == m)
+        )
+
     try:
+        search_started()
         if guess and per_example and per_example > 0:
             # Try the guess itself, and a quarter of it only if the guess is refused
             # (the GPU search starts at the quarter): far above the limit a refusal
@@ -106,6 +114,7 @@ def search_compiles(
             proven = bracket()
             lo, hi = proven.lo, proven.hi
             if lo == top or (hi is not None and hi - lo == m):
+                answer_proven()
                 return bracket()
             if hi is None:
                 aim = _extrapolate(fits, lo, capacity)
@@ -125,6 +134,9 @@ def search_compiles(
                 width = hi - lo
             compiles(nxt)
     except KeyboardInterrupt:
+        if done(bracket()):  # the signal came once the answer was proven
+            answer_proven()
+            return bracket()
         return bracket(interrupted=True)
 
 

@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from autotune._core import checks as check
 from autotune._core.errors import TuneError
+from autotune._core.signals import answer_proven, search_started
 from autotune._search.lines import crossing, grid
 
 # What a compile says: the bytes it needs, or None when it did not compile.
@@ -132,19 +133,29 @@ def search(
 
     Returns:
         The bracket proven by compiles. A KeyboardInterrupt returns what was
-        proven so far, marked interrupted.
+        proven so far, marked interrupted; one that comes once the bracket is
+        proven changes nothing. Under the command's signal handling, a
+        signal from the proven bracket to the next search waits
+        (`autotune._core.signals.answer_proven`).
     """
     multiple_of, max_batch = check_grid(multiple_of, max_batch)
     widths = width if callable(width) else lambda: width
     check.integer("width", widths(), minimum=1)
     state = _State(budget, multiple_of, max_batch // multiple_of * multiple_of)
+    ended = False
     try:
+        search_started()
         hint = _Hint(guess, per_example, fixed)
         first = first_batch(multiple_of, state.top, guess, split is not None, room)
         for batches in _rounds(state, hint, widths, max_failures, split, first):
             measure(batches, state.record)
+        _look_above_dips(state, measure, widths, max_failures)
+        ended = True
+        answer_proven()
     except KeyboardInterrupt:
-        return state.bracket(interrupted=True)
+        if not (ended or state.proven()):
+            return state.bracket(interrupted=True)
+        answer_proven()  # the signal came once the answer was proven: it is whole
     return state.bracket()
 
 
@@ -229,18 +240,90 @@ class _Hint:
         return self.fixed, (need - self.fixed) / batch
 
 
+def _look_above_dips(
+    state: _State, measure: Measure, widths: Callable[[], int], max_failures: int
+) -> None:
+    """Where need fell as the batch grew, look above the proven bracket
+    before answering: dips that fall on multiples of a power of two (XLA
+    tiles such batches better) are searched along those multiples, whose
+    need may grow while the rest is higher, and the bracket is then closed
+    around the largest that fits. The batches compiled depend on the dips
+    alone, not on how many compiles ran at once, so the answer is the same
+    on every run. Then a refusal at the smallest candidate is checked
+    against a larger one before it is called a floor."""
+    if _check_the_floor(state, measure):
+        for batches in _rounds(state, _Hint(None, None, None), widths, max_failures, None, None):
+            measure(batches, state.record)
+    for _ in range(2):  # a spacing found along dips may show dips of its own
+        spacing = _dip_grid(state)
+        if spacing is None:
+            return
+        sub = _State(state.budget, spacing, state.top // spacing * spacing)
+        for b, n in state.needs.items():
+            if b % spacing == 0:
+                sub.record(b, n)
+        sub.failed = {b for b in state.failed if b % spacing == 0}
+        if sub.lo is None or sub.proven():
+            return
+        before = state.lo
+        left = max_failures - len(state.failed - sub.failed)  # failures count once
+        for batches in _rounds(sub, _Hint(None, None, None), widths, left, None, None):
+            measure(batches, _both(state, sub))
+        if state.lo == before:
+            return
+        for batches in _rounds(state, _Hint(None, None, None), widths, max_failures, None, None):
+            measure(batches, state.record)
+
+
+def _both(state: _State, sub: _State) -> Record:
+    def record(batch: int, need: Need) -> None:
+        state.record(batch, need)
+        sub.record(batch, need)
+
+    return record
+
+
+def _check_the_floor(state: _State, measure: Measure) -> bool:
+    """A step refused at the smallest candidate, and never compiled above
+    it: compile the next candidate too (need that falls, then rises, fits
+    there). True if it fits: the search goes on from it."""
+    m = state.m
+    if state.lo is not None or state.hi != m or 2 * m > state.top:
+        return False
+    if any(b > m for b in state.needs):
+        return False
+    measure([2 * m], state.record)
+    return state.lo is not None
+
+
+def _dip_grid(state: _State) -> int | None:
+    """The multiples the dips fall on: the largest power of two dividing
+    every batch whose need fell below the batch before it (with the
+    candidates' own multiple), if that is coarser than the candidates."""
+    ordered = sorted(state.needs)
+    dips = [b for a, b in zip(ordered, ordered[1:]) if state.needs[a] > state.needs[b]]
+    if not dips:
+        return None
+    power = min((b & -b) for b in dips)
+    spacing = math.lcm(power, state.m)
+    return spacing if state.m < spacing <= state.top else None
+
+
 def _rounds(
     s: _State,
     hint: _Hint,
     widths: Callable[[], int],
     max_failures: int,
     split: Split | None,
-    first: int,
+    first: int | None,
 ) -> Iterator[list[int]]:
-    """The batches of each round, until the bracket is proven."""
+    """The batches of each round, until the bracket is proven; with `first`
+    None, from the compiles `s` holds already."""
     m = s.m
     width = widths()
-    if hint.guess and hint.guess > 0:
+    if first is None:
+        pass
+    elif hint.guess and hint.guess > 0:
         yield [first] if width == 1 else _spread(first, first + m, m, s.top)
     elif split is not None:
         yield [first]

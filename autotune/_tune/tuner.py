@@ -291,10 +291,17 @@ def _check_data_parallel(size: int, multiple_of: int) -> None:
 
 
 def _check_arguments_fit(prober: Prober, batch: int, budget: Budget) -> None:
-    """Refuse, before any compile, a budget below the step's own arguments."""
+    """Refuse, before any compile, a budget below the step's own arguments,
+    at the smallest candidate and at the next one: arguments that shrink as
+    the batch grows may fit there, and the search then finds the floor."""
     args = prober.abstract_args(batch)
     needed = device_bytes(args)
     if needed > budget.bytes:
+        try:
+            if device_bytes(prober.abstract_args(2 * batch)) <= budget.bytes:
+                return
+        except TuneError:  # no arguments at the next candidate: the floor stands
+            pass
         raise TuneError(
             f"the budget ({budget.bytes:,} B = {format_bytes(budget.bytes)}; "
             f"{budget.source}) is smaller than the step's arguments alone at "

@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from autotune._core import checks as check
 from autotune._core.errors import TuneError
 from autotune._workloads.estimate import Estimate
 
@@ -35,25 +36,30 @@ def example_inputs(inputs: Any) -> tuple[jax.ShapeDtypeStruct, ...]:
 
 
 def _example(index: int, spec: Any) -> jax.ShapeDtypeStruct:
-    where = f"`inputs[{index}]` (={spec!r})"
+    where = f"`inputs[{index}]` (={check.shown(spec)})"
     if isinstance(spec, jax.ShapeDtypeStruct):
         shape, dtype = spec.shape, spec.dtype
     elif isinstance(spec, (tuple, list)) and len(spec) == 2:
         shape, dtype = spec
     else:
         raise TuneError(f"{where} must be a jax.ShapeDtypeStruct or a (shape, dtype) pair")
-    if not isinstance(shape, (tuple, list)) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
-        raise TuneError(
-            f"{where}: the shape (={shape!r}) must be a tuple of non-negative integers, "
-            "one example's, without the batch dimension"
-        )
+    rule = (
+        f"{where}: the shape (={check.shown(shape)}) must be a tuple of non-negative "
+        "integers, one example's, without the batch dimension"
+    )
+    if not isinstance(shape, (tuple, list)):
+        raise TuneError(rule)
+    try:  # any integer type: numpy's too
+        dims = tuple(check.integer("shape", d, minimum=0) for d in shape)
+    except TuneError:
+        raise TuneError(rule) from None
+    if dtype is None:  # jnp.dtype(None) is the default float, never what was meant
+        raise TuneError(f"{where}: the dtype (=None) must be a dtype, e.g. jnp.float32")
     try:
         dtype = jnp.dtype(dtype)
     except TypeError:
-        raise TuneError(f"{where}: the dtype (={dtype!r}) is not a dtype") from None
-    return jax.ShapeDtypeStruct(tuple(shape), dtype)
+        raise TuneError(f"{where}: the dtype (={check.shown(dtype)}) is not a dtype") from None
+    return jax.ShapeDtypeStruct(dims, dtype)
 
 
 def batched(examples: Sequence[jax.ShapeDtypeStruct], batch: int) -> tuple[Any, ...]:

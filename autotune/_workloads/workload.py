@@ -25,6 +25,7 @@ import jax
 
 from autotune._core import checks as check
 from autotune._core.errors import TuneError
+from autotune._core.signals import received
 from autotune._workloads.estimate import Estimate
 
 ArgsForBatch = Callable[[int], Sequence[Any]]
@@ -131,10 +132,8 @@ def load_workloads(spec: str, kwargs: Mapping[str, Any] | None = None) -> tuple[
             value = value(**dict(kwargs or {}))
         except TuneError:
             raise
-        except Exception as e:
-            raise TuneError(
-                f"`--workload` (={spec!r}): calling {attr} raised {type(e).__name__}: {e}"
-            ) from e
+        except (Exception, SystemExit, KeyboardInterrupt) as e:
+            _refuse_raised(e, f"`--workload` (={spec!r}): calling {attr}")
     elif kwargs:
         raise TuneError(
             f"`--workload` (={spec!r}): keywords {dict(kwargs)!r} were given, and {attr} "
@@ -249,10 +248,25 @@ def _import(module_name: str, spec: str) -> Any:
         raise TuneError(
             f"`--workload` (={spec!r}): importing {module_name!r} failed: {type(e).__name__}: {e}"
         ) from e
-    except Exception as e:
+    except (Exception, SystemExit, KeyboardInterrupt) as e:
+        _refuse_raised(e, f"`--workload` (={spec!r}): importing {module_name!r}")
+
+
+def _refuse_raised(e: BaseException, doing: str) -> None:
+    """What the workload's code raised, as a TuneError. SystemExit and
+    KeyboardInterrupt too (a workload must neither exit the command nor
+    stand for a Ctrl-C), unless a signal is behind the KeyboardInterrupt or
+    no handler of the command's can tell (`autotune._core.signals`)."""
+    if isinstance(e, KeyboardInterrupt):
+        signalled = received()
+        if signalled is None or signalled.signum is not None:
+            raise e
+        raise TuneError(f"{doing} raised KeyboardInterrupt, and no signal came") from None
+    if isinstance(e, SystemExit):
         raise TuneError(
-            f"`--workload` (={spec!r}): importing {module_name!r} raised {type(e).__name__}: {e}"
-        ) from e
+            f"{doing} raised SystemExit({e.code!r}); a workload must not exit"
+        ) from None
+    raise TuneError(f"{doing} raised {type(e).__name__}: {e}") from e
 
 
 def _describe(value: Any) -> str:
