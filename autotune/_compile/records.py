@@ -36,6 +36,10 @@ class Probe:
     # The compiled program's code (`generated_code_size_in_bytes`); a TPU
     # holds it in HBM beside the buffers, and its compiler counts both.
     code_bytes: int = 0
+    # The compile was stopped once XLA had assigned its buffers, and the four
+    # sizes were read from that assignment (`autotune._compile.assignment`):
+    # no code was generated.
+    stopped: bool = False
 
     @property
     def refused(self) -> bool:
