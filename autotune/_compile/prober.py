@@ -22,7 +22,7 @@ from autotune._compile import kernels as _kernels
 from autotune._compile import workers as _workers
 from autotune._compile.arguments import argument_leaves
 from autotune._compile.concurrency import MAX_WORKERS, CpuClock, compiles_at_once, cores
-from autotune._compile.dump import Dump, compile_with_dump, out_paths, persistent_cache_on
+from autotune._compile.dump import Dump, compile_with_dump, persistent_cache_on
 from autotune._compile.records import (
     CompileFailure,
     CompilerOptions,
@@ -99,7 +99,8 @@ class Prober:
         stop_at: compile in worker processes for this target, stopped once
             XLA has assigned the program's buffers (`autotune._compile.workers`);
             None compiles in this process. A step that cannot be shipped to
-            a worker is compiled here, and `in_process` says why.
+            a worker is compiled here, and `in_process` says why; so is a
+            compile whose dump is kept (`keep_dumps`, the split's first).
     """
 
     def __init__(
@@ -286,8 +287,11 @@ class Prober:
                 continue
             raise_if_interrupted()
             lowered = self.lower(batch)
-            shipped = self._ship(batch, lowered)
             first = not self.order
+            # A dump read for the split or `--why` names the step's arguments
+            # as the user does: a shipped program's are the flat leaves'.
+            dumped = self._keep_dumps or (first and self._dump_first)
+            shipped = None if dumped else self._ship(batch, lowered)
             pending[pool.submit(self._compile, batch, lowered, first, shipped)] = batch
             self.order.append(batch)
         while pending:
@@ -329,7 +333,7 @@ class Prober:
     ) -> Probe | CompileFailure:
         """One compile, in a worker thread; the prober's first is timed."""
         if shipped is not None:
-            return self._compile_stopped(batch, lowered, shipped, first and self._dump_first)
+            return self._compile_stopped(batch, shipped)
         clock = self._first if first else contextlib.nullcontext()
         start = time.perf_counter()
         try:
@@ -364,17 +368,12 @@ class Prober:
             code_bytes=int(getattr(analysis, "generated_code_size_in_bytes", 0) or 0),
         )
 
-    def _compile_stopped(
-        self, batch: int, lowered: Any, shipped: Shipped, dump: bool
-    ) -> Probe | CompileFailure:
+    def _compile_stopped(self, batch: int, shipped: Shipped) -> Probe | CompileFailure:
         """One compile in a worker process, stopped at buffer assignment."""
         assert self._stop_at is not None
         pool = _workers.pool_for(self._stop_at, self.workers)
-        keep = self._keep_dumps or dump
         with _IN_FLIGHT:
-            o = pool.compile(shipped, self._compiler_options, self._remat_pass, keep_texts=keep)
-        if keep:
-            self.dumps[batch] = Dump(o.texts, o.dump_error, out_paths(lowered))
+            o = pool.compile(shipped, self._compiler_options, self._remat_pass)
         if o.kind == "stopped":
             a = o.assigned
             assert a is not None

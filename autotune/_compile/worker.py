@@ -14,8 +14,8 @@ importing JAX; no process that started a backend is ever forked.
 Messages on the pipes are pickles, each after its length in 4 bytes: the
 job in, ("forked", pid) and ("ended", status) out. Answers go to a private
 copy of stdout; whatever JAX or XLA print goes to stderr, a file the parent
-reads when a child dies. A worker whose parent is gone kills its child and
-exits; a child whose worker is gone exits.
+reads when a child dies. A worker whose parent is gone kills its child,
+removes its folder and exits; a child whose worker is gone exits.
 """
 
 from __future__ import annotations
@@ -23,43 +23,29 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import shutil
 import signal
-import struct
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-_LENGTH = struct.Struct("<I")
+from autotune._compile.messages import read_message, write_message
+
 # Seconds between checks that the parent is still there.
 _ORPHAN_POLL_S = 0.5
 
 
-def write_message(out: BinaryIO, message: Any) -> None:
-    data = pickle.dumps(message)
-    out.write(_LENGTH.pack(len(data)) + data)
-    out.flush()
-
-
-def read_message(inp: BinaryIO) -> Any:
-    """The next message; None at the end of the stream."""
-    head = inp.read(_LENGTH.size)
-    if len(head) < _LENGTH.size:
-        return None
-    (length,) = _LENGTH.unpack(head)
-    data = inp.read(length)
-    if len(data) < length:
-        return None
-    return pickle.loads(data)
-
-
-def _leave_when_orphaned(parent: int, child: list[int]) -> None:
+def _leave_when_orphaned(parent: int, child: list[int], folder: str = "") -> None:
     while os.getppid() == parent:
         time.sleep(_ORPHAN_POLL_S)
     if child:
         with contextlib.suppress(OSError):
             os.kill(child[0], signal.SIGKILL)
+            os.waitpid(child[0], 0)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
     os._exit(0)
 
 
@@ -115,10 +101,22 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops this process itself
     inp = sys.stdin.buffer
     child: list[int] = []
-    threading.Thread(target=_leave_when_orphaned, args=(os.getppid(), child), daemon=True).start()
+    parent = os.getppid()
     setup = read_message(inp)
     if setup is None:
         return
+    watch = (parent, child, setup["folder"])
+    threading.Thread(target=_leave_when_orphaned, args=watch, daemon=True).start()
+    try:
+        _serve(inp, out, setup, child)
+    finally:  # the parent is gone (a broken pipe, the end of its stream)
+        if child:
+            with contextlib.suppress(OSError):
+                os.kill(child[0], signal.SIGKILL)
+        shutil.rmtree(setup["folder"], ignore_errors=True)
+
+
+def _serve(inp: Any, out: Any, setup: dict[str, Any], child: list[int]) -> None:
     import jax  # noqa: F401  (imported once here, for every child)
 
     import autotune._compile.shipped
@@ -129,7 +127,10 @@ def main() -> None:
     while (job := read_message(inp)) is not None:
         pid = os.fork()
         if pid == 0:
-            _child(job, target, os.getppid())
+            try:
+                _child(job, target, os.getppid())
+            finally:
+                os._exit(1)  # never back into the worker's loop
         child[:] = [pid]
         write_message(out, ("forked", pid))
         _, status = os.waitpid(pid, 0)

@@ -42,8 +42,8 @@ from typing import Any
 from autotune._compile.assignment import Assigned, whole_assignment
 from autotune._compile.concurrency import MAX_WORKERS, cores
 from autotune._compile.dump import DumpError, DumpTexts, read_dump
+from autotune._compile.messages import read_message, write_message
 from autotune._compile.shipped import Shipped
-from autotune._compile.worker import read_message, write_message
 
 # Seconds between looks at a compile's dump folder.
 POLL_S = 0.02
@@ -53,6 +53,8 @@ START_TIMEOUT_S = 120.0
 # at once: a described-H100 VGG16 compile at batch 440, stopped at buffer
 # assignment, peaked at about 1 GB resident (benchmarks/stopped-probes.md).
 WORKER_BYTES = 2 << 30
+# Each worker's private temporary folder starts so.
+FOLDER_PREFIX = "autotune-worker-"
 # Characters of a dead worker's output kept in its failure.
 _TAIL = 2000
 
@@ -80,8 +82,8 @@ class Outcome:
 class _Worker:
     """One worker process, its private folder, and the child compiling now."""
 
-    def __init__(self, setup: bytes):
-        self.folder = Path(tempfile.mkdtemp(prefix="autotune-worker-"))
+    def __init__(self, target: Any):
+        self.folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
         self.log = self.folder / "worker.log"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
@@ -95,8 +97,7 @@ class _Worker:
         self.ready = False
         self.child: int | None = None
         assert self.process.stdin is not None
-        self.process.stdin.write(setup)
-        self.process.stdin.flush()
+        write_message(self.process.stdin, {"target": target, "folder": str(self.folder)})
 
     def wait_ready(self) -> None:
         """Wait until it has started; RuntimeError with its output if it died."""
@@ -170,7 +171,7 @@ class WorkerPool:
     """Warm workers for one target; `compile` runs one probe in one of them."""
 
     def __init__(self, target: Any, size: int):
-        self._setup = _framed({"target": target})
+        self._target = target
         self.size = size
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
@@ -180,11 +181,11 @@ class WorkerPool:
         """Start workers until `size` are idle, busy or starting."""
         with self._lock:
             while len(self._idle) + len(self._busy) < self.size:
-                self._idle.append(_Worker(self._setup))
+                self._idle.append(_Worker(self._target))
 
     def _take(self) -> _Worker:
         with self._lock:
-            worker = self._idle.pop(0) if self._idle else _Worker(self._setup)
+            worker = self._idle.pop(0) if self._idle else _Worker(self._target)
             self._busy.add(worker)
         return worker
 
@@ -273,13 +274,6 @@ class WorkerPool:
             self._busy = set()
         for worker in workers:
             worker.kill()
-
-
-def _framed(message: Any) -> bytes:
-    from autotune._compile.worker import _LENGTH
-
-    data = pickle.dumps(message)
-    return _LENGTH.pack(len(data)) + data
 
 
 def _texts(dump: Path) -> tuple[DumpTexts | None, str]:
