@@ -55,7 +55,9 @@ class Probe:
         return need(self.argument_bytes, self.output_bytes, self.alias_bytes, self.temp_bytes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "need_bytes": self.need_bytes}
+        # `stopped` is not in the report's schema (version 3) yet: kept in memory only.
+        data = {k: v for k, v in dataclasses.asdict(self).items() if k != "stopped"}
+        return {**data, "need_bytes": self.need_bytes}
 
 
 def need(argument: int, output: int, alias: int, temp: int) -> int:
