@@ -71,7 +71,7 @@ def compile_with_dump(
     compiled, texts, error = _compile_and_read(lowered, options)
     if texts is None and recompile and persistent_cache_on():
         _, texts, error = _compile_and_read(lowered, {**options, **_UNCACHED})
-    return compiled, Dump(texts, error, _out_paths(lowered))
+    return compiled, Dump(texts, error, out_paths(lowered))
 
 
 # A dump option JAX keeps in its cache key and the compiled program ignores.
@@ -113,7 +113,8 @@ def _module_name(lowered: Any) -> str:
     return m.group(1) if m else ""
 
 
-def _out_paths(lowered: Any) -> tuple[str, ...]:
+def out_paths(lowered: Any) -> tuple[str, ...]:
+    """The step's outputs, as `jax.tree_util.keystr` paths."""
     try:
         flat, _ = jax.tree_util.tree_flatten_with_path(lowered.out_info)
     except Exception:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 
 from autotune._compile import kernels as _kernels
+from autotune._compile import workers as _workers
 from autotune._compile.arguments import argument_leaves
 from autotune._compile.concurrency import MAX_WORKERS, CpuClock, compiles_at_once, cores
 from autotune._compile.dump import Dump, compile_with_dump, persistent_cache_on
@@ -29,6 +30,7 @@ from autotune._compile.records import (
     compile_failures_text,
 )
 from autotune._compile.remat_pass import afresh_if_the_pass_flips, xla_remat_pass
+from autotune._compile.shipped import ShipError, Shipped, ship
 from autotune._core.errors import TuneError
 from autotune._core.signals import delivered, raise_if_interrupted
 from autotune._explain import unfused as _unfused
@@ -94,6 +96,11 @@ class Prober:
             what the dump says in `dumps`, for the peak breakdown.
         kernel_cache: share compiled kernels between compiles
             (`autotune._compile.kernels`); for described GPUs.
+        stop_at: compile in worker processes for this target, stopped once
+            XLA has assigned the program's buffers (`autotune._compile.workers`);
+            None compiles in this process. A step that cannot be shipped to
+            a worker is compiled here, and `in_process` says why; so is a
+            compile whose dump is kept (`keep_dumps`, the split's first).
     """
 
     def __init__(
@@ -110,6 +117,7 @@ class Prober:
         keep_dumps: bool = False,
         dump_first: bool = False,
         kernel_cache: bool = False,
+        stop_at: Target | None = None,
     ):
         self._jitted = jit_step(step, as_argnums(donate_argnums))
         self._args_for_batch = args_for_batch
@@ -128,6 +136,9 @@ class Prober:
         self.failures: dict[int, CompileFailure] = {}
         self.order: list[int] = []  # batches in the order their compiles began
         self.dumps: dict[int, Dump] = {}
+        self._stop_at = stop_at
+        # Why compiles run in this process though `stop_at` was given ("" if not).
+        self.in_process = ""
 
     @classmethod
     def for_target(cls, workload: Workload, target: Target, **options: Any) -> Prober:
@@ -140,6 +151,7 @@ class Prober:
             donate_argnums=workload.donate_argnums,
             # A kernel file's path would be in every persistent cache key, never hit again.
             kernel_cache=target.shares_kernels and not persistent_cache_on(),
+            stop_at=target if target.stops_at_assignment() else None,
             **options,
         )
 
@@ -159,6 +171,8 @@ class Prober:
         compile showed to pay (one until it ends)."""
         if self._workers is not None:
             return self._workers
+        if self._stopping:  # the workers' compiles keep this process idle
+            return _workers.workers_bound()
         if self._first.share is None:
             return 1
         return compiles_at_once(self._first.share, cores())
@@ -239,6 +253,10 @@ class Prober:
                 ) from e
         return self._lowered[batch]
 
+    @property
+    def _stopping(self) -> bool:
+        return self._stop_at is not None and not self.in_process
+
     def measure(self, batches: Sequence[int], record: Callable[[int, int | None], None]) -> None:
         """Compiles `batches` concurrently; records each one's need (None: it
         did not compile) as its compile ends. The search's measure."""
@@ -246,7 +264,19 @@ class Prober:
             self._measure(batches, record)
         except KeyboardInterrupt:
             delivered()
+            _workers.stop_all()  # no worker outlives an interrupted search
             raise
+
+    def _ship(self, batch: int, lowered: Any) -> Shipped | None:
+        """The program at `batch` for a worker; None compiles it here."""
+        if not self._stopping:
+            return None
+        assert self._stop_at is not None
+        try:
+            return ship(self._jitted, self.abstract_args(batch), lowered, self._stop_at.platform)
+        except ShipError as e:
+            self.in_process = f"the step cannot be shipped to a compile worker: {e}"
+            return None
 
     def _measure(self, batches: Sequence[int], record: Callable[[int, int | None], None]) -> None:
         pool = _pool(MAX_WORKERS if self._workers is None else self._workers)
@@ -257,7 +287,12 @@ class Prober:
                 continue
             raise_if_interrupted()
             lowered = self.lower(batch)
-            pending[pool.submit(self._compile, batch, lowered, not self.order)] = batch
+            first = not self.order
+            # A dump read for the split or `--why` names the step's arguments
+            # as the user does: a shipped program's are the flat leaves'.
+            dumped = self._keep_dumps or (first and self._dump_first)
+            shipped = None if dumped else self._ship(batch, lowered)
+            pending[pool.submit(self._compile, batch, lowered, first, shipped)] = batch
             self.order.append(batch)
         while pending:
             done, _ = concurrent.futures.wait(
@@ -293,8 +328,12 @@ class Prober:
             raise TuneError(compile_failures_text([self.failures[batch]], self._compiler_options))
         return self.probes[batch]
 
-    def _compile(self, batch: int, lowered: Any, first: bool) -> Probe | CompileFailure:
+    def _compile(
+        self, batch: int, lowered: Any, first: bool, shipped: Shipped | None = None
+    ) -> Probe | CompileFailure:
         """One compile, in a worker thread; the prober's first is timed."""
+        if shipped is not None:
+            return self._compile_stopped(batch, shipped)
         clock = self._first if first else contextlib.nullcontext()
         start = time.perf_counter()
         try:
@@ -328,6 +367,28 @@ class Prober:
             flops=_flops(compiled),
             code_bytes=int(getattr(analysis, "generated_code_size_in_bytes", 0) or 0),
         )
+
+    def _compile_stopped(self, batch: int, shipped: Shipped) -> Probe | CompileFailure:
+        """One compile in a worker process, stopped at buffer assignment."""
+        assert self._stop_at is not None
+        pool = _workers.pool_for(self._stop_at, self.workers)
+        with _IN_FLIGHT:
+            o = pool.compile(shipped, self._compiler_options, self._remat_pass)
+        if o.kind == "stopped":
+            a = o.assigned
+            assert a is not None
+            sizes = (a.argument_bytes, a.output_bytes, a.alias_bytes, a.temp_bytes)
+            return Probe(batch, *sizes, o.seconds, stopped=True)
+        if o.kind == "compiled":
+            assert o.sizes is not None
+            *sizes, code = o.sizes
+            return Probe(batch, *sizes, o.seconds, code_bytes=code)
+        if o.kind == "refused":
+            return Probe(
+                batch, 0, 0, 0, 0, o.seconds,
+                required_bytes=o.required, available_bytes=o.available,
+            )  # fmt: skip
+        return CompileFailure(batch, o.error, o.seconds)
 
     def _compile_lowered(self, lowered: Any, batch: int, dump: bool) -> Any:
         if self._kernel_cache:

@@ -36,6 +36,10 @@ class Probe:
     # The compiled program's code (`generated_code_size_in_bytes`); a TPU
     # holds it in HBM beside the buffers, and its compiler counts both.
     code_bytes: int = 0
+    # The compile was stopped once XLA had assigned its buffers, and the four
+    # sizes were read from that assignment (`autotune._compile.assignment`):
+    # no code was generated.
+    stopped: bool = False
 
     @property
     def refused(self) -> bool:
@@ -51,7 +55,9 @@ class Probe:
         return need(self.argument_bytes, self.output_bytes, self.alias_bytes, self.temp_bytes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "need_bytes": self.need_bytes}
+        # `stopped` is not in the report's schema (version 3) yet: kept in memory only.
+        data = {k: v for k, v in dataclasses.asdict(self).items() if k != "stopped"}
+        return {**data, "need_bytes": self.need_bytes}
 
 
 def need(argument: int, output: int, alias: int, temp: int) -> int:

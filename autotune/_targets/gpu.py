@@ -86,6 +86,9 @@ class DescribedGpu(Target):
 
     target_config: str  # GpuTargetConfigProto text
     budget: MemoryBudget | None = None
+    # The buffer assignment gives a described GPU's need to the byte
+    # (tests/test_assignment.py): probes stop there.
+    stop_at_assignment: bool = True
 
     def devices(self) -> list[Any]:
         try:

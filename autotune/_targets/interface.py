@@ -64,6 +64,10 @@ class Target(abc.ABC):
     default_budget_bytes: int | None
     budget_source: str = "unknown"
     device_count: int = 1
+    # Probes compile in worker processes and stop once XLA has assigned the
+    # program's buffers (`autotune._compile.workers`), where that gives the
+    # need exactly; see `stops_at_assignment`.
+    stop_at_assignment: bool = False
 
     # Compiled for devices this machine lacks.
     deviceless: ClassVar[bool] = True
@@ -117,6 +121,11 @@ class Target(abc.ABC):
         """Compiles at once by default; None: as many as the first compile
         shows to pay on this machine's cores (`autotune._compile.concurrency`)."""
         return None
+
+    def stops_at_assignment(self) -> bool:
+        """Whether probes stop at buffer assignment: asked, and one device
+        (a program for several is compiled in this process)."""
+        return self.stop_at_assignment and self.device_count == 1
 
     @property
     def shares_kernels(self) -> bool:

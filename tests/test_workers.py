@@ -1,0 +1,210 @@
+"""Probes stopped at buffer assignment, in worker processes: exact, and never
+a process or a folder left behind (CPU backend, small steps)."""
+
+import _thread
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+from steps import mlp_args, mlp_step, need_at
+
+import autotune
+from autotune._compile import workers
+from autotune._compile.prober import Prober
+from autotune._compile.remat_pass import REMAT_PASS_OFF
+from autotune.models import vgg_setup
+
+pytest.importorskip("flatbuffers", reason="jax.export serializes with flatbuffers")
+
+STOPPING = dataclasses.replace(autotune.get_target("local"), stop_at_assignment=True)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    setup = vgg_setup("vgg-tiny", image_size=8, num_classes=10)
+    return autotune.Workload(setup.step, setup.args_for_batch, donate_argnums=(0, 1))
+
+
+def _prober(workload, **options):
+    return Prober.for_target(workload, STOPPING, compiler_options=REMAT_PASS_OFF, **options)
+
+
+def _descendants():
+    """The processes below this one, by /proc."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [os.getpid()]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _folders():
+    return sorted(Path(tempfile.gettempdir()).glob(workers.FOLDER_PREFIX + "*"))
+
+
+@pytest.fixture
+def no_leftovers():
+    workers.stop_all()
+    before, folders = _descendants(), _folders()
+    yield
+    workers.stop_all()
+    assert _descendants() == before
+    assert _folders() == folders
+
+
+def test_a_stopped_probe_is_the_full_compile(tiny, no_leftovers):
+    prober = _prober(tiny)
+    for batch in (8, 16):
+        probe = prober(batch)
+        assert probe.need_bytes == need_at(tiny.step, tiny.args_for_batch, batch)
+        assert prober.in_process == ""
+    assert any(p.stopped for p in prober.probes.values())
+
+
+def test_a_compile_whose_dump_is_kept_runs_in_process(tiny, no_leftovers):
+    """The dump of a shipped program names the flat leaves, not the user's
+    arguments: `--why` and the split compile here, and read the dump as today."""
+    from autotune._tune.why import breakdown_at
+
+    prober = _prober(tiny, keep_dumps=True)
+    breakdown = breakdown_at(prober, 16)
+    assert breakdown.unavailable == "" and not prober.probes[16].stopped
+    assert sum(e.bytes for e in breakdown.entries) == prober.probes[16].need_bytes
+
+
+def test_a_worker_killed_mid_compile_is_one_probes_failure(tiny, no_leftovers, monkeypatch):
+    monkeypatch.setattr(workers, "whole_assignment", lambda folder: None)  # never stopped
+    prober = _prober(tiny)
+    pool = workers.pool_for(STOPPING, 1)
+
+    def kill_the_child():
+        while True:
+            busy = [w for w in list(pool._busy) if w.child is not None]
+            if busy:
+                os.kill(busy[0].child, signal.SIGKILL)
+                return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_the_child)
+    killer.start()
+    prober.measure([8], lambda batch, need: None)
+    killer.join()
+    assert 8 not in prober.probes
+    assert "killed by SIGKILL" in prober.failures[8].error
+    monkeypatch.undo()
+    assert prober(16).need_bytes == need_at(tiny.step, tiny.args_for_batch, 16)  # it goes on
+
+
+def test_ctrl_c_stops_every_worker(tiny, no_leftovers):
+    prober = _prober(tiny)
+    pool = workers.pool_for(STOPPING, 1)
+
+    def interrupt_once_compiling():
+        while not any(w.child for w in list(pool._busy)):
+            time.sleep(0.01)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_once_compiling, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        prober.measure([24], lambda batch, need: None)
+    # no_leftovers: no worker, no child, no folder
+
+
+def test_workers_of_a_killed_process_leave_by_themselves(tmp_path):
+    script = tmp_path / "search.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import dataclasses, sys
+            sys.path.insert(0, {str(Path(__file__).parent)!r})
+            import autotune
+            from autotune.models import vgg_setup
+            s = vgg_setup("vgg-tiny", image_size=8, num_classes=10)
+            w = autotune.Workload(s.step, s.args_for_batch)
+            t = dataclasses.replace(autotune.get_target("local"), stop_at_assignment=True)
+            print("searching", flush=True)
+            autotune.find_max_batch(w, target=t, budget_bytes=10**9)
+            """
+        )
+    )
+    folders = _folders()
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    search = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, env=env)
+    assert search.stdout.readline().strip() == b"searching"
+    deadline = time.monotonic() + 120
+    while not _workers_of(search.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    spawned = _workers_of(search.pid)
+    assert spawned, "the search started no worker"
+    search.send_signal(signal.SIGTERM)  # no handler: the process dies at once
+    search.wait()
+    deadline = time.monotonic() + 10
+    while any(_exists(pid) for pid in spawned) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_exists(pid) for pid in spawned)
+    assert _folders() == folders
+
+
+def _workers_of(pid):
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if b"autotune._compile.worker" in cmdline and ppid == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _exists(pid):
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_step_that_cannot_be_shipped_compiles_in_process(no_leftovers):
+    def step(params, x, y):
+        x = jax.pure_callback(lambda a: a, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+        return mlp_step(params, x, y)
+
+    prober = Prober(
+        step, mlp_args, stop_at=STOPPING, donate_argnums=0, compiler_options=REMAT_PASS_OFF
+    )
+    probe = prober(8)
+    assert "cannot be shipped" in prober.in_process and not probe.stopped
+    assert probe.need_bytes == need_at(step, mlp_args, 8)
+
+
+def test_the_search_answers_as_in_process(tiny, no_leftovers):
+    budget = 30_000_000
+    stopped = autotune.find_max_batch(tiny, target=STOPPING, budget_bytes=budget)
+    local = autotune.find_max_batch(tiny, target="local", budget_bytes=budget)
+    assert (stopped.batch, stopped.peak_bytes, stopped.next_peak_bytes) == (
+        local.batch, local.peak_bytes, local.next_peak_bytes
+    )  # fmt: skip
+    assert all(not p.stopped for p in local.probes)
+    assert jnp.isfinite(stopped.peak_bytes)
