@@ -86,8 +86,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out")
     a = parser.parse_args()
-    after = autotune.get_target(a.target)
-    before = dataclasses.replace(after, stop_at_assignment=False)
+    before = autotune.get_target(a.target)
+    after = dataclasses.replace(before, stop_at_assignment=True)
     from autotune.models import VGGConfig
 
     (warm,) = VGGConfig("vgg-tiny", image_size=32, num_classes=10).workloads()

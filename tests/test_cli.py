@@ -248,3 +248,11 @@ def test_a_report_that_cannot_be_written_after_the_search_is_one_line(
     (line,) = [line for line in captured.err.splitlines() if line.startswith("autotune:")]
     assert line.startswith(f"autotune: error: `--json` was not written: `path` (={str(out)!r})")
     assert "does not exist" in line
+
+
+def test_accumulation_is_checked_against_the_targets_devices_before_the_search(capsys):
+    argv = [*TINY, "--remat", "none", "--target", "8xh100-sxm-80gb", "--accumulate-to", "4100"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "`--accumulate-to` (=4100) must be a positive multiple of the target's device " in err
+    assert "(=8)" in err and "compiled batch" not in err

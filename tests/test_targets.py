@@ -285,3 +285,15 @@ def test_a_cpu_may_use_three_quarters_of_physical_memory_by_default():
     budget, _ = get_target("local").budget_for(None, 0)
     assert budget.limit_bytes == int(0.75 * local.physical_memory_bytes())
     assert budget.source.startswith("default for a CPU: 0.75 x physical memory")
+
+
+def test_a_fraction_a_cpu_cannot_take_is_refused_not_ignored():
+    with pytest.raises(TargetError, match=r"`mem_fraction` \(=0.5\) sets a GPU allocator's share"):
+        get_target("local", mem_fraction=0.5)
+
+
+def test_a_budget_above_the_machines_memory_is_capped_on_a_cpu():
+    target = get_target("local")
+    budget, _ = target.budget_for(10**15, 0)
+    assert budget.limit_bytes == target.memory_bytes == local.physical_memory_bytes()
+    assert "capped at the memory of 'local:cpu'" in budget.source

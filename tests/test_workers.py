@@ -208,3 +208,34 @@ def test_the_search_answers_as_in_process(tiny, no_leftovers):
     )  # fmt: skip
     assert all(not p.stopped for p in local.probes)
     assert jnp.isfinite(stopped.peak_bytes)
+
+
+def test_stopped_probes_are_asked_for_never_assumed():
+    assert not autotune.get_target("local").stops_at_assignment()
+    assert not autotune.get_target("h100-sxm-80gb").stops_at_assignment()
+    tpu = dataclasses.replace(autotune.get_target("v5e:1x1"), stop_at_assignment=True)
+    assert not tpu.stops_at_assignment()  # a TPU's verdict there is not yet measured
+    assert STOPPING.stops_at_assignment()
+
+
+def test_the_command_asks_for_stopped_probes(tiny, no_leftovers, monkeypatch, tmp_path):
+    import json
+
+    from autotune._command import run as command
+    from autotune.cli import main
+
+    asked = []
+    real = command.compare
+
+    def compare(workloads, **kwargs):
+        asked.append(kwargs["target"].stops_at_assignment())
+        return real(workloads, **kwargs)
+
+    monkeypatch.setattr(command, "compare", compare)
+    argv = ["--model", "vgg-tiny", "--image-size", "8", "--classes", "10", "--remat", "none",
+            "--target", "local", "--budget", "30MB", "--no-cache", "--quiet"]  # fmt: skip
+    assert main([*argv, "--stop-at-assignment", "--json", str(tmp_path / "a.json")]) == 0
+    assert main([*argv, "--json", str(tmp_path / "b.json")]) == 0
+    assert asked == [True, False]
+    (a,), (b,) = (json.loads((tmp_path / f).read_text())["results"] for f in ("a.json", "b.json"))
+    assert (a["batch"], a["peak_bytes"]) == (b["batch"], b["peak_bytes"])

@@ -1,9 +1,9 @@
 """What the `autotune` command does, once its arguments are parsed.
 
-`run(job)` loads the workloads, lays them out over a mesh if asked, tunes
-every row, runs the answers for real if asked, and reports: the comparison
-table and the recommendation, each answer with its proof, and the JSON and
-PNG files. Progress goes to stderr, results to stdout.
+`run(job)` loads the workloads, tunes every row (the library lays them out
+over a target's devices), runs the answers for real if asked, and reports:
+the comparison table and the recommendation, each answer with its proof,
+and the JSON and PNG files. Progress goes to stderr, results to stdout.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class Job:
     verify_timeout: float = 600.0
     quiet: bool = False
     why: bool = False  # explain each answer's peak, buffer by buffer
+    stop_at_assignment: bool = False  # probes of a described GPU end at buffer assignment
 
     @property
     def runs_steps(self) -> bool:
@@ -83,6 +84,9 @@ def run(job: Job) -> int:
     # extension's import or start can abort the process); the search takes them.
     workloads = load_workloads(job.spec, job.kwargs)
     target = get_target(job.target, mem_fraction=job.mem_fraction, devices=job.mesh)
+    if job.stop_at_assignment:
+        target = dataclasses.replace(target, stop_at_assignment=True)
+    _check_accumulation(job, target.device_count)
     print(f"target: {target.description}", file=sys.stderr)
     try:
         with raising():
@@ -209,14 +213,7 @@ def _check(job: Job) -> None:
         raise TuneError(
             f"`--verify-timeout` (={job.verify_timeout!r}) must be a positive number of seconds"
         )
-    if job.accumulate_to is not None and (
-        job.accumulate_to < 1 or job.accumulate_to % max(job.mesh, 1)
-    ):
-        raise TuneError(
-            f"`--accumulate-to` (={job.accumulate_to}) must be a positive "
-            f"multiple of `--mesh` (={job.mesh}): equal micro-batches split "
-            "over the devices add up only to such batches"
-        )
+    _check_accumulation(job, max(job.mesh, 1))
     if job.mesh != 1 and job.runs_steps:
         raise TuneError(
             f"`--mesh` (={job.mesh}) with --verify, --verify-boundary or --time: "
@@ -250,6 +247,17 @@ def _check_distinct(job: Job) -> None:
                 "each output needs its own"
             )
         seen[where] = flag
+
+
+def _check_accumulation(job: Job, devices: int) -> None:
+    """`--accumulate-to` must split evenly over the target's devices: checked
+    before the search, so that its report is not lost after it."""
+    if job.accumulate_to is not None and (job.accumulate_to < 1 or job.accumulate_to % devices):
+        raise TuneError(
+            f"`--accumulate-to` (={job.accumulate_to}) must be a positive multiple of "
+            f"the target's device count (={devices}): equal micro-batches split over "
+            "the devices add up only to such batches"
+        )
 
 
 def _check_runnable(workloads: Sequence[Workload], target: Target) -> None:

@@ -17,12 +17,13 @@ is on: the file's path, in the compile options, would be in every key.
 
 from __future__ import annotations
 
-import atexit
 import functools
 import os
 import shutil
 import tempfile
 import threading
+
+from autotune._core.signals import at_exit
 
 OPTION = "xla_gpu_kernel_cache_file"
 
@@ -30,7 +31,7 @@ OPTION = "xla_gpu_kernel_cache_file"
 @functools.cache
 def _directory() -> str:
     directory = tempfile.mkdtemp(prefix="autotune-kernels-")
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    at_exit(functools.partial(shutil.rmtree, directory, ignore_errors=True))
     return directory
 
 

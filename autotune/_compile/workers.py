@@ -12,17 +12,17 @@ the worker is killed. A compile that fails, or that the compiler refuses,
 says so before that; a worker that dies is that one probe's failure, with
 the end of what it printed.
 
-Workers are kept warm, one pool per target for the process: a spare is
-started (JAX imported, the target's devices made) while a probe runs, so
-the next probe does not wait for it. A worker whose compile ended is used
-again: a worker forks a child per compile (`autotune._compile.worker`),
-and only the child is killed. Every worker is killed, and its folder removed, when a search is
-interrupted (`stop_all`), at exit, and by itself when this process is gone.
+Workers are kept warm, one pool per target for the process (JAX imported),
+and used again: a worker forks a child per compile
+(`autotune._compile.worker`), and only the child is killed. Every worker is
+killed, and its folder removed, when a search is interrupted (`stop_all`),
+at exit (`leave`'s too), and by itself when this process is gone; workers
+run in a session of their own, so that a signal to this process's group
+reaches this process alone, which stops them.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import dataclasses
 import os
@@ -44,6 +44,7 @@ from autotune._compile.concurrency import MAX_WORKERS, cores
 from autotune._compile.dump import DumpError, DumpTexts, read_dump
 from autotune._compile.messages import read_message, write_message
 from autotune._compile.shipped import Shipped
+from autotune._core.signals import at_exit
 
 # Seconds between looks at a compile's dump folder.
 POLL_S = 0.02
@@ -93,6 +94,10 @@ class _Worker:
                 stderr=log,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 close_fds=True,
+                bufsize=0,  # `select` sees every message: none waits in a buffer
+                # Signals to the tuner's process group (a terminal's, `timeout`'s)
+                # do not reach workers: the tuner stops them, and cleans up.
+                start_new_session=True,
             )
         self.ready = False
         self.child: int | None = None
@@ -338,4 +343,4 @@ def stop_all() -> None:
         pool.stop_all()
 
 
-atexit.register(stop_all)
+at_exit(stop_all)

@@ -27,13 +27,14 @@ and the swallowed one is not printed.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
@@ -153,6 +154,16 @@ def as_interrupts(raise_at_once: bool = True) -> Iterator[Received]:
             signal.signal(s, h)
 
 
+_CLEANUPS: list[Callable[[], None]] = []
+
+
+def at_exit(cleanup: Callable[[], None]) -> None:
+    """Run `cleanup` at exit, also when `leave` exits without unwinding
+    (which runs no `atexit` handler): temporary folders, worker processes."""
+    _CLEANUPS.append(cleanup)
+    atexit.register(cleanup)
+
+
 def leave(status: int, compiles_in_flight: bool) -> None:
     """Exit with `status`; without unwinding if compiles are still running.
     The command's work is done: a signal from here on changes nothing."""
@@ -161,5 +172,8 @@ def leave(status: int, compiles_in_flight: bool) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     if compiles_in_flight:
+        for cleanup in _CLEANUPS:
+            with contextlib.suppress(Exception):
+                cleanup()
         os._exit(status)
     sys.exit(status)

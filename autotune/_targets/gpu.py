@@ -86,9 +86,6 @@ class DescribedGpu(Target):
 
     target_config: str  # GpuTargetConfigProto text
     budget: MemoryBudget | None = None
-    # The buffer assignment gives a described GPU's need to the byte
-    # (tests/test_assignment.py): probes stop there.
-    stop_at_assignment: bool = True
 
     def devices(self) -> list[Any]:
         try:
@@ -217,7 +214,7 @@ def local_deviceless_target(*, mem_fraction: float | None = None, devices: int =
         name=local.name.replace("local:", f"{LOCAL_DEVICELESS}:"),
         platform="cuda",
         description=f"{local.description}, compiled deviceless from its own config",
-        memory_bytes=local.memory_bytes,
+        memory_bytes=_int_field(config, "device_memory_size"),
         default_budget_bytes=local.default_budget_bytes,
         target_config=config,
         budget=local.budget,

@@ -66,7 +66,8 @@ class Target(abc.ABC):
     device_count: int = 1
     # Probes compile in worker processes and stop once XLA has assigned the
     # program's buffers (`autotune._compile.workers`), where that gives the
-    # need exactly; see `stops_at_assignment`.
+    # need exactly (`stops_at_assignment`); asked with `dataclasses.replace`
+    # or the command's --stop-at-assignment, not yet the default.
     stop_at_assignment: bool = False
 
     # Compiled for devices this machine lacks.

@@ -82,7 +82,12 @@ def local_target(*, mem_fraction: float | None = None, devices: int = 1) -> Loca
     limit = (_memory_stats(device) or {}).get("bytes_limit")
     budget = None if limit is None else _local_budget(limit, mem_fraction)
     if budget is None and mem_fraction is not None:
-        resolve_mem_fraction(mem_fraction)  # checked, though no allocator takes it
+        resolve_mem_fraction(mem_fraction)  # a bad value names its rule first
+        raise TargetError(
+            f"`mem_fraction` (={mem_fraction!r}) sets a GPU allocator's share; the local "
+            f"device ({device.platform}) has no allocator limit to scale: give a budget "
+            "instead"
+        )
     kind = device.platform
     where = (
         f"local device {device.id}"
@@ -93,7 +98,8 @@ def local_target(*, mem_fraction: float | None = None, devices: int = 1) -> Loca
         name=f"local:{kind}" if devices == 1 else f"local:{devices}x{kind}",
         platform=getattr(device.client, "platform", kind),
         description=f"{device.device_kind} ({where})",
-        memory_bytes=None,
+        # A GPU's total is not known to JAX's client; a CPU's is the machine's.
+        memory_bytes=physical_memory_bytes() if on_host(device) else None,
         default_budget_bytes=budget.limit_bytes if budget else None,
         budget=budget,
         budget_source=budget.describe() if budget else "unknown",

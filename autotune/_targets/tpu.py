@@ -114,6 +114,11 @@ class TpuTarget(Target):
         )
         return Budget(rounded, reserve, source), {MAX_HBM_OPTION: aim_mib}
 
+    def stops_at_assignment(self) -> bool:
+        # Whether the verdict at buffer assignment is the full compile's
+        # (code counted, nothing refused later) is not yet measured.
+        return False
+
     def fits(self, probe: Probe, budget: Budget) -> bool:
         return not probe.refused
 
