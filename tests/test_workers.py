@@ -57,13 +57,16 @@ def _descendants():
     return found
 
 
-def _folders():
-    return sorted(Path(tempfile.gettempdir()).glob(workers.FOLDER_PREFIX + "*"))
+def _folders(where=None):
+    return sorted(Path(where or tempfile.gettempdir()).glob(workers.FOLDER_PREFIX + "*"))
 
 
 @pytest.fixture
-def no_leftovers():
+def no_leftovers(tmp_path, monkeypatch):
     workers.stop_all()
+    # Workers' folders go to a temporary folder of this test's own: another
+    # process's workers (a second test run) cannot be taken for leftovers.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     before, folders = _descendants(), _folders()
     yield
     workers.stop_all()
@@ -92,6 +95,7 @@ def test_a_compile_whose_dump_is_kept_runs_in_process(tiny, no_leftovers):
 
 
 def test_a_worker_killed_mid_compile_is_one_probes_failure(tiny, no_leftovers, monkeypatch):
+    real = workers.whole_assignment
     monkeypatch.setattr(workers, "whole_assignment", lambda folder: None)  # never stopped
     prober = _prober(tiny)
     pool = workers.pool_for(STOPPING, 1)
@@ -110,7 +114,7 @@ def test_a_worker_killed_mid_compile_is_one_probes_failure(tiny, no_leftovers, m
     killer.join()
     assert 8 not in prober.probes
     assert "killed by SIGKILL" in prober.failures[8].error
-    monkeypatch.undo()
+    monkeypatch.setattr(workers, "whole_assignment", real)
     assert prober(16).need_bytes == need_at(tiny.step, tiny.args_for_batch, 16)  # it goes on
 
 
@@ -146,8 +150,10 @@ def test_workers_of_a_killed_process_leave_by_themselves(tmp_path):
             """
         )
     )
-    folders = _folders()
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    temp = tmp_path / "temp"  # the search's own: no other process's workers there
+    temp.mkdir()
+    folders = _folders(temp)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "TMPDIR": str(temp)}
     search = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, env=env)
     assert search.stdout.readline().strip() == b"searching"
     deadline = time.monotonic() + 120
@@ -161,7 +167,7 @@ def test_workers_of_a_killed_process_leave_by_themselves(tmp_path):
     while any(_exists(pid) for pid in spawned) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_exists(pid) for pid in spawned)
-    assert _folders() == folders
+    assert _folders(temp) == folders
 
 
 def _workers_of(pid):
