@@ -30,7 +30,7 @@ from autotune._results.report import write_json
 from autotune._results.result import TuneResult, comparison_table
 from autotune._targets.registry import Target, get_target
 from autotune._tune.compare import compare
-from autotune._workloads.layout import LAYOUTS, accumulation_plan
+from autotune._workloads.layout import accumulation_plan, check_layout
 from autotune._workloads.workload import Workload, load_workloads
 
 REMAT_PASS_SETTINGS = {"off": (False,), "on": (True,), "both": (False, True)}
@@ -206,8 +206,7 @@ def _check(job: Job) -> None:
     check_environment(job.target)
     if job.mem_fraction is not None:  # whatever the target: a value is never ignored in silence
         check.fraction("--mem-fraction", job.mem_fraction)
-    if job.layout not in LAYOUTS:
-        raise TuneError(f"`--layout` (={job.layout!r}) must be one of {', '.join(LAYOUTS)}")
+    check_layout(job.layout, "--layout")
     timeout = check.real("--verify-timeout", job.verify_timeout)
     if timeout <= 0:
         raise TuneError(

@@ -6,8 +6,8 @@ import math
 
 from autotune._core.units import format_bytes
 from autotune._results.result import render_table
+from autotune._targets.gpu import described_target
 from autotune._targets.gpu_specs import GPU_SPECS
-from autotune._targets.registry import described_target
 from autotune._targets.tpu_specs import GENERATIONS, TpuSlice, accelerator_types, parse_tpu_name
 
 # Sizes listed per 3-D generation: up to one 4x4x4 cube, then powers of two.

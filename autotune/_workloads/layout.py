@@ -72,9 +72,10 @@ def on_target(workload: Workload, target: Target, layout: str = "dp") -> Workloa
     return lay_out(workload, target.devices(), layout)
 
 
-def check_layout(layout: Any) -> str:
+def check_layout(layout: Any, name: str = "layout") -> str:
+    """`layout`, once it is one of `LAYOUTS`; `name` is what the caller calls it."""
     if layout not in LAYOUTS:
-        raise TuneError(f"`layout` (={check.shown(layout)}) must be one of {', '.join(LAYOUTS)}")
+        raise TuneError(f"`{name}` (={check.shown(layout)}) must be one of {', '.join(LAYOUTS)}")
     return layout
 
 
