@@ -27,6 +27,9 @@ def _parser(flags: Sequence[WorkloadFlag] = (), spec: str = "", add_help: bool =
     p = argparse.ArgumentParser(
         prog="autotune",
         add_help=add_help,
+        # A workload's own flags join the parser late: no prefix of one may
+        # be taken for a flag of the command's (--remat for --remat-plan).
+        allow_abbrev=False,
         description="Find the largest batch of a train step that fits an accelerator, "
         "from XLA's memory analysis of the compiled step. The search runs nothing "
         "and allocates nothing on the device; only --verify and --time run steps, "
@@ -191,6 +194,31 @@ def _parser(flags: Sequence[WorkloadFlag] = (), spec: str = "", add_help: bool =
         help="end each compile of a described GPU once XLA has assigned its buffers, "
         "in a worker process, and read its need from that assignment (the same "
         "bytes, in a fraction of the time; not yet the default)",
+    )
+    plans = p.add_argument_group(
+        "remat plans (a workload that names its blocks: an autotune.RematSpace, or an "
+        "ATTR carrying remat_space)"
+    )
+    plans.add_argument(
+        "--fit-batch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the remat plan of least recompute found whose max batch is at least N, "
+        "at its own proven max batch; the compiles at N that decided it are listed",
+    )
+    plans.add_argument(
+        "--remat-frontier",
+        action="store_true",
+        help="max batch against recompute: for each distinct max batch found, the plan "
+        "of least recompute found, each proven",
+    )
+    plans.add_argument(
+        "--remat-plan",
+        default=None,
+        metavar="PLAN",
+        help="tune one plan: BLOCK=POLICY pairs, comma-separated "
+        "(stage1=nothing_saveable); blocks not named recompute nothing",
     )
     if flags:
         own = p.add_argument_group(f"flags of {spec} (shorthand for --workload-arg)")
@@ -387,6 +415,9 @@ def _main(argv: Sequence[str] | None) -> int:
             quiet=args.quiet,
             why=args.why,
             stop_at_assignment=args.stop_at_assignment,
+            fit_batch=args.fit_batch,
+            remat_frontier=args.remat_frontier,
+            remat_plan=args.remat_plan,
         )
         return run(job)
     except ValueError as e:  # TuneError and the models' argument checks

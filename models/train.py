@@ -73,7 +73,7 @@ class TrainSetup:
     input_dtype: Any  # dtype of x: the compute dtype
     num_classes: int  # logits width; labels are int32 in [0, num_classes)
     optimizer: str  # one of OPTIMIZERS
-    remat: str  # "none" or a jax.checkpoint_policies name
+    remat: str | tuple[str, ...]  # "none", a jax.checkpoint_policies name, or one per stage
     remat_every: int = 1  # rematerialized stages are 0, k, 2k, ...
 
     def batch_args(self, batch: int) -> tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]:
@@ -98,7 +98,7 @@ def vgg_setup(
     optimizer: str = "sgd",
     param_dtype: Any = "float32",
     dtype: Any = "float32",
-    remat: str = "none",
+    remat: str | tuple[str, ...] = "none",
     remat_every: int = 1,
     learning_rate: float = 1e-2,
 ) -> TrainSetup:

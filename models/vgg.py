@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -91,6 +91,26 @@ def remat_policy(name: str) -> Callable[..., bool] | None:
     return None if name == "none" else getattr(jax.checkpoint_policies, name)
 
 
+def stage_policies(remat: str | Sequence[str], every: int, stages: int) -> tuple[str, ...]:
+    """The policy of each conv stage: `remat` on stages 0, k, 2k, ... (k =
+    `every`), or one policy per stage."""
+    if isinstance(remat, str):
+        remat_policy(remat)
+        return tuple(remat if i % every == 0 else "none" for i in range(stages))
+    policies = tuple(remat)
+    if len(policies) != stages:
+        raise ValueError(
+            f"`remat` (={policies!r}) must name one policy per conv stage: {stages} of them"
+        )
+    if every != 1:
+        raise ValueError(
+            f"`remat_every` (={every!r}) must be 1 with a policy per stage (`remat`={policies!r})"
+        )
+    for policy in policies:
+        remat_policy(policy)
+    return policies
+
+
 class Stage(nnx.Module):
     """3x3 SAME convs, each followed by ReLU, then a 2x2 stride-2 max-pool."""
 
@@ -138,7 +158,7 @@ class VGG(nnx.Module):
         hidden: int | None = None,
         param_dtype: Any = jnp.float32,
         dtype: Any = jnp.float32,
-        remat: str = "none",
+        remat: str | Sequence[str] = "none",
         remat_every: int = 1,
         rngs: nnx.Rngs,
     ):
@@ -158,13 +178,14 @@ class VGG(nnx.Module):
                 f"`image_size` (={image_size!r}) must be a positive multiple of "
                 f"{multiple} for {name}"
             )
-        remat_policy(remat)
+        policies = stage_policies(remat, remat_every, len(widths))
         dtype = as_dtype("dtype", dtype)
         param_dtype = as_dtype("param_dtype", param_dtype)
 
         self.name = name
         self.remat = remat
         self.remat_every = remat_every
+        self.stage_policies = policies
         self.dtype = dtype
         stages, in_channels = [], channels
         for stage_widths in widths:
@@ -179,16 +200,14 @@ class VGG(nnx.Module):
         self.fc2 = nnx.Linear(hidden, hidden, **dense)
         self.fc3 = nnx.Linear(hidden, num_classes, **dense)
 
-    def _remat_stage(self, index: int) -> bool:
-        return self.remat != "none" and index % self.remat_every == 0
-
     def __call__(self, x: jax.Array) -> jax.Array:
         """Maps NHWC images to float32 logits."""
         x = x.astype(self.dtype)
         for index, stage in enumerate(self.stages):
             with jax.named_scope(f"stage{index + 1}"):
-                if self._remat_stage(index):
-                    x = nnx.remat(_apply, policy=remat_policy(self.remat))(stage, x)
+                policy = self.stage_policies[index]
+                if policy != "none":
+                    x = nnx.remat(_apply, policy=remat_policy(policy))(stage, x)
                 else:
                     x = stage(x)
         x = x.reshape(x.shape[0], -1)

@@ -22,7 +22,7 @@ from flax import nnx
 import autotune
 
 from .train import TrainSetup, make_optimizer, vgg_setup
-from .vgg import REMAT_POLICIES, VGG
+from .vgg import REMAT_POLICIES, VGG, stage_policies, stages_of
 
 # Initialization runs once: optimizing its random-number program costs ~15 s
 # of CPU compile for nothing.
@@ -58,12 +58,25 @@ class VGGConfig:
                 )
         self.setup(remat[0])  # validates every other field
 
-    def setup(self, remat: str) -> TrainSetup:
+    def stages(self) -> tuple[str, ...]:
+        """The conv stages, as `--why` and a remat plan name them."""
+        return tuple(f"stage{i + 1}" for i in range(len(stages_of(self.model))))
+
+    def plan(self, remat: str | tuple[str, ...]) -> dict[str, str]:
+        """Stage -> policy of a remat choice (or of one policy per stage)."""
+        every = self.remat_every if isinstance(remat, str) else 1
+        return dict(zip(self.stages(), stage_policies(remat, every, len(self.stages()))))
+
+    def plan_workload(self, plan: autotune.RematPlan) -> autotune.Workload:
+        """The workload that trains with `plan`: one policy per stage."""
+        return self._workload(tuple(plan[stage] for stage in self.stages()))
+
+    def setup(self, remat: str | tuple[str, ...]) -> TrainSetup:
         """The abstract train step for one remat choice (built once per
         configuration: building the abstract model traces it)."""
         return _setup(self, remat)
 
-    def _build(self, remat: str) -> TrainSetup:
+    def _build(self, remat: str | tuple[str, ...]) -> TrainSetup:
         return vgg_setup(
             self.model,
             image_size=self.image_size,
@@ -74,10 +87,13 @@ class VGGConfig:
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             remat=remat,
-            remat_every=self.remat_every,
+            remat_every=self.remat_every if isinstance(remat, str) else 1,
         )
 
-    def label(self, remat: str) -> str:
+    def label(self, remat: str | tuple[str, ...]) -> str:
+        if not isinstance(remat, str):
+            chosen = [f"{s}={p}" for s, p in self.plan(remat).items() if p != "none"]
+            return f"{self.model} remat[{', '.join(chosen) or 'none'}]"
         label = f"{self.model} remat={remat}"
         if remat != "none" and self.remat_every != 1:
             label += f"/every {self.remat_every}"
@@ -93,7 +109,7 @@ class VGGConfig:
         """One workload per remat choice, with its analytical estimate."""
         return tuple(self._workload(remat) for remat in self.remat)
 
-    def _workload(self, remat: str) -> autotune.Workload:
+    def _workload(self, remat: str | tuple[str, ...]) -> autotune.Workload:
         setup = self.setup(remat)
         estimate = autotune.estimate_step(
             setup.loss_fn, setup.params, setup.batch_args, opt_state=setup.opt_state
@@ -104,6 +120,7 @@ class VGGConfig:
             estimate=estimate,
             label=self.label(remat),
             real_args=lambda batch: self.real_args(setup, batch),
+            remat_plan=self.plan(remat),
         )
 
     def real_args(self, setup: TrainSetup, batch: int) -> tuple[Any, ...]:
@@ -118,7 +135,7 @@ class VGGConfig:
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             remat=setup.remat,
-            remat_every=self.remat_every,
+            remat_every=setup.remat_every,
         )
 
         def init() -> tuple[Any, Any]:
@@ -137,7 +154,7 @@ class VGGConfig:
 
 
 @functools.lru_cache(maxsize=32)
-def _setup(config: VGGConfig, remat: str) -> TrainSetup:
+def _setup(config: VGGConfig, remat: str | tuple[str, ...]) -> TrainSetup:
     return config._build(remat)
 
 
@@ -165,6 +182,24 @@ def vgg_workloads(
     )
 
 
+def vgg_remat_space(
+    *, policies: Any = ("nothing_saveable",), **config: Any
+) -> autotune.RematSpace:
+    """The remat plans of `VGGConfig(**config)`: its conv stages, `stage1`
+    ... `stage5`, each "none" or one of `policies` (from the least recompute
+    to the most). `autotune --fit-batch N` searches it."""
+    for name in ("remat", "remat_every", "explain"):
+        if name in config:
+            raise ValueError(
+                f"`{name}` (={config[name]!r}) is given to a search over remat plans; the "
+                "plans choose each stage's policy"
+            )
+    vgg = VGGConfig(**config)
+    return autotune.RematSpace(
+        blocks=vgg.stages(), build=vgg.plan_workload, policies=policies, label=vgg.model
+    )
+
+
 def _remat_choices(text: str) -> tuple[str, ...]:
     choices = tuple(choice.strip() for choice in text.split(",") if choice.strip())
     if not choices:
@@ -179,6 +214,7 @@ def _count(text: str) -> int:
         raise ValueError("must be an integer") from None
 
 
+vgg_workloads.remat_space = vgg_remat_space
 vgg_workloads.command_flags = (
     autotune.WorkloadFlag(
         "--model", "model", "vgg11, vgg13, vgg16 or vgg19 (default: vgg16)", metavar="NAME"

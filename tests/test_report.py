@@ -1,7 +1,9 @@
 """The JSON report: versioned schema, round trip, the one-line reader."""
 
+import dataclasses
 import json
 import os
+import re
 
 import pytest
 from steps import mlp_args, mlp_step, need_at
@@ -33,7 +35,7 @@ def test_round_trip(results, tmp_path):
     write_json(results, path, recommend(results))
     assert read_results(path) == results
     data = json.loads(path.read_text())
-    assert (data["schema"], data["version"]) == ("autotune.result", 3)
+    assert (data["schema"], data["version"]) == ("autotune.result", 4)
     assert "peak_breakdown" not in data["results"][0]  # only when asked for
     assert data["recommendation"]["label"] in ("small", "large")
     assert [p.name for p in tmp_path.iterdir()] == ["tune.json"]
@@ -100,11 +102,14 @@ def test_missing_report(tmp_path):
 
 def older_report(results, path, version):
     """`results` written as a report of schema `version`: without the fields
-    that version lacked (1: failures, contradictions and the TPU fields;
-    2: the TPU fields)."""
+    that version lacked (1: failures, contradictions, the TPU fields and the
+    remat plan; 2: the TPU fields and the plan; 3: the plan)."""
     write_json(results, path)
     data = json.loads(path.read_text())
     for row in data["results"]:
+        del row["remat_plan"]
+        if version >= 3:
+            continue
         del row["compiler_fits"], row["code_in_peak_bytes"]
         for probe in row["probes"]:
             del probe["code_bytes"], probe["required_bytes"], probe["available_bytes"]
@@ -131,6 +136,35 @@ def test_a_version_2_report_without_tpu_fields_is_read(results, tmp_path):
     path.write_text(json.dumps({**data, "version": 3}))
     with pytest.raises(TuneError, match="lacks the field 'compiler_fits'"):
         read_results(path)
+
+
+def test_a_version_3_report_without_a_remat_plan_is_read(results, tmp_path):
+    path = tmp_path / "tune.json"
+    data = older_report(results, path, 3)
+    path.write_text(json.dumps(data))
+    assert read_results(path) == results
+    path.write_text(json.dumps({**data, "version": 4}))
+    with pytest.raises(TuneError, match="lacks the field 'remat_plan'"):
+        read_results(path)
+
+
+def test_a_remat_plan_round_trips_and_a_bad_one_is_refused(results, tmp_path):
+    plan = {"stage1": "nothing_saveable", "stage2": "none"}
+    planned = (dataclasses.replace(results[0], remat_plan=plan),)
+    path = tmp_path / "tune.json"
+    write_json(planned, path)
+    assert read_results(path)[0].remat_plan == plan
+    data = json.loads(path.read_text())
+    for bad, rule in (
+        ({"stage1": "most_saveable"}, "must be 'none' or a jax.checkpoint_policies name"),
+        ({}, "must be null or a JSON object"),
+        (["stage1"], "must be null or a JSON object"),
+        ({"stage1": 3}, "not a policy name"),
+    ):
+        data["results"][0]["remat_plan"] = bad
+        path.write_text(json.dumps(data))
+        with pytest.raises(TuneError, match=re.escape(rule)):
+            read_results(path)
 
 
 def test_write_json_names_its_path_when_it_cannot_write(results, tmp_path):

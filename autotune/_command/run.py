@@ -23,6 +23,10 @@ from autotune._core.errors import TuneError
 from autotune._core.signals import raising, received
 from autotune._core.units import format_bytes
 from autotune._explain.table import render_breakdown
+from autotune._plans.loading import load_space
+from autotune._plans.plan import RematSpace, parse_plan
+from autotune._plans.records import PlanSearch, PlanTrial
+from autotune._plans.search import search_plans
 from autotune._results.cache import ResultCache, default_cache_dir
 from autotune._results.plot import pyplot
 from autotune._results.recommend import recommend
@@ -65,10 +69,24 @@ class Job:
     quiet: bool = False
     why: bool = False  # explain each answer's peak, buffer by buffer
     stop_at_assignment: bool = False  # probes of a described GPU end at buffer assignment
+    fit_batch: int | None = None  # the cheapest remat plan that fits this batch
+    remat_frontier: bool = False  # max batch against recompute, over remat plans
+    remat_plan: str | None = None  # tune this plan: "stage1=nothing_saveable,..."
 
     @property
     def runs_steps(self) -> bool:
         return self.verify or self.verify_boundary or self.time
+
+    @property
+    def plan_flag(self) -> str | None:
+        """The option that makes the workload a space of remat plans, if any."""
+        if self.fit_batch is not None:
+            return "--fit-batch"
+        if self.remat_frontier:
+            return "--remat-frontier"
+        if self.remat_plan is not None:
+            return "--remat-plan"
+        return None
 
 
 def run(job: Job) -> int:
@@ -82,15 +100,24 @@ def run(job: Job) -> int:
     passes = REMAT_PASS_SETTINGS[job.xla_remat_pass]
     # Imports and backends start with signals held (raising inside an
     # extension's import or start can abort the process); the search takes them.
-    workloads = load_workloads(job.spec, job.kwargs)
+    space = load_space(job.spec, job.kwargs, job.plan_flag) if job.plan_flag else None
+    if space is not None and job.remat_plan is not None:
+        workloads = (space.workload(space.plan(parse_plan(job.remat_plan))),)
+    elif space is None:
+        workloads = load_workloads(job.spec, job.kwargs)
     target = get_target(job.target, mem_fraction=job.mem_fraction, devices=job.mesh)
     if job.stop_at_assignment:
         target = dataclasses.replace(target, stop_at_assignment=True)
     _check_accumulation(job, target.device_count)
     print(f"target: {target.description}", file=sys.stderr)
+    search = None
     try:
         with raising():
-            results = _tune(workloads, passes, target, job)
+            if space is not None and job.remat_plan is None:
+                search = _search_plans(space, target, job)
+                results = search.results
+            else:
+                results = _tune(workloads, passes, target, job)
     except KeyboardInterrupt as e:  # SearchInterrupted is one
         _check_signalled(job, e)
         return _interrupted(getattr(e, "results", ()), job)
@@ -115,6 +142,11 @@ def run(job: Job) -> int:
                 "runs not shown above were not made",
                 file=sys.stderr,
             )
+    if search is not None:
+        print()
+        print(search.render())
+        status = _report(results, job, rates, search)
+        return _signal_status(status)
     status = _report(results, job, rates)
     rows = [w for w in workloads for _ in passes]  # compare's order: workload, then pass
     for w, r in zip(rows, results):
@@ -133,12 +165,29 @@ def _tune(
     """Every row's answer (`compare`), laid out over the target's devices."""
     if job.runs_steps:
         _check_runnable(workloads, target)
+    return compare(workloads, xla_remat_pass=passes, why=job.why, **_search_keywords(target, job))
+
+
+def _search_plans(space: RematSpace, target: Target, job: Job) -> PlanSearch:
+    """The plan search the job asks for: `--fit-batch`, or the frontier."""
+    if not job.quiet:
+        print(f"remat plans of {space.label or job.spec}: blocks {', '.join(space.blocks)}",
+              file=sys.stderr)  # fmt: skip
+    return search_plans(
+        space,
+        job.fit_batch,
+        on_trial=None if job.quiet else _trial_progress,
+        xla_remat_pass=job.xla_remat_pass == "on",
+        **_search_keywords(target, job),
+    )
+
+
+def _search_keywords(target: Target, job: Job) -> dict[str, Any]:
+    """`find_max_batch`'s keywords every search of the job shares."""
     cache = ResultCache(job.cache_dir) if job.cache else None
     if cache is not None:
         cache.writable()  # an unwritable cache is reported now, and costs nothing else
-    return compare(
-        workloads,
-        xla_remat_pass=passes,
+    return dict(
         target=target,
         budget_bytes=job.budget_bytes,
         reserve_bytes=job.reserve_bytes,
@@ -148,7 +197,6 @@ def _tune(
         compiler_options=job.compiler_options,
         on_probe=None if job.quiet else _progress,
         cache=cache,
-        why=job.why,
     )
 
 
@@ -223,6 +271,37 @@ def _check(job: Job) -> None:
             f"`--xla-remat-pass` (={job.xla_remat_pass!r}) must be one of "
             f"{', '.join(REMAT_PASS_SETTINGS)}"
         )
+    _check_plans(job)
+
+
+def _check_plans(job: Job) -> None:
+    """The plan options, one at a time, and only with what applies to them."""
+    given = [
+        flag
+        for flag, on in (
+            ("--fit-batch", job.fit_batch is not None),
+            ("--remat-frontier", job.remat_frontier),
+            ("--remat-plan", job.remat_plan is not None),
+        )
+        if on
+    ]
+    if len(given) > 1:
+        raise TuneError(f"`{given[0]}` and `{given[1]}` ask different questions; give one")
+    if not given or given[0] == "--remat-plan":
+        return
+    flag = given[0]
+    if job.fit_batch is not None and job.fit_batch < 1:
+        raise TuneError(f"`--fit-batch` (={job.fit_batch}) must be a positive batch size")
+    for other, on in (
+        ("--verify, --verify-boundary or --time", job.runs_steps),
+        ("--why", job.why),
+        ("--xla-remat-pass both", job.xla_remat_pass == "both"),
+    ):
+        if on:
+            raise TuneError(
+                f"`{flag}` with {other}: a plan search tunes one setting and reports its "
+                "plans; tune the plan it answers with --remat-plan to use them"
+            )
 
 
 def _check_distinct(job: Job) -> None:
@@ -284,6 +363,16 @@ def _progress(probe: Probe) -> None:
     )
 
 
+def _trial_progress(trial: PlanTrial) -> None:
+    verdict = "fits" if trial.fits else "does not fit"
+    print(
+        f"  plan {trial.plan.text()} at batch {trial.batch}: {verdict} "
+        f"({format_bytes(trial.need_bytes)})",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _verify(
     results: Sequence[TuneResult],
     sources: Sequence[WorkloadSource],
@@ -306,7 +395,12 @@ def _verify(
             rates[r.label] = checks[0].throughput.samples_per_second
 
 
-def _report(results: Sequence[TuneResult], job: Job, rates: Mapping[str, float]) -> int:
+def _report(
+    results: Sequence[TuneResult],
+    job: Job,
+    rates: Mapping[str, float],
+    search: PlanSearch | None = None,
+) -> int:
     """Prints the results, then writes the files; returns 1 if one was not written."""
     best = recommend(results, rates)
     print()
@@ -325,7 +419,11 @@ def _report(results: Sequence[TuneResult], job: Job, rates: Mapping[str, float])
             print(_accumulation_line(r, job.accumulate_to))
     status = 0
     if job.json_path:
-        if _written("--json", job.json_path, lambda: write_json(results, job.json_path, best)):
+        if _written(
+            "--json",
+            job.json_path,
+            lambda: write_json(results, job.json_path, best, search.to_dict() if search else None),
+        ):
             print(f"\nwrote {job.json_path}")
         else:
             status = 1

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +20,29 @@ from autotune._core import checks as check
 from autotune._core.errors import TuneError
 from autotune._results.recommend import Recommendation
 from autotune._results.result import TuneResult
-from autotune._results.validate import check_recommendation, result_from_dict
+from autotune._results.validate import (
+    check_plan_search,
+    check_recommendation,
+    result_from_dict,
+)
 
 SCHEMA = "autotune.result"
-VERSION = 3
-# Versions this reader takes; those before 3 lack the TPU fields, those
-# before 2 also `failures` and `contradictions`.
-READABLE = (1, 2, 3)
+VERSION = 4
+# Versions this reader takes; those before 4 lack `remat_plan`, those before
+# 3 the TPU fields, those before 2 also `failures` and `contradictions`.
+READABLE = (1, 2, 3, 4)
 
 
 def to_json(
-    results: Sequence[TuneResult], recommendation: Recommendation | None = None
+    results: Sequence[TuneResult],
+    recommendation: Recommendation | None = None,
+    plan_search: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     data = {"schema": SCHEMA, "version": VERSION, "results": [r.to_dict() for r in results]}
     if recommendation is not None:
         data["recommendation"] = dataclasses.asdict(recommendation)
+    if plan_search is not None:
+        data["plan_search"] = dict(plan_search)
     return data
 
 
@@ -67,13 +75,15 @@ def write_json(
     results: Sequence[TuneResult],
     path: str | os.PathLike[str],
     recommendation: Recommendation | None = None,
+    plan_search: Mapping[str, Any] | None = None,
 ) -> None:
     """Write the results report to `path` atomically; `TuneError` naming
-    `path` if it cannot be written."""
+    `path` if it cannot be written. `plan_search`: how a search over remat
+    plans chose the rows (`autotune.PlanSearch.to_dict()`)."""
     for i, r in enumerate(results):
         check.instance(f"results[{i}]", r, TuneResult, "an autotune.TuneResult")
     check.path("path", path)
-    text = json.dumps(to_json(results, recommendation), indent=2) + "\n"
+    text = json.dumps(to_json(results, recommendation, plan_search), indent=2) + "\n"
     try:
         write_atomic(path, text)
     except OSError as e:
@@ -163,6 +173,8 @@ def _read(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], tuple[Tun
         )
         if "recommendation" in data:
             check_recommendation(data["recommendation"], results, "recommendation")
+        if "plan_search" in data:
+            check_plan_search(data["plan_search"], "plan_search")
     except TuneError as e:
         raise TuneError(f"`path` (={str(path)!r}) holds an invalid report: {e}") from None
     return rows, results

@@ -66,6 +66,9 @@ class TuneResult:
     # Program code counted in `peak_bytes` (TPU: the compiler fits code and
     # buffers into HBM together); 0 where the peak is buffers alone.
     code_in_peak_bytes: int = 0
+    # The rematerialization the step was compiled with, block -> policy in
+    # model order ("none": nothing recomputed); None when the workload names none.
+    remat_plan: Mapping[str, str] | None = None
 
     @property
     def budget_bytes(self) -> int:
@@ -145,6 +148,7 @@ class TuneResult:
             f"{self.label or 'step'} on {self.target}",
             f"  max batch       {self.batch}  ({nxt})",
             *_per_device_lines(self),
+            *_plan_lines(self),
             f"  predicted peak  {self.peak_bytes:,} B ({format_bytes(self.peak_bytes)})"
             + _code_text(self),
             f"  budget          {self.budget_bytes:,} B ({format_bytes(self.budget_bytes)}); "
@@ -224,6 +228,14 @@ def _line_lines(result: TuneResult) -> list[str]:
         f"{result.fixed_bytes:,} B fixed, which no step needs)",
         f"  compiles        need at batch {needs}",
     ]
+
+
+def _plan_lines(result: TuneResult) -> list[str]:
+    plan = result.remat_plan
+    if plan is None:
+        return []
+    chosen = [f"{block}={policy}" for block, policy in plan.items() if policy != "none"]
+    return [f"  remat plan      {', '.join(chosen) if chosen else 'none'} (of {', '.join(plan)})"]
 
 
 def _per_device_lines(result: TuneResult) -> list[str]:

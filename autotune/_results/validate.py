@@ -30,6 +30,7 @@ from autotune._core import checks as check
 from autotune._core.budget import Budget
 from autotune._core.errors import TuneError
 from autotune._explain.records import PeakBreakdown
+from autotune._plans.policies import check_policy
 from autotune._results.result import TuneResult
 from autotune._targets.registry import check_stored_limit
 
@@ -82,14 +83,15 @@ def result_from_dict(
     data: Any,
     where: str = "result",
     expect: Mapping[str, Any] | None = None,
-    version: int = 3,
+    version: int = 4,
 ) -> TuneResult:
     """`data` as a `TuneResult`, once every field and the proof check out.
 
     `expect` maps fields to the values the caller asked for (a cache hit must
     answer the question asked: the same budget, grid, target and settings).
-    `version`: the report schema the row was written in; rows before 3 had
-    no TPU fields, rows before 2 no `failures` and `contradictions`.
+    `version`: the report schema the row was written in; rows before 4 had
+    no `remat_plan`, rows before 3 no TPU fields, rows before 2 no
+    `failures` and `contradictions`.
     Raises `TuneError` naming the first field that fails, and the rule.
     """
     row = _Fields(_upgraded(data, version), where)
@@ -196,11 +198,35 @@ def check_recommendation(data: Any, results: tuple[TuneResult, ...], where: str)
         raise rec.fail("batch", f"is not the batch of the row {label!r}")
 
 
+def check_plan_search(data: Any, where: str) -> None:
+    """A report's `plan_search`: how a search over remat plans chose its rows."""
+    search = _Fields(data, where)
+    search.optional_integer("fit_batch", 1)
+    search.integer("plans_probed", 1)
+    search.string("rule")
+    order = search.raw("order")
+    if not isinstance(order, list) or not all(isinstance(b, str) and b for b in order):
+        raise search.fail("order", "must be a list of block names")
+    trials = search.raw("trials")
+    if not isinstance(trials, list):
+        raise search.fail("trials", "must be a list")
+    for i, item in enumerate(trials):
+        trial = _Fields(item, f"{where}.trials[{i}]")
+        trial.integer("batch", 1)
+        trial.integer("need_bytes", 0)
+        trial.boolean("fits")
+        trial.optional_number("flops_per_example")
+        _remat_plan(trial)
+
+
 def _upgraded(data: Any, version: int) -> Any:
     """A row of an older schema with the fields it lacked, as it meant them."""
-    if not isinstance(data, dict) or version >= 3:
+    if not isinstance(data, dict) or version >= 4:
         return data
-    old: dict[str, Any] = {"compiler_fits": False, "code_in_peak_bytes": 0}
+    old: dict[str, Any] = {"remat_plan": None}
+    if version >= 3:
+        return {**old, **data}
+    old |= {"compiler_fits": False, "code_in_peak_bytes": 0}
     if version < 2:
         old |= {"failures": [], "contradictions": []}
     row = {**old, **data}
@@ -388,7 +414,23 @@ def _descriptive_fields(row: _Fields) -> None:
     row.optional_number("flops_per_example")
     for field in ("label", "target", "target_description", "flops_source"):
         row.string(field)
+    _remat_plan(row)
     _xla_settings(_Fields(row.raw("xla_settings"), row.name("xla_settings")))
+
+
+def _remat_plan(row: _Fields) -> None:
+    plan = row.raw("remat_plan")
+    if plan is None:
+        return
+    if not isinstance(plan, dict) or not plan:
+        raise row.fail("remat_plan", "must be null or a JSON object of block -> policy")
+    for block, policy in plan.items():
+        if not block or not isinstance(policy, str):
+            raise row.fail("remat_plan", f"maps {block!r} to {policy!r}: not a policy name")
+        try:
+            check_policy(f"remat_plan[{block!r}]", policy)
+        except TuneError as e:
+            raise row.fail("remat_plan", str(e)) from None
 
 
 def _xla_settings(fields: _Fields) -> None:

@@ -141,14 +141,18 @@ def find_max_batch(
     workload = _workload(step, args_for_batch, donate_argnums, estimate)
     label = check.string("label", label) or workload.label
     start = time.perf_counter()
-    check.boolean("xla_remat_pass", xla_remat_pass)
-    check.callable_or_none("on_probe", on_probe)
     check.instance_or_none("cache", cache, ResultCache, "an autotune.ResultCache")
-    check.instance_or_none("compiler_options", compiler_options, Mapping, "a mapping")
-    tgt = as_target(target)
-    workload = on_target(workload, tgt, layout)
-    budget, implied = tgt.budget_for(budget_bytes, reserve_bytes)
-    options = {**(compiler_options or {}), **implied}
+    prepared = prepare(
+        workload, target, budget_bytes=budget_bytes, reserve_bytes=reserve_bytes,
+        xla_remat_pass=xla_remat_pass, compiler_options=compiler_options, layout=layout,
+        on_probe=on_probe, workers=workers, keep_dumps=why,
+    )  # fmt: skip
+    tgt, budget, options, prober = (
+        prepared.target,
+        prepared.budget,
+        prepared.options,
+        prepared.prober,
+    )
     dp = check.integer(
         "data_parallel_size",
         tgt.device_count if data_parallel_size is None else data_parallel_size,
@@ -161,20 +165,11 @@ def find_max_batch(
     estimate = workload.estimate
     hint = estimate if estimate and estimate.per_example_bytes > 0 else None
     grid = Grid(multiple_of, max_batch, hint.max_batch(budget.bytes) if hint else None, hint)
-    prober = Prober.for_target(
-        workload,
-        tgt,
-        xla_remat_pass=xla_remat_pass,
-        compiler_options=options,
-        on_probe=on_probe,
-        workers=_workers(workers, tgt),
-        keep_dumps=why,
-    )
     _check_arguments_fit(prober, multiple_of, budget)
     asked = dict(
         budget=budget, target=tgt.name, target_description=tgt.description,
         xla_settings=xla_settings(xla_remat_pass, options), multiple_of=multiple_of,
-        max_batch=max_batch, data_parallel_size=dp,
+        max_batch=max_batch, data_parallel_size=dp, remat_plan=workload.remat_plan,
     )  # fmt: skip
     key = None
     if cache is not None:
@@ -197,6 +192,50 @@ def find_max_batch(
     if cache is not None:
         cache.put(key, result, _proof(prober, result))
     return _explained(result, prober) if why else result
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A question's compiles ready to make: the workload laid out on its
+    target, the budget and the compiler options it implies."""
+
+    target: Target
+    budget: Budget
+    options: Mapping[str, Any]
+    prober: Prober
+
+
+def prepare(
+    workload: Workload,
+    target: str | Target,
+    *,
+    budget_bytes: int | None = None,
+    reserve_bytes: int = 0,
+    xla_remat_pass: bool = False,
+    compiler_options: CompilerOptions | None = None,
+    layout: str = "dp",
+    on_probe: Callable[[Probe], None] | None = None,
+    workers: int | None = None,
+    keep_dumps: bool = False,
+) -> Prepared:
+    """The prober of `workload` for `target`, with the budget it is held to."""
+    check.boolean("xla_remat_pass", xla_remat_pass)
+    check.callable_or_none("on_probe", on_probe)
+    check.instance_or_none("compiler_options", compiler_options, Mapping, "a mapping")
+    tgt = as_target(target)
+    laid_out = on_target(workload, tgt, layout)
+    budget, implied = tgt.budget_for(budget_bytes, reserve_bytes)
+    options = {**(compiler_options or {}), **implied}
+    prober = Prober.for_target(
+        laid_out,
+        tgt,
+        xla_remat_pass=xla_remat_pass,
+        compiler_options=options,
+        on_probe=on_probe,
+        workers=_workers(workers, tgt),
+        keep_dumps=keep_dumps,
+    )
+    return Prepared(tgt, budget, options, prober)
 
 
 def _proven(bracket: Bracket, prober: Prober, target: Target, budget: Budget) -> Bracket:

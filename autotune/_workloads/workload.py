@@ -48,6 +48,9 @@ class Workload:
             the step (`--verify`, `--time`); None if the workload cannot.
         notes: answer (`autotune.TuneResult`) -> more text about it, which
             the command prints after the answer's own; None for none.
+        remat_plan: the rematerialization the step trains with, block ->
+            policy in model order ("none" where nothing is recomputed), as
+            `autotune.RematSpace` builds it; recorded with the answer.
     """
 
     step: Callable[..., Any]
@@ -57,6 +60,7 @@ class Workload:
     label: str = ""
     real_args: ArgsForBatch | None = None
     notes: Callable[[Any], str] | None = None
+    remat_plan: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         if not (callable(self.step) or hasattr(self.step, "lower")):
@@ -77,6 +81,15 @@ class Workload:
         if not isinstance(self.label, str):
             raise TuneError(f"`label` (={self.label!r}) must be a string")
         object.__setattr__(self, "donate_argnums", as_argnums(self.donate_argnums))
+        if self.remat_plan is not None:
+            plan = self.remat_plan
+            if not isinstance(plan, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in plan.items()
+            ):
+                raise TuneError(
+                    f"`remat_plan` (={check.shown(plan)}) must map block names to policy names"
+                )
+            object.__setattr__(self, "remat_plan", dict(plan))
 
     def jitted(self) -> Any:
         """The step under `jax.jit`, donating `donate_argnums`."""
@@ -126,14 +139,14 @@ def load_workloads(spec: str, kwargs: Mapping[str, Any] | None = None) -> tuple[
     returning one of those; the callable is called with `kwargs` (none by
     default). A workload without a label is labelled ATTR.
     """
-    attr, value = _attribute(spec)
+    attr, value = workload_attribute(spec)
     if callable(value) and not isinstance(value, Workload):
         try:
             value = value(**dict(kwargs or {}))
         except TuneError:
             raise
         except (Exception, SystemExit, KeyboardInterrupt) as e:
-            _refuse_raised(e, f"`--workload` (={spec!r}): calling {attr}")
+            refuse_raised(e, f"`--workload` (={spec!r}): calling {attr}")
     elif kwargs:
         raise TuneError(
             f"`--workload` (={spec!r}): keywords {dict(kwargs)!r} were given, and {attr} "
@@ -156,7 +169,7 @@ def load_workloads(spec: str, kwargs: Mapping[str, Any] | None = None) -> tuple[
     return labelled
 
 
-def _attribute(spec: str) -> tuple[str, Any]:
+def workload_attribute(spec: str) -> tuple[str, Any]:
     """(ATTR, its value) of "MODULE:ATTR", the module imported, nothing called."""
     module_name, attr = _split_spec(spec)
     value: Any = _import(module_name, spec)
@@ -208,7 +221,7 @@ class WorkloadFlag:
 
 def workload_flags(spec: str) -> tuple[WorkloadFlag, ...]:
     """The `command_flags` that the ATTR of "MODULE:ATTR" carries, or none."""
-    attr, value = _attribute(spec)
+    attr, value = workload_attribute(spec)
     flags = tuple(getattr(value, "command_flags", ()))
     for flag in flags:
         if not isinstance(flag, WorkloadFlag):
@@ -249,10 +262,10 @@ def _import(module_name: str, spec: str) -> Any:
             f"`--workload` (={spec!r}): importing {module_name!r} failed: {type(e).__name__}: {e}"
         ) from e
     except (Exception, SystemExit, KeyboardInterrupt) as e:
-        _refuse_raised(e, f"`--workload` (={spec!r}): importing {module_name!r}")
+        refuse_raised(e, f"`--workload` (={spec!r}): importing {module_name!r}")
 
 
-def _refuse_raised(e: BaseException, doing: str) -> None:
+def refuse_raised(e: BaseException, doing: str) -> None:
     """What the workload's code raised, as a TuneError. SystemExit and
     KeyboardInterrupt too (a workload must neither exit the command nor
     stand for a Ctrl-C), unless a signal is behind the KeyboardInterrupt or
