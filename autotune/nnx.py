@@ -21,7 +21,8 @@ This module imports Flax; `import autotune` does not.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -29,6 +30,8 @@ from flax import nnx
 
 from autotune._core import checks as check
 from autotune._core.errors import TuneError
+from autotune._plans.plan import RematSpace
+from autotune._plans.policies import NONE, check_policy
 from autotune._workloads.build import (
     InputSpec,
     batched,
@@ -42,7 +45,7 @@ from autotune._workloads.build import (
 from autotune._workloads.estimate import estimate_step
 from autotune._workloads.workload import Workload
 
-__all__ = ["POLICIES", "checkpoint_blocks", "nnx_workload"]
+__all__ = ["POLICIES", "block_paths", "checkpoint_blocks", "nnx_remat_space", "nnx_workload"]
 
 POLICIES: tuple[str, ...] = tuple(
     name
@@ -58,7 +61,7 @@ POLICIES: tuple[str, ...] = tuple(
 )
 """`jax.checkpoint_policies` names `remat` accepts (a policy function is accepted too)."""
 
-_REMAT_CLASSES: dict[tuple[type, Any], type] = {}
+_REMAT_CLASSES: dict[tuple[type, Any, str], type] = {}
 
 
 def nnx_workload(
@@ -70,6 +73,7 @@ def nnx_workload(
     has_aux: bool = False,
     remat: str | Callable[..., bool] | None = None,
     remat_blocks: type | tuple[type, ...] = (),
+    remat_plan: Mapping[str, str] | None = None,
     wrt: Any = nnx.Param,
     seed: int = 0,
     label: str = "",
@@ -94,6 +98,10 @@ def nnx_workload(
             `nnx.remat` with it (see `checkpoint_blocks`); None: no remat.
         remat_blocks: the block types `remat` applies to, e.g. the
             transformer block's class.
+        remat_plan: instead of `remat`, a policy per block: block path ->
+            policy ("none" or a `POLICIES` name), the blocks being the
+            outermost `remat_blocks` instances by their path in the model
+            ("blocks.0"; see `block_paths`); blocks not named take "none".
         wrt: the variables trained (an NNX filter), for the gradient and
             the optimizer.
         seed: seeds `nnx.Rngs` for the real arguments (`real_args`).
@@ -130,13 +138,23 @@ def nnx_workload(
             f"`remat` (={policy_name!r}) needs `remat_blocks`: the types of the "
             "submodules to rematerialize, e.g. remat_blocks=TransformerBlock"
         )
+    if remat_plan is not None and (policy is not None or not blocks):
+        raise TuneError(
+            f"`remat_plan` (={check.shown(remat_plan)}) needs `remat_blocks` and no `remat`: "
+            "it gives each block its own policy"
+        )
+    plan: dict[str, str] | None = None
 
     def build() -> tuple[nnx.Module, nnx.Optimizer]:
         module = _construct(model, seed)
         if policy is not None:
             _wrap_blocks(module, blocks, policy, f"`remat_blocks` (={remat_blocks!r})")
+        if plan is not None:
+            checkpoint_blocks(module, plan)
         return module, nnx.Optimizer(module, tx, wrt=wrt)
 
+    if remat_plan is not None:
+        plan = _full_plan(remat_plan, _paths(_abstract(lambda: _construct(model, seed)), blocks))
     abstract = _abstract(build)
     if not jax.tree.leaves(nnx.state(abstract[0], wrt)):
         raise TuneError(f"`wrt` (={check.shown(wrt)}) selects no variable of the model to train")
@@ -167,13 +185,68 @@ def nnx_workload(
         else None,
         label=label or (f"{name} remat={policy_name}" if policy is not None else name),
         real_args=real_args,
+        remat_plan=plan,
     )
 
 
+def nnx_remat_space(
+    model: Callable[..., nnx.Module],
+    tx: Any,
+    loss_fn: Callable[..., Any],
+    inputs: Sequence[InputSpec],
+    *,
+    remat_blocks: type | tuple[type, ...],
+    policies: Sequence[str] = ("nothing_saveable",),
+    seed: int = 0,
+    label: str = "",
+    **kwargs: Any,
+) -> RematSpace:
+    """The remat plans of an NNX model, for `autotune.search_plans`.
+
+    The blocks are the outermost instances of `remat_blocks`, in model
+    order, named by their path ("blocks.0"); `policies` are those a block
+    may take besides "none", from the least recompute to the most. The
+    other arguments are `nnx_workload`'s. Train a plan the search answers
+    with `checkpoint_blocks(model, result.remat_plan)`.
+    """
+    types = _block_types(remat_blocks)
+    if not types:
+        raise TuneError(f"`remat_blocks` (={remat_blocks!r}) must name at least one block type")
+    for name in ("remat", "remat_plan"):
+        if name in kwargs:
+            raise TuneError(f"`{name}` is given to a space of plans; its plans choose it")
+    check.function("model", model, " (rngs=nnx.Rngs) -> nnx.Module")
+    blocks = _paths(_abstract(lambda: _construct(model, seed)), types)
+    if not blocks:
+        raise TuneError(f"`remat_blocks` (={remat_blocks!r}) matches no submodule of the model")
+
+    def build(plan: Any) -> Workload:
+        return nnx_workload(
+            model, tx, loss_fn, inputs, remat_blocks=types, remat_plan=plan.to_dict(),
+            seed=seed, label=label, **kwargs,
+        )  # fmt: skip
+
+    return RematSpace(blocks, build, policies=policies, label=label)
+
+
+def block_paths(model: nnx.Module, blocks: type | tuple[type, ...]) -> tuple[str, ...]:
+    """The paths ("blocks.0") of the outermost `blocks` instances of `model`,
+    in model order: the blocks a remat plan names."""
+    return _paths(model, _block_types(blocks, "blocks"))
+
+
 def checkpoint_blocks(
-    model: nnx.Module, blocks: type | tuple[type, ...], policy: str | Callable[..., bool]
+    model: nnx.Module,
+    blocks: type | tuple[type, ...] | Mapping[str, str],
+    policy: str | Callable[..., bool] | None = None,
 ) -> int:
-    """Runs every submodule of a `blocks` type under `nnx.remat(policy=...)`, in place.
+    """Runs blocks of `model` under `nnx.remat(policy=...)`, in place.
+
+    `checkpoint_blocks(model, Block, "nothing_saveable")`: every outermost
+    submodule of a `blocks` type, under one policy. `checkpoint_blocks(model,
+    plan)`: a plan (block path -> policy, as `TuneResult.remat_plan` holds
+    it), each named block under its own policy ("none": as it was) and
+    within a named scope of its path, as the tuner compiled it.
 
     Only the outermost matches are wrapped (a block inside a block is
     already recomputed with it). Each matched instance becomes an instance
@@ -188,6 +261,12 @@ def checkpoint_blocks(
     """
     if not isinstance(model, nnx.Module):
         raise TuneError(f"`model` (={type(model).__name__}) must be an nnx.Module")
+    if isinstance(blocks, Mapping):
+        if policy is not None:
+            raise TuneError(
+                f"`policy` (={policy!r}) is given with a plan; the plan holds each block's"
+            )
+        return _apply_plan(model, blocks)
     types = _block_types(blocks, "blocks")
     if not types:
         raise TuneError(f"`blocks` (={blocks!r}) must name at least one nnx.Module type")
@@ -195,14 +274,58 @@ def checkpoint_blocks(
     return _wrap_blocks(model, types, remat_policy, f"`blocks` (={blocks!r})")
 
 
-def _wrap_blocks(
-    model: nnx.Module, types: tuple[type, ...], policy: Callable[..., bool], named: str
-) -> int:
+def _paths(model: nnx.Module, types: tuple[type, ...]) -> tuple[str, ...]:
+    return tuple(_path_name(path) for path, _ in _outermost(model, types))
+
+
+def _path_name(path: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in path)
+
+
+def _outermost(model: nnx.Module, types: tuple[type, ...]) -> list[tuple[tuple, nnx.Module]]:
     found = [
         (path, module) for path, module in nnx.iter_modules(model) if isinstance(module, types)
     ]
     paths = {path for path, _ in found}
-    outermost = [m for path, m in found if not any(path[:i] in paths for i in range(len(path)))]
+    return [(p, m) for p, m in found if not any(p[:i] in paths for i in range(len(p)))]
+
+
+def _full_plan(plan: Any, blocks: tuple[str, ...]) -> dict[str, str]:
+    """`plan` with every block listed, in model order."""
+    if not isinstance(plan, Mapping):
+        raise TuneError(f"`remat_plan` (={check.shown(plan)}) must map block paths to policies")
+    unknown = [b for b in plan if b not in blocks]
+    if unknown:
+        raise TuneError(
+            f"`remat_plan` (={check.shown(plan)}) names {unknown[0]!r}, a block this model "
+            f"lacks; its blocks are {', '.join(blocks) or 'none'}"
+        )
+    for block, policy in plan.items():
+        check_policy(f"remat_plan[{block!r}]", policy)
+    return {b: plan.get(b, NONE) for b in blocks}
+
+
+def _apply_plan(model: nnx.Module, plan: Mapping[str, str]) -> int:
+    modules = {_path_name(path): module for path, module in nnx.iter_modules(model)}
+    for block, policy in plan.items():
+        if block not in modules or not block:
+            raise TuneError(
+                f"`plan` names {block!r}, which is no submodule path of the model "
+                "(paths are dotted: 'blocks.0')"
+            )
+        check_policy(f"plan[{block!r}]", policy)
+    for block, policy in plan.items():
+        module = modules[block]
+        base = getattr(type(module), "_remat_base", type(module))
+        remat_policy = None if policy == NONE else getattr(jax.checkpoint_policies, policy)
+        module.__class__ = _remat_class(base, remat_policy, block)
+    return len(plan)
+
+
+def _wrap_blocks(
+    model: nnx.Module, types: tuple[type, ...], policy: Callable[..., bool], named: str
+) -> int:
+    outermost = [m for _, m in _outermost(model, types)]
     if not outermost:
         present = sorted({type(m).__name__ for _, m in nnx.iter_modules(model)})
         raise TuneError(
@@ -214,13 +337,17 @@ def _wrap_blocks(
     return len(outermost)
 
 
-def _remat_class(base: type, policy: Callable[..., bool]) -> type:
-    """The subclass of `base` whose call runs under `nnx.remat(policy=policy)`."""
-    key = (base, policy)
+def _remat_class(base: type, policy: Callable[..., bool] | None, scope: str = "") -> type:
+    """The subclass of `base` whose call runs under `nnx.remat(policy=policy)`
+    (as it was with None), within `jax.named_scope(scope)` if one is given."""
+    key = (base, policy, scope)
     if key not in _REMAT_CLASSES:
 
         def __call__(self: nnx.Module, *args: Any, **kwargs: Any) -> Any:
-            return _call_under_remat(base.__call__, policy, self, args, kwargs)
+            with jax.named_scope(scope) if scope else contextlib.nullcontext():
+                if policy is None:
+                    return base.__call__(self, *args, **kwargs)
+                return _call_under_remat(base.__call__, policy, self, args, kwargs)
 
         _REMAT_CLASSES[key] = type(
             base.__name__,

@@ -6,7 +6,10 @@ From this directory:
 
     autotune --workload lm:workloads --target h100-sxm-80gb
 
-Sizes are keywords of `workloads`: `--workload-arg blocks=12`.
+Sizes are keywords of `workloads`: `--workload-arg blocks=12`. The fewest
+blocks to rematerialize for a wanted batch (`space`, its remat plans):
+
+    autotune --workload lm:space --target h100-sxm-80gb --fit-batch 48
 """
 
 import dataclasses
@@ -15,7 +18,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from autotune.nnx import nnx_workload
+from autotune.nnx import nnx_remat_space, nnx_workload
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,3 +92,21 @@ def workloads(remat=("none", "nothing_saveable"), **sizes):
         )
         for policy in remat
     ]
+
+
+def space(**sizes):
+    """The remat plans of the language model: each Block, by its path
+    ("blocks.0"), recomputes nothing or everything (nothing_saveable)."""
+    config = LMConfig(**sizes)
+    tokens = ((config.seq_len,), jnp.int32)
+    return nnx_remat_space(
+        lambda rngs: LM(config, rngs=rngs),
+        optax.adamw(3e-4, weight_decay=0.1),
+        loss_fn,
+        inputs=[tokens, tokens],
+        remat_blocks=Block,
+        label="lm",
+    )
+
+
+workloads.remat_space = space

@@ -68,6 +68,8 @@ OPEN_MAPS = {
     "results[].xla_settings.compiler_options",
     "results[].peak_breakdown_info.bytes_by_kind",
     "results[].peak_breakdown_info.bytes_by_module",
+    "results[].remat_plan",
+    "plan_search.trials[].remat_plan",
 }
 
 
@@ -84,9 +86,19 @@ def test_the_schema_page_and_a_written_report_hold_the_same_fields(tmp_path):
     result = autotune.find_max_batch(
         step, args, target="local", budget_bytes=1 << 20, max_batch=256, why=True
     )
-    result = dataclasses.replace(result, failures=(CompileFailure(8, "XLA's message", 0.1),))
+    result = dataclasses.replace(
+        result,
+        failures=(CompileFailure(8, "XLA's message", 0.1),),
+        remat_plan={"block": "nothing_saveable"},
+    )
+    plan = autotune.RematPlan((("block", "nothing_saveable"),))
+    search = autotune.PlanSearch(
+        wanted=result.batch, results=(result,), order=("block",), rule="a rule", plans_probed=1,
+        trials=(autotune.PlanTrial(plan, result.batch, result.peak_bytes, True, 1e6),),
+        budget_bytes=result.budget_bytes,
+    )  # fmt: skip
     path = tmp_path / "tune.json"
-    autotune.write_json([result], path, autotune.recommend([result]))
+    autotune.write_json([result], path, autotune.recommend([result]), search.to_dict())
     written = set(_paths(json.loads(path.read_text())))
     page = (ROOT / "docs" / "schema.md").read_text()
     documented = set(re.findall(r"(?m)^\| `([\w.\[\]]+)` \|", page))

@@ -245,3 +245,32 @@ def test_checkpoint_blocks_bad_input(args, message):
     with pytest.raises(TuneError) as error:
         checkpoint_blocks(Net(nnx.Rngs(0)) if model is None else model, blocks, policy)
     assert message in str(error.value)
+
+
+def test_a_space_of_plans_names_each_block_by_its_path_and_trains_the_plan_tuned():
+    from autotune.nnx import block_paths, nnx_remat_space
+
+    space = nnx_remat_space(
+        lambda rngs: Net(rngs), optax.adamw(1e-2), loss_fn, INPUTS, remat_blocks=Block
+    )
+    assert space.blocks == ("blocks.0", "blocks.1", "outer.inner")
+    workload = space.workload(space.plan({"blocks.1": "nothing_saveable"}))
+    assert workload.remat_plan == {
+        "blocks.0": "none", "blocks.1": "nothing_saveable", "outer.inner": "none",
+    }  # fmt: skip
+    jaxpr = jax.make_jaxpr(workload.jitted())(*workload.args_for_batch(4))
+    assert _remat_equations(jaxpr.jaxpr) == 1  # blocks.1 alone is recomputed
+    text = workload.jitted().lower(*workload.args_for_batch(4)).as_text(debug_info=True)
+    assert all(f"jvp({path})/" in text for path in space.blocks)  # a named scope per block
+    model = Net(nnx.Rngs(0))
+    assert block_paths(model, Block) == space.blocks
+    assert checkpoint_blocks(model, workload.remat_plan) == 3
+    assert isinstance(model.blocks[1], Block)
+    with pytest.raises(TuneError, match="names 'blocks.9', which is no submodule path"):
+        checkpoint_blocks(Net(nnx.Rngs(0)), {"blocks.9": "nothing_saveable"})
+    with pytest.raises(TuneError, match=r"`policy` \(='dots_saveable'\) is given with a plan"):
+        checkpoint_blocks(Net(nnx.Rngs(0)), {"blocks.0": "none"}, "dots_saveable")
+    with pytest.raises(TuneError, match="names 'blocks.7', a block this model lacks"):
+        make(remat_blocks=Block, remat_plan={"blocks.7": "nothing_saveable"})
+    with pytest.raises(TuneError, match="needs `remat_blocks` and no `remat`"):
+        make(remat_plan={"blocks.0": "nothing_saveable"})

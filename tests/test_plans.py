@@ -1,5 +1,6 @@
 """Remat plans: the space, the greedy order, and searches whose answers are proven."""
 
+import dataclasses
 import json
 
 import pytest
@@ -230,3 +231,20 @@ def test_bad_plan_options_are_one_line(args, message, capsys, monkeypatch, tmp_p
 def test_the_plan_types_are_public():
     for name in ("RematPlan", "RematSpace", "PlanSearch", "PlanTrial", "search_plans"):
         assert name in autotune.__all__ and getattr(autotune, name) is not None
+
+
+def test_a_plan_that_fits_the_same_batch_with_less_recompute_is_recommended():
+    from steps import mlp_args, mlp_step
+
+    row = autotune.find_max_batch(
+        mlp_step, mlp_args, target="local", budget_bytes=1 << 20, max_batch=64
+    )
+    light, heavy = (
+        dataclasses.replace(row, label=label, flops_per_example=flops, remat_plan=plan)
+        for label, flops, plan in (
+            ("light", 1.00e9, {"a": "nothing_saveable", "b": "none"}),
+            ("heavy", 1.30e9, {"a": "nothing_saveable", "b": "nothing_saveable"}),
+        )
+    )
+    assert autotune.recommend([heavy, light]).label == "light"
+    assert autotune.recommend([light, heavy]).label == "light"

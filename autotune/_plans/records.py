@@ -109,7 +109,7 @@ def _gflops(flops: float | None) -> str:
 def _extra(flops: float | None, base: float | None) -> str:
     if flops is None or not base:
         return "n/a"
-    return f"{flops / base - 1:+.1%}"
+    return f"{round(flops / base - 1, 4) + 0.0:+.1%}"
 
 
 def _text(plan: dict[str, str]) -> str:
