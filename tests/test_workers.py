@@ -220,7 +220,7 @@ def test_stopped_probes_are_asked_for_never_assumed():
     assert not autotune.get_target("local").stops_at_assignment()
     assert not autotune.get_target("h100-sxm-80gb").stops_at_assignment()
     tpu = dataclasses.replace(autotune.get_target("v5e:1x1"), stop_at_assignment=True)
-    assert not tpu.stops_at_assignment()  # a TPU's verdict there is not yet measured
+    assert not tpu.stops_at_assignment()  # its verdict there is not the compiler's
     assert STOPPING.stops_at_assignment()
 
 

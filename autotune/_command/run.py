@@ -64,7 +64,7 @@ class Job:
     verify_timeout: float = 600.0
     quiet: bool = False
     why: bool = False  # explain each answer's peak, buffer by buffer
-    stop_at_assignment: bool = False  # probes of a described GPU end at buffer assignment
+    stop_at_assignment: bool = False  # probes end at buffer assignment, where the target allows
 
     @property
     def runs_steps(self) -> bool:
@@ -88,6 +88,9 @@ def run(job: Job) -> int:
         target = dataclasses.replace(target, stop_at_assignment=True)
     _check_accumulation(job, target.device_count)
     print(f"target: {target.description}", file=sys.stderr)
+    if job.stop_at_assignment and not target.stops_at_assignment():
+        print(f"probes: compiled in full, not stopped at buffer assignment: "
+              f"{target.full_compile_reason()}", file=sys.stderr)  # fmt: skip
     try:
         with raising():
             results = _tune(workloads, passes, target, job)
