@@ -213,6 +213,9 @@ def test_the_search_answers_as_in_process(tiny, no_leftovers):
         local.batch, local.peak_bytes, local.next_peak_bytes
     )  # fmt: skip
     assert all(not p.stopped for p in local.probes)
+    stopped_batches = [str(p.batch) for p in stopped.probes if p.stopped]
+    assert stopped_batches and f"{', '.join(stopped_batches)} stopped once XLA" in stopped.render()
+    assert "stopped once XLA" not in local.render()
     assert jnp.isfinite(stopped.peak_bytes)
 
 
