@@ -213,6 +213,9 @@ def test_the_search_answers_as_in_process(tiny, no_leftovers):
         local.batch, local.peak_bytes, local.next_peak_bytes
     )  # fmt: skip
     assert all(not p.stopped for p in local.probes)
+    stopped_batches = [str(p.batch) for p in stopped.probes if p.stopped]
+    assert stopped_batches and f"{', '.join(stopped_batches)} stopped once XLA" in stopped.render()
+    assert "stopped once XLA" not in local.render()
     assert jnp.isfinite(stopped.peak_bytes)
 
 
@@ -220,7 +223,7 @@ def test_stopped_probes_are_asked_for_never_assumed():
     assert not autotune.get_target("local").stops_at_assignment()
     assert not autotune.get_target("h100-sxm-80gb").stops_at_assignment()
     tpu = dataclasses.replace(autotune.get_target("v5e:1x1"), stop_at_assignment=True)
-    assert not tpu.stops_at_assignment()  # a TPU's verdict there is not yet measured
+    assert not tpu.stops_at_assignment()  # its verdict there is not the compiler's
     assert STOPPING.stops_at_assignment()
 
 

@@ -68,7 +68,7 @@ class Job:
     verify_timeout: float = 600.0
     quiet: bool = False
     why: bool = False  # explain each answer's peak, buffer by buffer
-    stop_at_assignment: bool = False  # probes of a described GPU end at buffer assignment
+    stop_at_assignment: bool = False  # probes end at buffer assignment, where the target allows
     fit_batch: int | None = None  # the cheapest remat plan that fits this batch
     remat_frontier: bool = False  # max batch against recompute, over remat plans
     remat_plan: str | None = None  # tune this plan: "stage1=nothing_saveable,..."
@@ -110,6 +110,9 @@ def run(job: Job) -> int:
         target = dataclasses.replace(target, stop_at_assignment=True)
     _check_accumulation(job, target.device_count)
     print(f"target: {target.description}", file=sys.stderr)
+    if job.stop_at_assignment and not target.stops_at_assignment():
+        print(f"probes: compiled in full, not stopped at buffer assignment: "
+              f"{target.full_compile_reason()}", file=sys.stderr)  # fmt: skip
     search = None
     try:
         with raising():

@@ -116,6 +116,12 @@ class TuneResult:
         batches = ", ".join(str(p.batch) for p in self.probes)
         if self.failures:
             batches += "; did not compile: " + ", ".join(str(f.batch) for f in self.failures)
+        stopped = [str(p.batch) for p in self.probes if p.stopped]
+        if stopped:
+            batches += (
+                f"; {', '.join(stopped)} stopped once XLA had assigned their buffers, "
+                "no code generated; the others compiled in full"
+            )
         remat = "on" if self.xla_settings.get("remat_pass") else "off"
         cached = "from the cache: " if self.from_cache else ""
         return (

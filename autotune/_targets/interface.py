@@ -124,9 +124,16 @@ class Target(abc.ABC):
         return None
 
     def stops_at_assignment(self) -> bool:
-        """Whether probes stop at buffer assignment: asked, and one device
-        (a program for several is compiled in this process)."""
-        return self.stop_at_assignment and self.device_count == 1
+        """Whether probes stop at buffer assignment: asked, and nothing
+        against it (`full_compile_reason`)."""
+        return self.stop_at_assignment and not self.full_compile_reason()
+
+    def full_compile_reason(self) -> str:
+        """Why this target's probes compile in full even when asked to stop
+        at buffer assignment; "" where they may stop."""
+        if self.device_count > 1:
+            return "a program for several devices compiles in this process, in full"
+        return ""
 
     @property
     def shares_kernels(self) -> bool:

@@ -50,11 +50,13 @@ class LocalTarget(Target):
             return Target.budget_for(host, None, reserve_bytes)
         return super().budget_for(budget_bytes, reserve_bytes)
 
-    def stops_at_assignment(self) -> bool:
-        # A local accelerator's compile tunes kernels on the device before it
-        # assigns buffers, and each worker would open its own context: the
-        # machine's CPU only, where asked.
-        return self.on_host and super().stops_at_assignment()
+    def full_compile_reason(self) -> str:
+        if not self.on_host:
+            return (
+                "a local accelerator's compile tunes kernels on the device before it "
+                "assigns buffers, and each worker would open its own context on it"
+            )
+        return super().full_compile_reason()
 
     def default_workers(self) -> int | None:
         # An accelerator's compiles run kernels to pick algorithms, on its memory.

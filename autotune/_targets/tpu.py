@@ -22,7 +22,11 @@ What differs from a GPU:
   v5e): with the option at L MiB, the largest one-buffer program that
   compiled held L MiB less its 114 KiB of code; at or above the compiler's
   own HBM the option changes nothing (`benchmarks/tpu-hbm.md`);
-- a slice is a mesh over all its devices, so batches are global.
+- a slice is a mesh over all its devices, so batches are global;
+- a probe compiles in full, even when asked to stop at buffer assignment:
+  the compiler counts the program's code, known only once generated, and
+  refuses after codegen some programs whose buffers it placed within HBM
+  (`benchmarks/tpu-verdicts.md`).
 """
 
 from __future__ import annotations
@@ -114,10 +118,14 @@ class TpuTarget(Target):
         )
         return Budget(rounded, reserve, source), {MAX_HBM_OPTION: aim_mib}
 
-    def stops_at_assignment(self) -> bool:
-        # Whether the verdict at buffer assignment is the full compile's
-        # (code counted, nothing refused later) is not yet measured.
-        return False
+    def full_compile_reason(self) -> str:
+        return (
+            "the TPU compiler counts a program's code with its buffers, and code is "
+            "only known once generated: it placed the buffers of an MLP at batch 60,288 "
+            "within a v5e chip's HBM and refused the program after generating its code "
+            "(benchmarks/tpu-verdicts.md), so a verdict at buffer assignment is not the "
+            "compiler's"
+        )
 
     def fits(self, probe: Probe, budget: Budget) -> bool:
         return not probe.refused
