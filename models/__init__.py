@@ -16,7 +16,7 @@ from .train import (
     vgg_setup,
 )
 from .vgg import CONFIGS, REMAT_POLICIES, VGG, abstract_vgg, param_count
-from .workloads import VGGConfig, vgg_workloads
+from .workloads import VGGConfig, vgg_remat_space, vgg_workloads
 
 __all__ = [
     "CONFIGS",
@@ -36,5 +36,6 @@ __all__ = [
     "training_memory",
     "vgg_layer_table",
     "vgg_setup",
+    "vgg_remat_space",
     "vgg_workloads",
 ]

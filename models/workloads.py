@@ -182,9 +182,7 @@ def vgg_workloads(
     )
 
 
-def vgg_remat_space(
-    *, policies: Any = ("nothing_saveable",), **config: Any
-) -> autotune.RematSpace:
+def vgg_remat_space(*, policies: Any = ("nothing_saveable",), **config: Any) -> autotune.RematSpace:
     """The remat plans of `VGGConfig(**config)`: its conv stages, `stage1`
     ... `stage5`, each "none" or one of `policies` (from the least recompute
     to the most). `autotune --fit-batch N` searches it."""

@@ -132,3 +132,26 @@ def test_the_training_loop_feeds_each_steps_outputs_to_the_next(from_directory, 
     moved = jax.tree.map(lambda a, b: not np.allclose(a, b), (params, state), before)
     assert all(jax.tree.leaves(moved[0])[:1]) and any(jax.tree.leaves(moved[1]))
     sys.modules.pop("train", None)
+
+
+def test_the_language_model_answers_a_wanted_batch_with_the_fewest_blocks_found(
+    from_directory, tmp_path
+):
+    from_directory(ROOT / "examples")
+    sizes = {"vocab": 64, "seq_len": 64, "width": 64, "heads": 2, "blocks": 4}
+    out = tmp_path / "fit.json"
+    # At batch 64 on a described H100: 96 MB without remat, 78 MB with one
+    # block recomputed, 33 MB with all four; a 60 MB budget takes two.
+    argv = ["--workload", "lm:space", *arguments(sizes), "--target", "h100-sxm-80gb",
+            "--budget", "60MB", "--max-batch", "256", "--fit-batch", "64", "--json", str(out),
+            "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    (row,) = report["results"]
+    recomputed = [b for b, p in row["remat_plan"].items() if p != "none"]
+    assert len(recomputed) == 2 and len(row["remat_plan"]) == 4
+    assert row["batch"] >= 64 and row["peak_bytes"] <= row["budget"]["bytes"]
+    assert row["next_peak_bytes"] > row["budget"]["bytes"]
+    trials = report["plan_search"]["trials"]
+    one_block = [t for t in trials if sum(p != "none" for p in t["remat_plan"].values()) == 1]
+    assert one_block and not any(t["fits"] for t in one_block)  # one block is not enough
