@@ -4,6 +4,7 @@ bound on samples/s from each target's peak FLOP/s; bad lists are refused."""
 
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -244,3 +245,20 @@ def test_the_library_refuses_a_bad_list_too():
         compare_targets(workload, "a100-40gb,v5e:1x1")
     with pytest.raises(TuneError, match="'v5e:1x1' and 'v5e-1' are both"):
         compare_targets(workload, ["v5e:1x1", "v5e-1"])
+
+
+def test_the_docs_show_the_figures_the_specs_hold():
+    page = (Path(__file__).parents[1] / "docs" / "targets.md").read_text()
+    row = r"(?m)^\| (`[\w*-]+`(?:, `[\w*-]+`)*) \| ([\d.]+) \| ([\d.]+) \| ([\d.-]+) \|"
+    rows = re.findall(row, page)
+    one_of = {"v4": "v4-8", "v5litepod": "v5litepod-1", "v5p": "v5p-8", "v6e": "v6e-1"}
+    one_of["tpu7x"] = "tpu7x-2"
+    shown = set()
+    for names, *cells in rows:
+        for name in re.findall(r"`([\w*-]+)`", names):
+            name = one_of.get(name.removesuffix("-*"), name)
+            peak = get_target(name).peak_flops
+            held = [peak.of(d) for d in ("float32", "bfloat16", "float16")]
+            assert held == [None if c == "-" else float(c) * 1e12 for c in cells], name
+            shown.add(name)
+    assert shown >= {*GPU_SPECS, *one_of.values()}
