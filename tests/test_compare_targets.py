@@ -262,3 +262,17 @@ def test_the_docs_show_the_figures_the_specs_hold():
             assert held == [None if c == "-" else float(c) * 1e12 for c in cells], name
             shown.add(name)
     assert shown >= {*GPU_SPECS, *one_of.values()}
+
+
+def test_several_choices_give_a_row_per_target_and_choice(user, tuned):
+    (workload,) = load_workloads("plain_mlp:workload")
+    both = compare_targets(
+        {"a": workload, "b": workload}, ["a100-40gb", "v5e:1x1"], budget_bytes=BUDGET,
+        multiple_of=STEP, cache=ResultCache(user / "cache"),
+    )  # fmt: skip
+    assert [(r.target, r.label) for r in both.results] == [
+        ("a100-40gb", "a"), ("a100-40gb", "b"), ("v5e:1x1", "a"), ("v5e:1x1", "b"),
+    ]  # fmt: skip
+    assert all(r.from_cache for r in both.results)  # each target's answers are its own
+    assert [r.batch for r in both.on("v5e:1x1")] == [tuned.on("v5e:1x1")[0].batch] * 2
+    assert both.render().count("\n  a100-40gb: NVIDIA A100 datasheet") == 1

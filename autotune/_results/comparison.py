@@ -7,7 +7,7 @@ import dataclasses
 
 from autotune._core.table import render_table
 from autotune._core.units import format_bytes
-from autotune._results.bound import RULE, ThroughputBound
+from autotune._results.bound import ThroughputBound
 from autotune._results.result import TuneResult
 
 HEADERS = (
@@ -17,7 +17,7 @@ HEADERS = (
     "per device",
     "peak",
     "budget",
-    "GFLOP/ex",
+    "FLOPs/ex",
     "dtype",
     "TFLOP/s/dev",
     "samples/s bound",
@@ -60,10 +60,10 @@ class TargetComparison:
             if row.bound.samples_per_second is not None:
                 sources.setdefault(row.result.target, row.bound.source)
         lines += [
-            f"samples/s bound: an upper bound, not a measurement: {RULE},",
-            "  at the dense peak its vendor publishes for the step's compute dtype (the",
-            "  operands of its dots and convolutions)"
-            + (": the figures are from" if sources else ""),
+            "samples/s bound: an upper bound, not a measurement: peak FLOP/s of one device",
+            "  x devices / FLOPs per example, at the dense peak the vendor publishes for the",
+            "  step's compute dtype (the operands of its dots and convolutions)"
+            + (", from:" if sources else ""),
             *(f"  {target}: {source}" for target, source in sources.items()),
         ]
         lines += [
@@ -85,7 +85,7 @@ def _cells(row: TargetRow) -> tuple[str, ...]:
         f"{r.per_device_batch} x {r.data_parallel_size}",
         format_bytes(r.peak_bytes),
         format_bytes(r.budget_bytes),
-        "-" if not r.flops_per_example else f"{r.flops_per_example / 1e9:.3g}",
+        "-" if not r.flops_per_example else f"{r.flops_per_example:.3g}",
         bound.dtype,
         "-" if rate is None or peak is None else f"{peak / 1e12:g}",
         "-" if rate is None else f"<= {rate:,.0f}",
