@@ -4,8 +4,10 @@ bound on samples/s from each target's peak FLOP/s; bad lists are refused."""
 
 import dataclasses
 import json
+import os
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import jax
@@ -276,3 +278,31 @@ def test_several_choices_give_a_row_per_target_and_choice(user, tuned):
     assert all(r.from_cache for r in both.results)  # each target's answers are its own
     assert [r.batch for r in both.on("v5e:1x1")] == [tuned.on("v5e:1x1")[0].batch] * 2
     assert both.render().count("\n  a100-40gb: NVIDIA A100 datasheet") == 1
+
+
+def test_ctrl_c_reports_the_targets_tuned_before_it(user, capsys, monkeypatch):
+    from autotune._command import targets as command
+
+    announced, shown = [], []
+
+    def ctrl_c_on_the_second_target(probe):
+        shown.append(len(announced))
+        if shown.count(2) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(1000))  # the handler raises here
+
+    monkeypatch.setattr(command, "_announce", announced.append)
+    monkeypatch.setattr(command, "progress", ctrl_c_on_the_second_target)
+    out = user / "partial.json"
+    argv = _argv(user, "--target", "a100-40gb,v5e:1x1", "--no-cache", "--json", str(out))
+    assert main([a for a in argv if a != "--quiet"]) == 130
+    captured = capsys.readouterr()
+    assert "INTERRUPTED" in captured.err
+    first, second = json.loads(out.read_text())["results"]
+    assert (first["target"], first["interrupted"]) == ("a100-40gb", False)
+    assert (second["target"], second["interrupted"], second["compiles"]) == ("v5e:1x1", True, 2)
+    assert captured.out.strip().splitlines()[3].split()[:3] == [
+        "v5e:1x1",
+        "workload",
+        f"{second['batch']}*",
+    ]
