@@ -19,13 +19,16 @@ if TYPE_CHECKING:
     from autotune._core.errors import SearchInterrupted, TuneError
     from autotune._core.units import format_bytes
     from autotune._explain.records import PeakBreakdown, PeakEntry
+    from autotune._results.bound import ThroughputBound
     from autotune._results.cache import ResultCache
+    from autotune._results.comparison import TargetComparison, TargetRow
     from autotune._results.recommend import Recommendation, recommend
     from autotune._results.report import load_batch_size, read_results, write_json
     from autotune._results.result import TuneResult
     from autotune._targets.interface import Target
     from autotune._targets.registry import get_target, known_targets
     from autotune._tune.compare import compare
+    from autotune._tune.targets import compare_targets
     from autotune._tune.tuner import find_max_batch
     from autotune._tune.why import peak_breakdown
     from autotune._workloads.estimate import Estimate, estimate_step
@@ -48,6 +51,9 @@ _HOMES = {
     "RematSpace": "autotune._plans.plan",
     "search_plans": "autotune._plans.search",
     "ResultCache": "autotune._results.cache",
+    "ThroughputBound": "autotune._results.bound",
+    "TargetComparison": "autotune._results.comparison",
+    "TargetRow": "autotune._results.comparison",
     "Recommendation": "autotune._results.recommend",
     "recommend": "autotune._results.recommend",
     "load_batch_size": "autotune._results.report",
@@ -58,6 +64,7 @@ _HOMES = {
     "get_target": "autotune._targets.registry",
     "known_targets": "autotune._targets.registry",
     "compare": "autotune._tune.compare",
+    "compare_targets": "autotune._tune.targets",
     "find_max_batch": "autotune._tune.tuner",
     "peak_breakdown": "autotune._tune.why",
     "Estimate": "autotune._workloads.estimate",
@@ -83,12 +90,16 @@ __all__ = [
     "ResultCache",
     "SearchInterrupted",
     "Target",
+    "TargetComparison",
+    "TargetRow",
+    "ThroughputBound",
     "TuneError",
     "TuneResult",
     "Workload",
     "WorkloadFlag",
     "agree_across_hosts",
     "compare",
+    "compare_targets",
     "estimate_step",
     "find_max_batch",
     "format_bytes",

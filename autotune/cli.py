@@ -75,7 +75,9 @@ def _parser(flags: Sequence[WorkloadFlag] = (), spec: str = "", add_help: bool =
         help="auto (the local accelerator, else a described "
         "h100-sxm-80gb), local, a described GPU name, a Cloud TPU slice "
         "(v5litepod-4, v5e:2x2: all its devices, batches global), or a target "
-        "config file dumped by scripts/dump_target_config.py",
+        "config file dumped by scripts/dump_target_config.py; a comma-separated "
+        "list (h100-sxm-80gb,a100-40gb,v5e:1x1) tunes on each, in one table with "
+        "an upper bound on samples/s from each target's peak FLOP/s",
     )
     p.add_argument(
         "--list-targets",
@@ -117,7 +119,8 @@ def _parser(flags: Sequence[WorkloadFlag] = (), spec: str = "", add_help: bool =
     p.add_argument(
         "--budget",
         default=None,
-        help="bytes the step may use, e.g. 30GB or 32212254720; wins over the target's limit",
+        help="bytes the step may use, e.g. 30GB or 32212254720; wins over the target's "
+        "limit (per device, on each target of a list)",
     )
     p.add_argument("--reserve", default="0", help="bytes kept free for other buffers, e.g. 2GB")
     p.add_argument(
@@ -379,7 +382,8 @@ def _main(argv: Sequence[str] | None) -> int:
     from autotune._targets.plugins import quiet_start
 
     quiet_start()
-    from autotune._command.run import Job, run
+    from autotune._command.run import Job
+    from autotune._command.targets import run_job
     from autotune._core.signals import received
     from autotune._core.units import parse_bytes
 
@@ -419,7 +423,7 @@ def _main(argv: Sequence[str] | None) -> int:
             remat_frontier=args.remat_frontier,
             remat_plan=args.remat_plan,
         )
-        return run(job)
+        return run_job(job)
     except ValueError as e:  # TuneError and the models' argument checks
         print(f"autotune: error: {e}", file=sys.stderr)
         return 2

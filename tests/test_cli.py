@@ -137,7 +137,7 @@ def test_ctrl_c_prints_the_partial_answer_and_writes_it(tmp_path, capsys, monkey
             os.kill(os.getpid(), signal.SIGINT)
             sum(range(1000))  # the handler raises here
 
-    monkeypatch.setattr(_command, "_progress", ctrl_c_after_two)
+    monkeypatch.setattr(_command, "progress", ctrl_c_after_two)
     out = tmp_path / "partial.json"
     args = [*TINY[:-1], "--remat", "none", "--budget", "40MB", "--json", str(out)]
     assert main(args) == 130

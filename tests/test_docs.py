@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import pytest
 
 import autotune
+from autotune._results.bound import throughput_bound
 
 ROOT = Path(__file__).parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -100,6 +101,9 @@ def test_the_schema_page_and_a_written_report_hold_the_same_fields(tmp_path):
     path = tmp_path / "tune.json"
     autotune.write_json([result], path, autotune.recommend([result]), search.to_dict())
     written = set(_paths(json.loads(path.read_text())))
+    bound = throughput_bound(result, autotune.get_target("a100-40gb").peak_flops, ("float32",))
+    autotune.write_json([result], path, bounds=[bound])  # several targets: rows with bounds
+    written |= set(_paths(json.loads(path.read_text())))
     page = (ROOT / "docs" / "schema.md").read_text()
     documented = set(re.findall(r"(?m)^\| `([\w.\[\]]+)` \|", page))
     assert written - documented == set(), "written, not documented"

@@ -92,7 +92,7 @@ class Job:
 def run(job: Job) -> int:
     """Runs `job`; returns the exit status: 0; 1 when a file could not be
     written; 128 + the signal's number after Ctrl-C or SIGTERM."""
-    _check(job)
+    check_job(job)
     if job.compilation_cache_dir:
         import jax
 
@@ -108,7 +108,7 @@ def run(job: Job) -> int:
     target = get_target(job.target, mem_fraction=job.mem_fraction, devices=job.mesh)
     if job.stop_at_assignment:
         target = dataclasses.replace(target, stop_at_assignment=True)
-    _check_accumulation(job, target.device_count)
+    check_accumulation(job, target.device_count)
     print(f"target: {target.description}", file=sys.stderr)
     if job.stop_at_assignment and not target.stops_at_assignment():
         print(f"probes: compiled in full, not stopped at buffer assignment: "
@@ -122,7 +122,7 @@ def run(job: Job) -> int:
             else:
                 results = _tune(workloads, passes, target, job)
     except KeyboardInterrupt as e:  # SearchInterrupted is one
-        _check_signalled(job, e)
+        check_signalled(job, e)
         return _interrupted(getattr(e, "results", ()), job)
     except SystemExit as e:
         raise TuneError(
@@ -149,7 +149,7 @@ def run(job: Job) -> int:
         print()
         print(search.render())
         status = _report(results, job, rates, search)
-        return _signal_status(status)
+        return signal_status(status)
     status = _report(results, job, rates)
     rows = [w for w in workloads for _ in passes]  # compare's order: workload, then pass
     for w, r in zip(rows, results):
@@ -159,7 +159,7 @@ def run(job: Job) -> int:
     if note and signalled is not None and signalled.signum is not None:
         name = signal.Signals(signalled.signum).name
         print(f"\nautotune: {name} {note}", file=sys.stderr)
-    return _signal_status(status)
+    return signal_status(status)
 
 
 def _tune(
@@ -198,12 +198,12 @@ def _search_keywords(target: Target, job: Job) -> dict[str, Any]:
         max_batch=job.max_batch,
         layout=job.layout,
         compiler_options=job.compiler_options,
-        on_probe=None if job.quiet else _progress,
+        on_probe=None if job.quiet else progress,
         cache=cache,
     )
 
 
-def _check_signalled(job: Job, interrupt: BaseException) -> None:
+def check_signalled(job: Job, interrupt: BaseException) -> None:
     """Under the command's signal handling, a KeyboardInterrupt with no
     signal behind it was raised by the workload's own code."""
     signalled = received()
@@ -218,7 +218,7 @@ def _interrupted(results: Sequence[TuneResult], job: Job) -> int:
     """Reports what a signal left: every whole row, and a partial last one."""
     if not results:
         print("autotune: interrupted before any batch was proven to fit", file=sys.stderr)
-        return _signal_status(0, interrupted=True)
+        return signal_status(0, interrupted=True)
     if results[-1].interrupted:
         print(
             "\nINTERRUPTED: the last row is partial (its batch fits; the "
@@ -230,10 +230,10 @@ def _interrupted(results: Sequence[TuneResult], job: Job) -> int:
             "\nINTERRUPTED: the rows below are whole; the rows after them were not tuned",
             file=sys.stderr,
         )
-    return _signal_status(_report(results, job, {}), interrupted=True)
+    return signal_status(_report(results, job, {}), interrupted=True)
 
 
-def _signal_status(status: int, interrupted: bool = False) -> int:
+def signal_status(status: int, interrupted: bool = False) -> int:
     """128 + the number of a signal received, else `status`. Without the
     command's signal handling, an interrupt reads as Ctrl-C's 130."""
     signalled = received()
@@ -242,7 +242,7 @@ def _signal_status(status: int, interrupted: bool = False) -> int:
     return 130 if interrupted else status
 
 
-def _check(job: Job) -> None:
+def check_job(job: Job) -> None:
     """Refuse, before any compile, what would fail after the search."""
     for flag, path in (("--json", job.json_path), ("--plot", job.plot_path)):
         if path is not None:
@@ -263,7 +263,7 @@ def _check(job: Job) -> None:
         raise TuneError(
             f"`--verify-timeout` (={job.verify_timeout!r}) must be a positive number of seconds"
         )
-    _check_accumulation(job, max(job.mesh, 1))
+    check_accumulation(job, max(job.mesh, 1))
     if job.mesh != 1 and job.runs_steps:
         raise TuneError(
             f"`--mesh` (={job.mesh}) with --verify, --verify-boundary or --time: "
@@ -330,7 +330,7 @@ def _check_distinct(job: Job) -> None:
         seen[where] = flag
 
 
-def _check_accumulation(job: Job, devices: int) -> None:
+def check_accumulation(job: Job, devices: int) -> None:
     """`--accumulate-to` must split evenly over the target's devices: checked
     before the search, so that its report is not lost after it."""
     if job.accumulate_to is not None and (job.accumulate_to < 1 or job.accumulate_to % devices):
@@ -356,7 +356,7 @@ def _check_runnable(workloads: Sequence[Workload], target: Target) -> None:
         )
 
 
-def _progress(probe: Probe) -> None:
+def progress(probe: Probe) -> None:
     verb = "refused " if probe.refused else "compiled"
     print(
         f"  {verb} batch {probe.batch:>6}: needs {format_bytes(probe.need_bytes):>9}"
@@ -419,13 +419,15 @@ def _report(
     if job.accumulate_to is not None:
         print()
         for r in results:
-            print(_accumulation_line(r, job.accumulate_to))
+            print(accumulation_line(r, job.accumulate_to))
     status = 0
     if job.json_path:
-        if _written(
+        if written(
             "--json",
             job.json_path,
-            lambda: write_json(results, job.json_path, best, search.to_dict() if search else None),
+            lambda: write_json(
+                results, job.json_path, best, plan_search=search.to_dict() if search else None
+            ),
         ):
             print(f"\nwrote {job.json_path}")
         else:
@@ -433,14 +435,14 @@ def _report(
     if job.plot_path:
         from autotune._results.plot import plot_results
 
-        if _written("--plot", job.plot_path, lambda: plot_results(results, job.plot_path)):
+        if written("--plot", job.plot_path, lambda: plot_results(results, job.plot_path)):
             print(f"wrote {job.plot_path}")
         else:
             status = 1
     return status
 
 
-def _written(flag: str, path: str, write: Callable[[], None]) -> bool:
+def written(flag: str, path: str, write: Callable[[], None]) -> bool:
     """Writes one file; a failure is one line naming the path and why (the
     results are printed already)."""
     try:
@@ -455,7 +457,7 @@ def _written(flag: str, path: str, write: Callable[[], None]) -> bool:
     return True
 
 
-def _accumulation_line(result: TuneResult, desired: int) -> str:
+def accumulation_line(result: TuneResult, desired: int) -> str:
     steps, micro = accumulation_plan(desired, result.batch, result.data_parallel_size)
     per_device = micro // result.data_parallel_size
     return (

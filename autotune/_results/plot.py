@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from autotune._core.errors import TuneError
+from autotune._results.comparison import TargetComparison, TargetRow
 from autotune._results.result import TuneResult
 
 GIB = 1024**3
@@ -34,9 +35,44 @@ def plot_results(results: Sequence[TuneResult], path: str | os.PathLike[str]) ->
     fig, axes = plt.subplots(
         1, 1 + len(explained), figsize=(8 + 7 * len(explained), 5), dpi=120, squeeze=False
     )
-    ax = axes[0][0]
     for r, bars in zip(explained, axes[0][1:]):
         _breakdown_bars(bars, r)
+    _need_panel(axes[0][0], results)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, format="png")
+    finally:
+        plt.close(fig)
+
+
+def plot_comparison(comparison: TargetComparison, path: str | os.PathLike[str]) -> None:
+    """Write a PNG of several targets side by side: one panel per target,
+    each choice's compiles and answer against that target's budget."""
+    plt = pyplot()
+    targets = list(dict.fromkeys(r.target for r in comparison.results))
+    if not targets:
+        raise TuneError("`comparison` holds no result to plot")
+    fig, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 5), dpi=120, squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        _need_panel(ax, comparison.on(target))
+        rows = [row for row in comparison.rows if row.result.target == target]
+        ax.set_title(f"{target}\n" + "\n".join(_row_title(row) for row in rows), fontsize=8)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, format="png")
+    finally:
+        plt.close(fig)
+
+
+def _row_title(row: TargetRow) -> str:
+    rate = row.bound.samples_per_second
+    bound = "no bound" if rate is None else f"<= {rate:,.0f} samples/s (bound)"
+    return f"{row.result.label}: batch {row.result.batch}, {bound}"
+
+
+def _need_panel(ax, results: Sequence[TuneResult]) -> None:
+    """Each result's compiled probes, its affine fit and its answer, against
+    the budget of the first (results of one target share it)."""
     right = 1.15 * max(max(p.batch for p in r.probes) for r in results)
     for r in results:
         line = (  # a line no step has (need is not affine here) is not drawn
@@ -63,11 +99,6 @@ def plot_results(results: Sequence[TuneResult], path: str | os.PathLike[str]) ->
     ax.set_title(f"Largest batch that fits: {results[0].target}")
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    try:
-        fig.savefig(path, format="png")
-    finally:
-        plt.close(fig)
 
 
 BAR_MODULES = 12

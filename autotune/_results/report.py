@@ -18,6 +18,7 @@ from typing import Any
 
 from autotune._core import checks as check
 from autotune._core.errors import TuneError
+from autotune._results.bound import ThroughputBound
 from autotune._results.recommend import Recommendation
 from autotune._results.result import TuneResult
 from autotune._results.validate import (
@@ -36,9 +37,13 @@ READABLE = (1, 2, 3, 4)
 def to_json(
     results: Sequence[TuneResult],
     recommendation: Recommendation | None = None,
+    bounds: Sequence[ThroughputBound] | None = None,
     plan_search: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    data = {"schema": SCHEMA, "version": VERSION, "results": [r.to_dict() for r in results]}
+    rows = [r.to_dict() for r in results]
+    for row, bound in zip(rows, bounds or ()):
+        row["throughput_bound"] = bound.to_dict()
+    data = {"schema": SCHEMA, "version": VERSION, "results": rows}
     if recommendation is not None:
         data["recommendation"] = dataclasses.asdict(recommendation)
     if plan_search is not None:
@@ -75,15 +80,23 @@ def write_json(
     results: Sequence[TuneResult],
     path: str | os.PathLike[str],
     recommendation: Recommendation | None = None,
+    *,
+    bounds: Sequence[ThroughputBound] | None = None,
     plan_search: Mapping[str, Any] | None = None,
 ) -> None:
     """Write the results report to `path` atomically; `TuneError` naming
-    `path` if it cannot be written. `plan_search`: how a search over remat
-    plans chose the rows (`autotune.PlanSearch.to_dict()`)."""
+    `path` if it cannot be written. `bounds`, one per result (several
+    targets side by side), go in the rows as `throughput_bound`;
+    `plan_search`: how a search over remat plans chose the rows
+    (`autotune.PlanSearch.to_dict()`)."""
     for i, r in enumerate(results):
         check.instance(f"results[{i}]", r, TuneResult, "an autotune.TuneResult")
+    if bounds is not None and len(bounds) != len(results):
+        raise TuneError(
+            f"`bounds` holds {len(bounds)} bounds for {len(results)} results; give one each"
+        )
     check.path("path", path)
-    text = json.dumps(to_json(results, recommendation, plan_search), indent=2) + "\n"
+    text = json.dumps(to_json(results, recommendation, bounds, plan_search), indent=2) + "\n"
     try:
         write_atomic(path, text)
     except OSError as e:
@@ -181,17 +194,28 @@ def _read(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], tuple[Tun
 
 
 def load_batch_size(
-    path: str | os.PathLike[str], label: str | None = None, *, allow_interrupted: bool = False
+    path: str | os.PathLike[str],
+    label: str | None = None,
+    *,
+    target: str | None = None,
+    allow_interrupted: bool = False,
 ) -> int:
     """The tuned batch size from a report: `load_batch_size("tune.json")`.
 
-    A report of several rows (remat choices) needs `label` to pick one. A row
-    of an interrupted search (its batch fits; larger ones were not all tried)
-    is refused unless `allow_interrupted` is True.
+    A report of several rows (remat choices) needs `label` to pick one; a
+    report of several targets, `target` too (a row's target name). A row
+    of an interrupted search (its batch fits; larger ones were not all
+    tried) is refused unless `allow_interrupted` is True.
     """
     check.instance_or_none("label", label, str, "a string")
+    check.instance_or_none("target", target, str, "a string")
     check.boolean("allow_interrupted", allow_interrupted)
     results = read_results(path)
+    if target is not None:
+        names = ", ".join(dict.fromkeys(repr(r.target) for r in results))
+        results = tuple(r for r in results if r.target == target)
+        if not results:
+            raise TuneError(f"`target` (={target!r}) is not in {str(path)!r}; it holds {names}")
     labels = ", ".join(repr(r.label) for r in results)
     if label is None:
         if len(results) != 1:
@@ -204,9 +228,10 @@ def load_batch_size(
         if not rows:
             raise TuneError(f"`label` (={label!r}) is not in {str(path)!r}; it holds {labels}")
         if len(rows) > 1:
+            targets = ", ".join(repr(r.target) for r in rows)
             raise TuneError(
-                f"`label` (={label!r}) names {len(rows)} rows of {str(path)!r}; "
-                "a batch size needs one"
+                f"`label` (={label!r}) names {len(rows)} rows of {str(path)!r} "
+                f"(targets {targets}); a batch size needs one: name its `target`"
             )
         (row,) = rows
     if row.interrupted and not allow_interrupted:

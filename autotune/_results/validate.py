@@ -416,6 +416,40 @@ def _descriptive_fields(row: _Fields) -> None:
         row.string(field)
     _remat_plan(row)
     _xla_settings(_Fields(row.raw("xla_settings"), row.name("xla_settings")))
+    if "throughput_bound" in row.data:  # a row of several targets side by side
+        _throughput_bound(row)
+
+
+def _throughput_bound(row: _Fields) -> None:
+    """A row's bound on samples/s (`autotune._results.bound`): its rule's
+    arithmetic over the row's devices and FLOPs, or a reason for none."""
+    bound = _Fields(row.raw("throughput_bound"), row.name("throughput_bound"))
+    bound.string("rule")
+    bound.string("source")
+    reason = bound.string("reason")
+    if bound.raw("dtype") is not None:
+        bound.string("dtype")
+    bound.equal("devices", row.integer("data_parallel_size"), "data_parallel_size")
+    if bound.optional_number("flops_per_example") != row.optional_number("flops_per_example"):
+        raise bound.fail("flops_per_example", "must equal the row's flops_per_example")
+    rate = bound.optional_number("samples_per_second")
+    peak = bound.optional_number("peak_flops_per_second")
+    if rate is None:
+        if not reason:
+            raise bound.fail("reason", "must say why there is no bound (samples_per_second null)")
+        return
+    flops = row.optional_number("flops_per_example")
+    if reason or not peak or not flops:
+        raise bound.fail(
+            "samples_per_second",
+            "must be null where there is a reason, or no peak or FLOPs per example",
+        )
+    expected = peak * row.integer("data_parallel_size") / flops
+    if abs(rate - expected) > 1e-9 * expected:
+        raise bound.fail(
+            "samples_per_second",
+            f"must be peak_flops_per_second x devices / flops_per_example (={expected!r})",
+        )
 
 
 def _remat_plan(row: _Fields) -> None:

@@ -144,6 +144,7 @@ def described_target(
         budget=budget,
         budget_source=budget.describe(),
         device_count=devices,
+        peak_flops=spec.peak_flops,
     )
 
 

@@ -10,11 +10,16 @@ Sources: the device dumps XLA keeps in `xla/tools/hlo_opt/gpu_specs/*.txtpb`
 is copied from them), NVIDIA's datasheets (H200, L4: SM count, boost clock,
 bandwidth, L2) and the CUDA programming guide's table of per-compute-
 capability limits (shared memory, threads and registers per SM and block).
+Peak FLOP/s (`peak_flops`) are NVIDIA's datasheet figures, named beside
+each card; the datasheets give Hopper's and L4's tensor-core figures with
+sparsity, halved here for dense (`peak_flops.dense`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+
+from autotune._targets.peak_flops import TERA, PeakFlops, dense
 
 MIB = 1 << 20
 
@@ -41,6 +46,7 @@ class GpuSpec:
     registers_per_sm: int = 65536
     registers_per_block: int = 65536
     block_dim_limits: tuple[int, int, int] = (2**31 - 1, 65535, 65535)
+    peak_flops: PeakFlops | None = None  # one card's dense peak, by dtype
 
     @property
     def memory_bytes(self) -> int:
@@ -71,6 +77,22 @@ _A100 = dict(
     shared_memory_per_block_optin=163 * 1024,
     threads_per_sm=2048,
     l2_cache_bytes=40 * MIB,
+    # NVIDIA A100 Tensor Core GPU datasheet, SXM column (dense figures as printed):
+    # https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf
+    peak_flops=PeakFlops(
+        float32=156 * TERA,  # TF32 Tensor Core
+        bfloat16=312 * TERA,  # BFLOAT16 Tensor Core
+        float16=312 * TERA,  # FP16 Tensor Core
+        source="NVIDIA A100 datasheet (nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf), SXM",
+    ),
+)
+# NVIDIA H100 Tensor Core GPU datasheet (https://www.nvidia.com/en-us/data-center/h100/),
+# figures with sparsity: SXM TF32 989, BF16 1,979, FP16 1,979 TFLOPS.
+_H100_SXM_FLOPS = PeakFlops(
+    float32=dense(989),
+    bfloat16=dense(1979),
+    float16=dense(1979),
+    source="NVIDIA H100 datasheet (nvidia.com/en-us/data-center/h100), H100 SXM, dense",
 )
 
 GPU_SPECS: dict[str, GpuSpec] = {
@@ -81,6 +103,7 @@ GPU_SPECS: dict[str, GpuSpec] = {
         memory_bandwidth=3_352_320_000_000,
         nvidia_smi_memory_mib=81559,
         cuda_memory_bytes=84_978_434_048,
+        peak_flops=_H100_SXM_FLOPS,
         **_HOPPER,
     ),
     "h100-pcie-80gb": GpuSpec(
@@ -90,6 +113,13 @@ GPU_SPECS: dict[str, GpuSpec] = {
         memory_bandwidth=2_039_040_000_000,
         nvidia_smi_memory_mib=81559,
         cuda_memory_bytes=84_942_979_072,
+        # The same datasheet, H100 PCIe, with sparsity: TF32 756, BF16 1,513, FP16 1,513.
+        peak_flops=PeakFlops(
+            float32=dense(756),
+            bfloat16=dense(1513),
+            float16=dense(1513),
+            source="NVIDIA H100 datasheet (nvidia.com/en-us/data-center/h100), H100 PCIe, dense",
+        ),
         **_HOPPER,
     ),
     "h200-141gb": GpuSpec(
@@ -98,6 +128,14 @@ GPU_SPECS: dict[str, GpuSpec] = {
         clock_ghz=1.98,
         memory_bandwidth=4_800_000_000_000,
         nvidia_smi_memory_mib=143771,
+        # NVIDIA H200 datasheet (https://www.nvidia.com/en-us/data-center/h200/), H200 SXM,
+        # with sparsity: TF32 989, BF16 1,979, FP16 1,979 TFLOPS.
+        peak_flops=PeakFlops(
+            float32=dense(989),
+            bfloat16=dense(1979),
+            float16=dense(1979),
+            source="NVIDIA H200 datasheet (nvidia.com/en-us/data-center/h200), H200 SXM, dense",
+        ),
         **_HOPPER,
     ),
     "a100-40gb": GpuSpec(
@@ -126,6 +164,14 @@ GPU_SPECS: dict[str, GpuSpec] = {
         shared_memory_per_block_optin=99 * 1024,
         threads_per_sm=1536,
         nvidia_smi_memory_mib=23034,
+        # NVIDIA L4 datasheet (https://www.nvidia.com/en-us/data-center/l4/), with
+        # sparsity: TF32 120, BF16 242, FP16 242 TFLOPS.
+        peak_flops=PeakFlops(
+            float32=dense(120),
+            bfloat16=dense(242),
+            float16=dense(242),
+            source="NVIDIA L4 datasheet (nvidia.com/en-us/data-center/l4), dense",
+        ),
     ),
 }
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from autotune._core.budget import Budget, resolve_budget
 from autotune._search.drivers import BY_NEED, Driver
+from autotune._targets.peak_flops import PeakFlops
 
 if TYPE_CHECKING:
     from autotune._compile.records import Probe
@@ -69,6 +70,9 @@ class Target(abc.ABC):
     # need exactly (`stops_at_assignment`); asked with `dataclasses.replace`
     # or the command's --stop-at-assignment, not yet the default.
     stop_at_assignment: bool = False
+    # One device's dense peak FLOP/s by dtype, where a public figure is known
+    # (the bound on samples/s beside an answer); None elsewhere.
+    peak_flops: PeakFlops | None = None
 
     # Compiled for devices this machine lacks.
     deviceless: ClassVar[bool] = True

@@ -161,6 +161,7 @@ def tpu_target(tpu: TpuSlice, *, mem_fraction: float | None = None, devices: int
             "program code; measured with libtpu 0.0.42.1): a batch fits when it compiles"
         ),
         device_count=tpu.device_count,
+        peak_flops=g.device_peak_flops,
         slice=tpu,
     )
 

@@ -29,6 +29,12 @@ accelerator types; the sizes it leaves out are those with no such shape.)
 `scripts/measure_tpu_hbm.py` (`benchmarks/tpu-hbm.md`): the chip's HBM less
 what libtpu reserves. The search never decides by it: on TPU a batch fits
 when it compiles.
+
+`peak_flops` is one chip's dense bfloat16 peak from Cloud TPU's page of its
+generation ("Peak compute per chip (bf16)"), named beside each; float32 dots
+run at it under XLA's default precision (one bfloat16 pass), and Cloud TPU
+publishes no float16 figure. A TPU7x chip's two TensorCores, two JAX
+devices, share it (`TpuGeneration.device_peak_flops`).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import math
 import re
 
 from autotune._core.errors import TargetError
+from autotune._targets.peak_flops import TERA, PeakFlops
 
 SHAPES_2D: tuple[tuple[int, int], ...] = (
     (1, 1),
@@ -71,6 +78,7 @@ class TpuGeneration:
     max_chips: int  # a whole pod
     min_chips: int  # the smallest accelerator type (a topology may be one chip)
     aliases: tuple[str, ...] = ()  # other accelerator prefixes: "v5e" for v5litepod
+    peak_flops: PeakFlops | None = None  # one chip's (module docstring)
 
     @property
     def type_counts_cores(self) -> bool:
@@ -86,19 +94,49 @@ class TpuGeneration:
     def hbm_bytes(self) -> int:
         return self.hbm_mib << 20
 
+    @property
+    def device_peak_flops(self) -> PeakFlops | None:
+        """One JAX device's share of its chip's peak FLOP/s."""
+        if self.peak_flops is None:
+            return None
+        return self.peak_flops.divided(self.devices_per_chip)
+
+
+def _bf16_peak(tflops: float, page: str) -> PeakFlops:
+    """A chip's published bfloat16 peak, which float32 dots also run at."""
+    return PeakFlops(
+        float32=tflops * TERA,
+        bfloat16=tflops * TERA,
+        float16=None,
+        source=f"Cloud TPU {page} page, peak compute per chip (bf16): {tflops:g} TFLOPs",
+    )
+
 
 GENERATIONS: dict[str, TpuGeneration] = {
     g.name: g
     for g in (
-        TpuGeneration("v4", "v4", "TPU v4", 3, "megacore", 2, 1, 31485, 4096, 4),
         TpuGeneration(
-            "v5e", "v5litepod", "TPU v5 lite", 2, "default", 1, 1, 16126, 256, 1, aliases=("v5e",)
-        ),  # fmt: skip
-        TpuGeneration("v5p", "v5p", "TPU v5", 3, "megacore", 2, 1, 98041, 8960, 4),
-        TpuGeneration("v6e", "v6e", "TPU v6 lite", 2, "default", 1, 1, 31996, 256, 1),
-        TpuGeneration("tpu7x", "tpu7x", "TPU7x", 3, "default", 2, 2, 97020, 9216, 1),
+            "v4", "v4", "TPU v4", 3, "megacore", 2, 1, 31485, 4096, 4,
+            peak_flops=_bf16_peak(275, "v4 (https://cloud.google.com/tpu/docs/v4)"),
+        ),
+        TpuGeneration(
+            "v5e", "v5litepod", "TPU v5 lite", 2, "default", 1, 1, 16126, 256, 1, aliases=("v5e",),
+            peak_flops=_bf16_peak(197, "v5e (https://cloud.google.com/tpu/docs/v5e)"),
+        ),
+        TpuGeneration(
+            "v5p", "v5p", "TPU v5", 3, "megacore", 2, 1, 98041, 8960, 4,
+            peak_flops=_bf16_peak(459, "v5p (https://cloud.google.com/tpu/docs/v5p)"),
+        ),
+        TpuGeneration(
+            "v6e", "v6e", "TPU v6 lite", 2, "default", 1, 1, 31996, 256, 1,
+            peak_flops=_bf16_peak(918, "v6e (https://cloud.google.com/tpu/docs/v6e)"),
+        ),
+        TpuGeneration(
+            "tpu7x", "tpu7x", "TPU7x", 3, "default", 2, 2, 97020, 9216, 1,
+            peak_flops=_bf16_peak(2307, "TPU7x (https://cloud.google.com/tpu/docs/tpu7x)"),
+        ),
     )
-}
+}  # fmt: skip
 # Topology prefixes libtpu also takes for these generations.
 _TOPOLOGY_ALIASES = {"v5": "v5p"}
 

@@ -26,7 +26,7 @@ def compare(
     `SearchInterrupted` carries every result finished before it and the
     partial one.
     """
-    rows = _rows(workloads, xla_remat_pass)
+    rows = tuning_rows(workloads, xla_remat_pass)
     results: list[TuneResult] = []
     for label, workload, remat_pass in rows:
         try:
@@ -38,7 +38,7 @@ def compare(
     return tuple(results)
 
 
-def _rows(
+def tuning_rows(
     workloads: Sequence[Workload] | Mapping[str, Workload], passes: bool | Sequence[bool]
 ) -> list[tuple[str, Workload, bool]]:
     """(label, workload, remat pass) per row."""
