@@ -172,7 +172,7 @@ def test_the_command_fits_a_batch_and_writes_the_plan(tmp_path, capsys):
     ]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "remat plan      stage1=nothing_saveable (of stage1, stage2)" in printed
+    assert "remat plan      nothing_saveable on stage1; none on stage2" in printed
     assert "searched 3 remat plans" in printed
     report = json.loads(out.read_text())
     assert report["version"] == 4
@@ -195,7 +195,7 @@ def test_the_command_tunes_one_given_plan(capsys):
         "--remat-plan", "stage2=nothing_saveable",
     ]  # fmt: skip
     assert main(argv) == 0
-    assert "remat plan      stage2=nothing_saveable (of stage1, stage2)" in capsys.readouterr().out
+    assert "remat plan      nothing_saveable on stage2; none on stage1" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

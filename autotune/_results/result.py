@@ -237,11 +237,13 @@ def _line_lines(result: TuneResult) -> list[str]:
 
 
 def _plan_lines(result: TuneResult) -> list[str]:
-    plan = result.remat_plan
-    if plan is None:
+    if result.remat_plan is None:
         return []
-    chosen = [f"{block}={policy}" for block, policy in plan.items() if policy != "none"]
-    return [f"  remat plan      {', '.join(chosen) if chosen else 'none'} (of {', '.join(plan)})"]
+    by_policy: dict[str, list[str]] = {}
+    for block, policy in result.remat_plan.items():
+        by_policy.setdefault(policy, []).append(block)
+    groups = sorted(by_policy.items(), key=lambda item: item[0] == "none")
+    return ["  remat plan      " + "; ".join(f"{p} on {', '.join(bs)}" for p, bs in groups)]
 
 
 def _per_device_lines(result: TuneResult) -> list[str]:
