@@ -77,8 +77,8 @@ def test_flax_linen_model():
 
 
 def test_estimate_places_the_first_probes():
-    """The first compile is the estimate's guess; the line through the
-    estimate's fixed bytes and that compile places the second."""
+    """The first round is the estimate's guess and the candidate above it;
+    the line through them places the next: the proven pair."""
     budget = need_at(mlp_step, mlp_args, 400)
     estimate = Estimate(fixed_bytes=0, per_example_bytes=budget // 300)
     result = find_max_batch(
@@ -93,9 +93,8 @@ def test_estimate_places_the_first_probes():
     )
     first = result.probes[0]
     assert first.batch == estimate.max_batch(budget) // 8 * 8 == 296
-    calibrated = budget * first.batch / first.need_bytes
-    assert result.probes[1].batch == int(calibrated) // 8 * 8
-    assert result.batch == brute_force(mlp_step, mlp_args, budget, 8, 512)
+    assert [p.batch for p in result.probes] == [296, 304, 400, 408]
+    assert result.batch == brute_force(mlp_step, mlp_args, budget, 8, 512) == 400
     assert result.estimate_per_example_bytes == estimate.per_example_bytes
 
 
@@ -395,3 +394,14 @@ def test_a_step_that_never_compiles_names_the_message_the_options_and_a_workarou
     assert "does not compile for batch=8" in message and "{'xla_foo': True}" in message
     assert "Couldn't find output tile sizes" in message
     assert '"xla_gpu_enable_triton_gemm": False' in message
+
+
+def test_the_batches_compiled_are_the_same_whatever_the_workers():
+    """A round's batches are the target's, not the machine's: how many
+    compiles run at once changes nothing that is compiled."""
+    budget = need_at(mlp_step, mlp_args, 200) + 1
+    orders = [
+        [p.batch for p in find_max_batch(mlp_step, mlp_args, budget_bytes=budget, workers=w).probes]
+        for w in (1, 3, None)
+    ]
+    assert orders[0] == orders[1] == orders[2]

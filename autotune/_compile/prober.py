@@ -21,7 +21,7 @@ import jax
 from autotune._compile import kernels as _kernels
 from autotune._compile import workers as _workers
 from autotune._compile.arguments import argument_leaves
-from autotune._compile.concurrency import MAX_WORKERS, CpuClock, compiles_at_once, cores
+from autotune._compile.concurrency import CpuClock, compiles_at_once, cores
 from autotune._compile.dump import Dump, compile_with_dump, persistent_cache_on
 from autotune._compile.records import (
     CompileFailure,
@@ -279,7 +279,8 @@ class Prober:
             return None
 
     def _measure(self, batches: Sequence[int], record: Callable[[int, int | None], None]) -> None:
-        pool = _pool(MAX_WORKERS if self._workers is None else self._workers)
+        # The round is the search's; how many of its compiles run at once is this machine's.
+        pool = _pool(self.workers)
         pending = {}
         for batch in batches:
             if batch in self.probes or batch in self.failures:

@@ -35,6 +35,7 @@ class Grid:
     max_batch: int
     guess: int | None = None
     hint: Estimate | None = None  # an estimate with bytes per example
+    width: int = 1  # compiles per round of the search by need, however many run at once
 
     @property
     def top(self) -> int:
@@ -69,7 +70,7 @@ class _ByNeed:
             fixed=hint.fixed_bytes if hint else None,
             split=prober.fixed_bytes if split else None,
             room=_room(prober, budget, grid) if split else None,
-            width=lambda: prober.workers,
+            width=grid.width,
         )
 
 
