@@ -79,9 +79,12 @@ class _ByCompiles:
         return first_batch(grid.multiple_of, grid.top, grid.guess, split=False)
 
     def run(self, prober: Prober, budget: int, grid: Grid) -> Bracket:
-        def compile_at(batch: int) -> tuple[bool, int]:
-            p = prober(batch)  # the bytes as the compiler counts them: with the code
-            return not p.refused, p.need_bytes + p.code_bytes
+        def compile_at(batch: int) -> tuple[bool, int] | None:
+            prober.measure([batch], lambda b, need: None)
+            p = prober.probes.get(batch)  # None: it failed, in `prober.failures`
+            if p is None:
+                return None
+            return not p.refused, p.need_bytes + p.code_bytes  # as the compiler counts: with code
 
         return search_compiles(
             compile_at,
