@@ -166,3 +166,18 @@ def test_an_integer_too_long_to_read_names_the_file_and_the_field(results, tmp_p
     message = str(caught.value)
     assert f"`path` (={str(path)!r}): `results[0].batch` is an integer of 5000 digits" in message
     assert len(message.splitlines()) == 1
+
+
+def test_a_tpu_row_may_skip_a_candidate_that_failed_to_compile():
+    """Where the compiler fits programs, the candidates between the answer
+    and the refused one above it are those that failed."""
+    from autotune._compile.records import Probe
+    from autotune._results.validate import _Fields, _next_refused
+
+    fits = Probe(4856, 1, 1, 0, 1, 1.0)
+    refused = Probe(4872, 0, 0, 0, 0, 1.0, required_bytes=3 << 20, available_bytes=2 << 20)
+    row = _Fields({"next_batch": 4872, "next_peak_bytes": 3 << 20}, "row")
+    probes = {4856: fits, 4872: refused}
+    _next_refused(row, 4856, 8, 1 << 14, probes, {4864}, False)
+    with pytest.raises(TuneError, match="every one between failing"):
+        _next_refused(row, 4856, 8, 1 << 14, probes, set(), False)

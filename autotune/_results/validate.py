@@ -291,26 +291,28 @@ def _next_refused(
     failed: set[int],
     interrupted: bool,
 ) -> None:
-    """Where the compiler fits programs: `next_batch` is the candidate above
-    the batch, refused; or none, at the largest candidate or interrupted."""
+    """Where the compiler fits programs: `next_batch` is the next candidate
+    above the batch that did not fail, refused, every one between failing;
+    or none, at the largest candidate or interrupted."""
     nxt = row.optional_integer("next_batch", 1)
     nxt_peak = row.optional_integer("next_peak_bytes", 0)
-    if failed:
-        raise row.fail("failures", "must be empty where the compiler fits programs")
+    largest = next((b for b in range(top // m * m, 0, -m) if b not in failed), 0)
     if nxt is None:
         if nxt_peak is not None:
             raise row.fail("next_peak_bytes", "must be null when next_batch is null")
-        if not interrupted and batch != top // m * m:
+        if not interrupted and batch != largest:
             raise row.fail(
                 "next_batch",
                 f"is null, so the batch (={batch}) must be the largest candidate "
-                f"(={top // m * m}) or the search interrupted",
+                f"(={largest}) or the search interrupted",
             )
         return
-    if nxt != batch + m or nxt not in probes or not probes[nxt].refused:
+    between = set(range(batch + m, nxt, m))
+    if nxt <= batch or nxt not in probes or not probes[nxt].refused or not between <= failed:
         raise row.fail(
             "next_batch",
-            f"must be the candidate above the batch (={batch + m}), refused by the compiler",
+            f"must be the next candidate above the batch (={batch}), refused by the "
+            "compiler, every one between failing",
         )
     row.equal("next_peak_bytes", probes[nxt].need_bytes, f"the bytes the refusal at {nxt} gave")
 
