@@ -1,5 +1,6 @@
 """The JSON report: versioned schema, round trip, the one-line reader."""
 
+import dataclasses
 import json
 import os
 
@@ -33,7 +34,7 @@ def test_round_trip(results, tmp_path):
     write_json(results, path, recommend(results))
     assert read_results(path) == results
     data = json.loads(path.read_text())
-    assert (data["schema"], data["version"]) == ("autotune.result", 3)
+    assert (data["schema"], data["version"]) == ("autotune.result", 4)
     assert "peak_breakdown" not in data["results"][0]  # only when asked for
     assert data["recommendation"]["label"] in ("small", "large")
     assert [p.name for p in tmp_path.iterdir()] == ["tune.json"]
@@ -100,24 +101,40 @@ def test_missing_report(tmp_path):
 
 def older_report(results, path, version):
     """`results` written as a report of schema `version`: without the fields
-    that version lacked (1: failures, contradictions and the TPU fields;
-    2: the TPU fields)."""
+    that version lacked (1: failures, contradictions, the TPU fields and the
+    programs; 2: the TPU fields and the programs; 3: the programs)."""
     write_json(results, path)
     data = json.loads(path.read_text())
     for row in data["results"]:
-        del row["compiler_fits"], row["code_in_peak_bytes"]
+        del row["program_changes"]
         for probe in row["probes"]:
-            del probe["code_bytes"], probe["required_bytes"], probe["available_bytes"]
+            del probe["program"]
+        if version < 3:
+            del row["compiler_fits"], row["code_in_peak_bytes"]
+            for probe in row["probes"]:
+                del probe["code_bytes"], probe["required_bytes"], probe["available_bytes"]
         if version < 2:
             del row["failures"], row["contradictions"]
     return {**data, "version": version}
+
+
+def without_programs(results):
+    """`results` as a report from before version 4 holds them."""
+    return tuple(
+        dataclasses.replace(
+            r,
+            probes=tuple(dataclasses.replace(p, program="") for p in r.probes),
+            program_changes=(),
+        )
+        for r in results
+    )
 
 
 def test_a_version_1_report_without_failures_or_contradictions_is_read(results, tmp_path):
     path = tmp_path / "tune.json"
     data = older_report(results, path, 1)
     path.write_text(json.dumps(data))
-    assert read_results(path) == results
+    assert read_results(path) == without_programs(results)
     path.write_text(json.dumps({**data, "version": 2}))
     with pytest.raises(TuneError, match="lacks the field 'failures'"):
         read_results(path)
@@ -127,9 +144,19 @@ def test_a_version_2_report_without_tpu_fields_is_read(results, tmp_path):
     path = tmp_path / "tune.json"
     data = older_report(results, path, 2)
     path.write_text(json.dumps(data))
-    assert read_results(path) == results
+    assert read_results(path) == without_programs(results)
     path.write_text(json.dumps({**data, "version": 3}))
     with pytest.raises(TuneError, match="lacks the field 'compiler_fits'"):
+        read_results(path)
+
+
+def test_a_version_3_report_without_programs_is_read(results, tmp_path):
+    path = tmp_path / "tune.json"
+    data = older_report(results, path, 3)
+    path.write_text(json.dumps(data))
+    assert read_results(path) == without_programs(results)
+    path.write_text(json.dumps({**data, "version": 4}))
+    with pytest.raises(TuneError, match="lacks the field 'program"):
         read_results(path)
 
 
@@ -181,3 +208,16 @@ def test_a_tpu_row_may_skip_a_candidate_that_failed_to_compile():
     _next_refused(row, 4856, 8, 1 << 14, probes, {4864}, False)
     with pytest.raises(TuneError, match="every one between failing"):
         _next_refused(row, 4856, 8, 1 << 14, probes, set(), False)
+
+
+def test_a_program_change_round_trips_and_is_not_exact(results, tmp_path):
+    switched = dataclasses.replace(results[0], program_changes=((248, 256),))
+    assert not switched.exact and "program changes between batch 248 and 256" in switched.render()
+    path = tmp_path / "tune.json"
+    write_json([switched], path)
+    assert read_results(path) == (switched,)
+    data = json.loads(path.read_text())
+    data["results"][0]["program_changes"] = [[256, 248]]
+    path.write_text(json.dumps(data))
+    with pytest.raises(TuneError, match="must pair candidates a < b"):
+        read_results(path)

@@ -23,10 +23,11 @@ from autotune._results.result import TuneResult
 from autotune._results.validate import check_recommendation, result_from_dict
 
 SCHEMA = "autotune.result"
-VERSION = 3
-# Versions this reader takes; those before 3 lack the TPU fields, those
-# before 2 also `failures` and `contradictions`.
-READABLE = (1, 2, 3)
+VERSION = 4
+# Versions this reader takes; those before 4 lack `program_changes` and the
+# probes' `program`, those before 3 also the TPU fields, those before 2 also
+# `failures` and `contradictions`.
+READABLE = (1, 2, 3, 4)
 
 
 def to_json(
