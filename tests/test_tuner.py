@@ -405,3 +405,29 @@ def test_the_batches_compiled_are_the_same_whatever_the_workers():
         for w in (1, 3, None)
     ]
     assert orders[0] == orders[1] == orders[2]
+
+
+def switching_step(params, x, y):
+    """A heavier algorithm below batch 256 (a sort of 512 copies of the
+    input), a leaner one from 256 on: 104 is the largest batch below the
+    switch that fits, and every batch from 256 to 512 fits too."""
+    if x.shape[0] < 256:
+        x = jnp.sort(x[:, :, None] * jnp.arange(1.0, 513.0), axis=-1)[..., 0]
+    return mlp_step(params, x, y)
+
+
+def test_a_step_that_switches_programs_at_a_batch_is_not_exact():
+    budget = need_at(switching_step, mlp_args, 112) + 1
+    result = find_max_batch(switching_step, mlp_args, budget_bytes=budget, max_batch=512)
+    assert need_at(switching_step, mlp_args, 512) <= budget  # past the switch, it fits
+    assert result.program_changes == ((248, 256),)
+    assert not result.exact
+    assert "the step's program changes between batch 248 and 256" in result.render()
+    assert len({p.program for p in result.probes}) == 1  # the compiles were all below it
+
+
+def test_a_step_of_one_program_is_exact():
+    budget = need_at(mlp_step, mlp_args, 64) + 1
+    result = find_max_batch(mlp_step, mlp_args, budget_bytes=budget, max_batch=512)
+    assert result.program_changes == () and result.exact
+    assert len({p.program for p in result.probes}) == 1 and result.probes[0].program
