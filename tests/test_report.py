@@ -103,26 +103,40 @@ def test_missing_report(tmp_path):
 def older_report(results, path, version):
     """`results` written as a report of schema `version`: without the fields
     that version lacked (1: failures, contradictions, the TPU fields and the
-    remat plan; 2: the TPU fields and the plan; 3: the plan)."""
+    remat plan and the programs; 2: the TPU fields, the plan and the programs;
+    3: the plan and the programs)."""
     write_json(results, path)
     data = json.loads(path.read_text())
     for row in data["results"]:
-        del row["remat_plan"]
-        if version >= 3:
-            continue
-        del row["compiler_fits"], row["code_in_peak_bytes"]
+        del row["remat_plan"], row["program_changes"]
         for probe in row["probes"]:
-            del probe["code_bytes"], probe["required_bytes"], probe["available_bytes"]
+            del probe["program"]
+        if version < 3:
+            del row["compiler_fits"], row["code_in_peak_bytes"]
+            for probe in row["probes"]:
+                del probe["code_bytes"], probe["required_bytes"], probe["available_bytes"]
         if version < 2:
             del row["failures"], row["contradictions"]
     return {**data, "version": version}
+
+
+def without_programs(results):
+    """`results` as a report from before version 4 holds them."""
+    return tuple(
+        dataclasses.replace(
+            r,
+            probes=tuple(dataclasses.replace(p, program="") for p in r.probes),
+            program_changes=(),
+        )
+        for r in results
+    )
 
 
 def test_a_version_1_report_without_failures_or_contradictions_is_read(results, tmp_path):
     path = tmp_path / "tune.json"
     data = older_report(results, path, 1)
     path.write_text(json.dumps(data))
-    assert read_results(path) == results
+    assert read_results(path) == without_programs(results)
     path.write_text(json.dumps({**data, "version": 2}))
     with pytest.raises(TuneError, match="lacks the field 'failures'"):
         read_results(path)
@@ -132,7 +146,7 @@ def test_a_version_2_report_without_tpu_fields_is_read(results, tmp_path):
     path = tmp_path / "tune.json"
     data = older_report(results, path, 2)
     path.write_text(json.dumps(data))
-    assert read_results(path) == results
+    assert read_results(path) == without_programs(results)
     path.write_text(json.dumps({**data, "version": 3}))
     with pytest.raises(TuneError, match="lacks the field 'compiler_fits'"):
         read_results(path)
@@ -142,7 +156,7 @@ def test_a_version_3_report_without_a_remat_plan_is_read(results, tmp_path):
     path = tmp_path / "tune.json"
     data = older_report(results, path, 3)
     path.write_text(json.dumps(data))
-    assert read_results(path) == results
+    assert read_results(path) == without_programs(results)
     path.write_text(json.dumps({**data, "version": 4}))
     with pytest.raises(TuneError, match="lacks the field 'remat_plan'"):
         read_results(path)
@@ -165,6 +179,16 @@ def test_a_remat_plan_round_trips_and_a_bad_one_is_refused(results, tmp_path):
         path.write_text(json.dumps(data))
         with pytest.raises(TuneError, match=re.escape(rule)):
             read_results(path)
+
+
+def test_a_version_3_report_without_programs_is_read_as_such(results, tmp_path):
+    path = tmp_path / "tune.json"
+    data = older_report(results, path, 3)
+    path.write_text(json.dumps(data))
+    assert read_results(path) == without_programs(results)
+    path.write_text(json.dumps({**data, "version": 4}))
+    with pytest.raises(TuneError, match="lacks the field 'program"):
+        read_results(path)
 
 
 def test_write_json_names_its_path_when_it_cannot_write(results, tmp_path):
@@ -200,3 +224,31 @@ def test_an_integer_too_long_to_read_names_the_file_and_the_field(results, tmp_p
     message = str(caught.value)
     assert f"`path` (={str(path)!r}): `results[0].batch` is an integer of 5000 digits" in message
     assert len(message.splitlines()) == 1
+
+
+def test_a_tpu_row_may_skip_a_candidate_that_failed_to_compile():
+    """Where the compiler fits programs, the candidates between the answer
+    and the refused one above it are those that failed."""
+    from autotune._compile.records import Probe
+    from autotune._results.validate import _Fields, _next_refused
+
+    fits = Probe(4856, 1, 1, 0, 1, 1.0)
+    refused = Probe(4872, 0, 0, 0, 0, 1.0, required_bytes=3 << 20, available_bytes=2 << 20)
+    row = _Fields({"next_batch": 4872, "next_peak_bytes": 3 << 20}, "row")
+    probes = {4856: fits, 4872: refused}
+    _next_refused(row, 4856, 8, 1 << 14, probes, {4864}, False)
+    with pytest.raises(TuneError, match="every one between failing"):
+        _next_refused(row, 4856, 8, 1 << 14, probes, set(), False)
+
+
+def test_a_program_change_round_trips_and_is_not_exact(results, tmp_path):
+    switched = dataclasses.replace(results[0], program_changes=((248, 256),))
+    assert not switched.exact and "program changes between batch 248 and 256" in switched.render()
+    path = tmp_path / "tune.json"
+    write_json([switched], path)
+    assert read_results(path) == (switched,)
+    data = json.loads(path.read_text())
+    data["results"][0]["program_changes"] = [[256, 248]]
+    path.write_text(json.dumps(data))
+    with pytest.raises(TuneError, match="must pair candidates a < b"):
+        read_results(path)

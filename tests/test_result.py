@@ -86,3 +86,14 @@ def test_a_line_no_step_has_is_not_printed_as_a_fact():
     ) in text
     assert "  compiles        need at batch 25856: 57.2 MB, 26112: 55.3 MB, 26368: 62.9 MB" in text
     assert "no line" in comparison_table([row]).splitlines()[-1]
+
+
+def test_compiles_of_different_programs_are_paired():
+    from autotune._compile.records import Probe, program_changes
+
+    def probe(batch, program):
+        return Probe(batch, 1, 1, 0, 1, 0.1, program=program)
+
+    probes = [probe(64, "a"), probe(8, "a"), probe(256, "b"), probe(128, ""), probe(512, "b")]
+    assert program_changes(probes) == ((64, 256),)
+    assert program_changes([probe(8, "a"), probe(16, "a")]) == ()

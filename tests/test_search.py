@@ -385,3 +385,19 @@ def test_where_need_falls_the_search_looks_above_its_proven_pair():
     assert bracket.hi == 33288 and dips(33288) > 2_000_000
     assert bracket.contradictions  # not exact: reported as such
     assert len(measure.calls) == len(set(measure.calls))
+
+
+def dips_and_wiggles(b):
+    """Dips on the multiples of 512, and odd multiples of 8 a little below the
+    multiple of 16 before them: falls on the candidates' own grid too."""
+    return 1_000 + (60 if b % 512 == 0 else 100) * b - (1_000 if b % 16 == 8 else 0)
+
+
+@pytest.mark.parametrize("guess", [18936, 19448, 26104])
+def test_dips_on_a_coarse_grid_are_found_beside_falls_on_the_candidates(guess):
+    measure = Recorder(dips_and_wiggles)
+    bracket = search(measure, 2_000_000, multiple_of=8, max_batch=65536, guess=guess, width=2)
+    assert bracket.lo == brute_force(dips_and_wiggles, 2_000_000, 8, 65536) == 33280
+    assert dips_and_wiggles(bracket.hi) > 2_000_000 and bracket.hi == bracket.lo + 8
+    assert bracket.contradictions
+    assert len(measure.calls) == len(set(measure.calls))

@@ -4,11 +4,13 @@ No JAX here: a compiler is a function batch -> (compiled, bytes).
 """
 
 import random
+from types import SimpleNamespace
 
 import pytest
 
 from autotune._core.errors import TuneError
 from autotune._search.compiles import search_compiles
+from autotune._search.drivers import BY_COMPILES, Grid
 
 CAPACITY = 100_000
 
@@ -128,3 +130,61 @@ def test_interrupt_returns_what_was_proven():
 def test_bad_grid():
     with pytest.raises(TuneError, match=r"`multiple_of` \(=0\)"):
         search_compiles(Compiler(lambda b: True, lambda b: b), CAPACITY, multiple_of=0)
+
+
+class FailingCompiler(Compiler):
+    """A fake compiler whose compiles fail, for a reason other than memory, at `broken`."""
+
+    def __init__(self, fits, size, broken):
+        super().__init__(fits, size)
+        self.broken = set(broken)
+
+    def __call__(self, batch):
+        self.calls.append(batch)
+        return None if batch in self.broken else (self.fits(batch), self.size(batch))
+
+
+@pytest.mark.parametrize("guess", [None, 400, 1_000])
+@pytest.mark.parametrize("broken", [{392}, {392, 400}, {8}, {8, 16, 24}, {200, 392, 480}])
+def test_a_compile_that_fails_is_one_candidate_left_out(guess, broken):
+    fits = [b for b in range(8, 2_001, 8) if b < 400 and b not in broken]
+    compiler = FailingCompiler(lambda b: b < 400, lambda b: 100 * b, broken)
+    bracket = search_compiles(
+        compiler, 40_000, multiple_of=8, max_batch=2_000, guess=guess,
+        per_example=100 if guess else None,
+    )  # fmt: skip
+    assert bracket.lo == max(fits) and bracket.hi == 400 + 8 * (400 in broken)
+    assert set(bracket.failed) <= broken and set(range(bracket.lo + 8, bracket.hi, 8)) <= broken
+    assert len(compiler.calls) == len(set(compiler.calls)), "a batch compiled twice"
+    for i, b in enumerate(compiler.calls):
+        refused_before = [r for r in compiler.calls[:i] if r not in broken and r >= 400]
+        assert all(b < r for r in refused_before), f"compiled {b} after {refused_before} refused"
+
+
+def test_compiles_that_keep_failing_stop_the_search():
+    compiler = FailingCompiler(lambda b: True, lambda b: b, range(8, 2_001, 8))
+    bracket = search_compiles(compiler, CAPACITY, multiple_of=8, max_batch=2_000, max_failures=4)
+    assert (bracket.lo, bracket.hi) == (None, None) and len(bracket.failed) == 4
+
+
+class FakeProber:
+    """A prober as the TPU driver uses one: `measure` records each batch's
+    probe, or its failure, for a compiler that fits below 400."""
+
+    def __init__(self, broken):
+        self.broken, self.probes, self.failures = set(broken), {}, {}
+
+    def measure(self, batches, record):
+        for b in batches:
+            if b in self.broken:
+                self.failures[b] = "INTERNAL: Couldn't find output tile sizes"
+            else:
+                self.probes[b] = SimpleNamespace(refused=b >= 400, need_bytes=100 * b, code_bytes=0)
+            record(b, None if b in self.broken else 100 * b)
+
+
+def test_a_tpu_compile_that_fails_is_recorded_and_the_search_goes_on():
+    prober = FakeProber({392})
+    bracket = BY_COMPILES.run(prober, 40_000, Grid(8, 2_000))
+    assert (bracket.lo, bracket.hi, bracket.failed) == (384, 400, (392,))
+    assert set(prober.failures) == {392}

@@ -77,8 +77,8 @@ def test_flax_linen_model():
 
 
 def test_estimate_places_the_first_probes():
-    """The first compile is the estimate's guess; the line through the
-    estimate's fixed bytes and that compile places the second."""
+    """The first round is the estimate's guess and the candidate above it;
+    the line through them places the next: the proven pair."""
     budget = need_at(mlp_step, mlp_args, 400)
     estimate = Estimate(fixed_bytes=0, per_example_bytes=budget // 300)
     result = find_max_batch(
@@ -93,9 +93,8 @@ def test_estimate_places_the_first_probes():
     )
     first = result.probes[0]
     assert first.batch == estimate.max_batch(budget) // 8 * 8 == 296
-    calibrated = budget * first.batch / first.need_bytes
-    assert result.probes[1].batch == int(calibrated) // 8 * 8
-    assert result.batch == brute_force(mlp_step, mlp_args, budget, 8, 512)
+    assert [p.batch for p in result.probes] == [296, 304, 400, 408]
+    assert result.batch == brute_force(mlp_step, mlp_args, budget, 8, 512) == 400
     assert result.estimate_per_example_bytes == estimate.per_example_bytes
 
 
@@ -395,3 +394,40 @@ def test_a_step_that_never_compiles_names_the_message_the_options_and_a_workarou
     assert "does not compile for batch=8" in message and "{'xla_foo': True}" in message
     assert "Couldn't find output tile sizes" in message
     assert '"xla_gpu_enable_triton_gemm": False' in message
+
+
+def test_the_batches_compiled_are_the_same_whatever_the_workers():
+    """A round's batches are the target's, not the machine's: how many
+    compiles run at once changes nothing that is compiled."""
+    budget = need_at(mlp_step, mlp_args, 200) + 1
+    orders = [
+        [p.batch for p in find_max_batch(mlp_step, mlp_args, budget_bytes=budget, workers=w).probes]
+        for w in (1, 3, None)
+    ]
+    assert orders[0] == orders[1] == orders[2]
+
+
+def switching_step(params, x, y):
+    """A heavier algorithm below batch 256 (a sort of 512 copies of the
+    input), a leaner one from 256 on: 104 is the largest batch below the
+    switch that fits, and every batch from 256 to 512 fits too."""
+    if x.shape[0] < 256:
+        x = jnp.sort(x[:, :, None] * jnp.arange(1.0, 513.0), axis=-1)[..., 0]
+    return mlp_step(params, x, y)
+
+
+def test_a_step_that_switches_programs_at_a_batch_is_not_exact():
+    budget = need_at(switching_step, mlp_args, 112) + 1
+    result = find_max_batch(switching_step, mlp_args, budget_bytes=budget, max_batch=512)
+    assert need_at(switching_step, mlp_args, 512) <= budget  # past the switch, it fits
+    assert result.program_changes == ((248, 256),)
+    assert not result.exact
+    assert "the step's program changes between batch 248 and 256" in result.render()
+    assert len({p.program for p in result.probes}) == 1  # the compiles were all below it
+
+
+def test_a_step_of_one_program_is_exact():
+    budget = need_at(mlp_step, mlp_args, 64) + 1
+    result = find_max_batch(mlp_step, mlp_args, budget_bytes=budget, max_batch=512)
+    assert result.program_changes == () and result.exact
+    assert len({p.program for p in result.probes}) == 1 and result.probes[0].program

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,8 +22,9 @@ import jax
 from autotune._compile import kernels as _kernels
 from autotune._compile import workers as _workers
 from autotune._compile.arguments import argument_leaves
-from autotune._compile.concurrency import MAX_WORKERS, CpuClock, compiles_at_once, cores
+from autotune._compile.concurrency import CpuClock, compiles_at_once, cores
 from autotune._compile.dump import Dump, compile_with_dump, persistent_cache_on
+from autotune._compile.fingerprint import fingerprint
 from autotune._compile.records import (
     CompileFailure,
     CompilerOptions,
@@ -136,6 +138,7 @@ class Prober:
         self.failures: dict[int, CompileFailure] = {}
         self.order: list[int] = []  # batches in the order their compiles began
         self.dumps: dict[int, Dump] = {}
+        self._programs: dict[int, str] = {}  # each lowered program's fingerprint
         self._stop_at = stop_at
         # Why compiles run in this process though `stop_at` was given ("" if not).
         self.in_process = ""
@@ -253,6 +256,16 @@ class Prober:
                 ) from e
         return self._lowered[batch]
 
+    def program(self, batch: int) -> str:
+        """The fingerprint of the step lowered for `batch`
+        (`autotune._compile.fingerprint`); "" where it does not lower."""
+        if batch not in self._programs:
+            try:
+                self._programs[batch] = _program(self.lower(batch))
+            except TuneError:
+                self._programs[batch] = ""
+        return self._programs[batch]
+
     @property
     def _stopping(self) -> bool:
         return self._stop_at is not None and not self.in_process
@@ -279,7 +292,8 @@ class Prober:
             return None
 
     def _measure(self, batches: Sequence[int], record: Callable[[int, int | None], None]) -> None:
-        pool = _pool(MAX_WORKERS if self._workers is None else self._workers)
+        # The round is the search's; how many of its compiles run at once is this machine's.
+        pool = _pool(self.workers)
         pending = {}
         for batch in batches:
             if batch in self.probes or batch in self.failures:
@@ -287,6 +301,7 @@ class Prober:
                 continue
             raise_if_interrupted()
             lowered = self.lower(batch)
+            self.program(batch)
             first = not self.order
             # A dump read for the split or `--why` names the step's arguments
             # as the user does: a shipped program's are the flat leaves'.
@@ -307,6 +322,7 @@ class Prober:
                     raised = raised or e
                     continue
                 if isinstance(outcome, Probe):
+                    outcome = dataclasses.replace(outcome, program=self._programs[batch])
                     self.probes[batch] = outcome
                 else:
                     self.failures[batch] = outcome
@@ -445,6 +461,14 @@ _IN_FLIGHT = _Counter()
 def compiles_in_flight() -> bool:
     """Whether a compile is running in a worker thread now."""
     return _IN_FLIGHT.count > 0
+
+
+def _program(lowered: Any) -> str:
+    """The lowered program's fingerprint; "" where it has no text."""
+    try:
+        return fingerprint(lowered.as_text())
+    except Exception:  # a check of the answer, never required
+        return ""
 
 
 _POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}

@@ -40,6 +40,9 @@ class Probe:
     # sizes were read from that assignment (`autotune._compile.assignment`):
     # no code was generated.
     stopped: bool = False
+    # The lowered program's fingerprint, its batch left out
+    # (`autotune._compile.fingerprint`); "" where unknown.
+    program: str = ""
 
     @property
     def refused(self) -> bool:
@@ -58,6 +61,13 @@ class Probe:
         # `stopped` is not in the report's schema (version 3) yet: kept in memory only.
         data = {k: v for k, v in dataclasses.asdict(self).items() if k != "stopped"}
         return {**data, "need_bytes": self.need_bytes}
+
+
+def program_changes(probes: Sequence[Probe]) -> tuple[tuple[int, int], ...]:
+    """Pairs (a, b) of compiles, neighbours by batch, whose programs differ
+    (beyond their shapes): the step is not one program at every batch."""
+    known = sorted((p for p in probes if p.program), key=lambda p: p.batch)
+    return tuple((a.batch, b.batch) for a, b in zip(known, known[1:]) if a.program != b.program)
 
 
 def need(argument: int, output: int, alias: int, temp: int) -> int:

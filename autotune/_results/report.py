@@ -29,8 +29,9 @@ from autotune._results.validate import (
 
 SCHEMA = "autotune.result"
 VERSION = 4
-# Versions this reader takes; those before 4 lack `remat_plan`, those before
-# 3 the TPU fields, those before 2 also `failures` and `contradictions`.
+# Versions this reader takes; those before 4 lack `remat_plan`,
+# `program_changes` and the probes' `program`, those before 3 also the TPU
+# fields, those before 2 also `failures` and `contradictions`.
 READABLE = (1, 2, 3, 4)
 
 

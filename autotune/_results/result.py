@@ -24,7 +24,9 @@ class TuneResult:
     `failures` are candidates that did not compile for a reason other than
     memory, with XLA's message; `contradictions` are pairs of batches (a, b),
     a < b, whose need fell from a to b: need did not grow with the batch,
-    and the answer is not exact.
+    and the answer is not exact. `program_changes` are pairs of compiles,
+    neighbours by batch, whose programs differ beyond their shapes (the step
+    switches programs between them): the answer is not exact either.
 
     With `compiler_fits` (a TPU), a batch fits when it compiles, and
     `next_batch` is the next candidate, refused by the compiler.
@@ -69,6 +71,7 @@ class TuneResult:
     # The rematerialization the step was compiled with, block -> policy in
     # model order ("none": nothing recomputed); None when the workload names none.
     remat_plan: Mapping[str, str] | None = None
+    program_changes: tuple[tuple[int, int], ...] = ()
 
     @property
     def budget_bytes(self) -> int:
@@ -85,9 +88,15 @@ class TuneResult:
 
     @property
     def exact(self) -> bool:
-        """True when the next candidate that compiles was proven not to fit
-        and every compile agreed that need grows with the batch."""
-        return self.next_batch is not None and not self.contradictions and not self.interrupted
+        """True when the next candidate that compiles was proven not to fit,
+        every compile agreed that need grows with the batch, and all were
+        of one program."""
+        return (
+            self.next_batch is not None
+            and not self.contradictions
+            and not self.program_changes
+            and not self.interrupted
+        )
 
     @property
     def probe(self) -> Probe:
@@ -182,6 +191,12 @@ class TuneResult:
                 f"  NOT EXACT       need fell as the batch grew ({pairs}): a batch above "
                 "the next candidate may fit"
             )
+        if self.program_changes:
+            pairs = ", ".join(f"{a} and {b}" for a, b in self.program_changes)
+            lines.append(
+                f"  NOT EXACT       the step's program changes between batch {pairs}: "
+                "a batch past the change may fit"
+            )
         return "\n".join(lines)
 
     def render_memory(self) -> str:
@@ -209,6 +224,7 @@ class TuneResult:
         data["probes"] = [p.to_dict() for p in self.probes]
         data["failures"] = [f.to_dict() for f in self.failures]
         data["contradictions"] = [list(pair) for pair in self.contradictions]
+        data["program_changes"] = [list(pair) for pair in self.program_changes]
         data["xla_settings"] = dict(self.xla_settings)
         del data["peak_breakdown"]
         data.update(breakdown_to_row(self.peak_breakdown))

@@ -25,7 +25,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from autotune._compile.records import CompileFailure, Probe
+from autotune._compile.records import CompileFailure, Probe, program_changes
 from autotune._core import checks as check
 from autotune._core.budget import Budget
 from autotune._core.errors import TuneError
@@ -90,8 +90,8 @@ def result_from_dict(
     `expect` maps fields to the values the caller asked for (a cache hit must
     answer the question asked: the same budget, grid, target and settings).
     `version`: the report schema the row was written in; rows before 4 had
-    no `remat_plan`, rows before 3 no TPU fields, rows before 2 no
-    `failures` and `contradictions`.
+    no `remat_plan`, `program_changes` nor probes' `program`, rows before 3
+    no TPU fields, rows before 2 no `failures` and `contradictions`.
     Raises `TuneError` naming the first field that fails, and the rule.
     """
     row = _Fields(_upgraded(data, version), where)
@@ -141,6 +141,7 @@ def result_from_dict(
         )
     row.equal("compiles", len(probes) + len(failed), "the number of probes and failures")
     _contradictions(row, {} if fits_by_compiling else probes)
+    _program_changes(row, m, top, probes)
     _descriptive_fields(row)
     try:
         result = _result(data)
@@ -164,6 +165,7 @@ def _result(data: Mapping[str, Any]) -> TuneResult:
     )
     values["failures"] = tuple(CompileFailure(**f) for f in data.get("failures", ()))
     values["contradictions"] = tuple(tuple(pair) for pair in data.get("contradictions", ()))
+    values["program_changes"] = tuple(tuple(pair) for pair in data.get("program_changes", ()))
     values["peak_breakdown"] = _breakdown(data)
     return TuneResult(**values)
 
@@ -223,16 +225,16 @@ def _upgraded(data: Any, version: int) -> Any:
     """A row of an older schema with the fields it lacked, as it meant them."""
     if not isinstance(data, dict) or version >= 4:
         return data
-    old: dict[str, Any] = {"remat_plan": None}
-    if version >= 3:
-        return {**old, **data}
-    old |= {"compiler_fits": False, "code_in_peak_bytes": 0}
+    old: dict[str, Any] = {"remat_plan": None, "program_changes": []}
+    blank: dict[str, Any] = {"program": ""}
+    if version < 3:
+        old |= {"compiler_fits": False, "code_in_peak_bytes": 0}
+        blank |= {"code_bytes": 0, "required_bytes": None, "available_bytes": None}
     if version < 2:
         old |= {"failures": [], "contradictions": []}
     row = {**old, **data}
     probes = row.get("probes")
     if isinstance(probes, list):
-        blank = {"code_bytes": 0, "required_bytes": None, "available_bytes": None}
         row["probes"] = [{**blank, **p} if isinstance(p, dict) else p for p in probes]
     return row
 
@@ -271,6 +273,7 @@ def _probes(row: _Fields, m: int, top: int, fits_by_compiling: bool) -> dict[int
             required_bytes=fields.optional_integer("required_bytes"),
             available_bytes=fields.optional_integer("available_bytes"),
             code_bytes=fields.integer("code_bytes", 0),
+            program=fields.string("program"),
         )
         if probe.refused:
             _refusal(fields, probe, fits_by_compiling)
@@ -317,26 +320,28 @@ def _next_refused(
     failed: set[int],
     interrupted: bool,
 ) -> None:
-    """Where the compiler fits programs: `next_batch` is the candidate above
-    the batch, refused; or none, at the largest candidate or interrupted."""
+    """Where the compiler fits programs: `next_batch` is the next candidate
+    above the batch that did not fail, refused, every one between failing;
+    or none, at the largest candidate or interrupted."""
     nxt = row.optional_integer("next_batch", 1)
     nxt_peak = row.optional_integer("next_peak_bytes", 0)
-    if failed:
-        raise row.fail("failures", "must be empty where the compiler fits programs")
+    largest = next((b for b in range(top // m * m, 0, -m) if b not in failed), 0)
     if nxt is None:
         if nxt_peak is not None:
             raise row.fail("next_peak_bytes", "must be null when next_batch is null")
-        if not interrupted and batch != top // m * m:
+        if not interrupted and batch != largest:
             raise row.fail(
                 "next_batch",
                 f"is null, so the batch (={batch}) must be the largest candidate "
-                f"(={top // m * m}) or the search interrupted",
+                f"(={largest}) or the search interrupted",
             )
         return
-    if nxt != batch + m or nxt not in probes or not probes[nxt].refused:
+    between = set(range(batch + m, nxt, m))
+    if nxt <= batch or nxt not in probes or not probes[nxt].refused or not between <= failed:
         raise row.fail(
             "next_batch",
-            f"must be the candidate above the batch (={batch + m}), refused by the compiler",
+            f"must be the next candidate above the batch (={batch}), refused by the "
+            "compiler, every one between failing",
         )
     row.equal("next_peak_bytes", probes[nxt].need_bytes, f"the bytes the refusal at {nxt} gave")
 
@@ -367,6 +372,25 @@ def _contradictions(row: _Fields, probes: Mapping[int, Probe]) -> None:
     if row.raw("contradictions") != shown:
         raise row.fail(
             "contradictions", f"must be the consecutive compiles whose need falls (={shown})"
+        )
+
+
+def _program_changes(row: _Fields, m: int, top: int, probes: Mapping[int, Probe]) -> None:
+    """Pairs of candidates a < b, among them every pair of neighbouring
+    compiles whose programs differ."""
+    pairs = row.raw("program_changes")
+    if not isinstance(pairs, list) or not all(
+        isinstance(p, list) and len(p) == 2 and all(type(b) is int for b in p) for p in pairs
+    ):
+        raise row.fail("program_changes", "must be a list of pairs of batches [a, b]")
+    for a, b in pairs:
+        if not (0 < a < b <= top) or a % m or b % m:
+            raise row.fail("program_changes", f"must pair candidates a < b, not [{a}, {b}]")
+    shown = [list(pair) for pair in program_changes(tuple(probes.values()))]
+    missing = [pair for pair in shown if pair not in pairs]
+    if missing:
+        raise row.fail(
+            "program_changes", f"must hold the compiles whose programs differ (={missing})"
         )
 
 

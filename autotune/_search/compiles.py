@@ -35,8 +35,9 @@ from autotune._core.signals import answer_proven, search_started
 from autotune._search.lines import crossing, grid
 from autotune._search.need import Bracket, check_grid
 
-# (compiled, bytes): a compile's need, or the bytes a refusal said it required.
-Outcome = tuple[bool, int]
+# (compiled, bytes): a compile's need, or the bytes a refusal said it required;
+# None: the compile failed for a reason other than memory.
+Outcome = tuple[bool, int] | None
 
 
 def search_compiles(
@@ -47,45 +48,63 @@ def search_compiles(
     max_batch: int = 65536,
     guess: int | None = None,
     per_example: float | None = None,
+    max_failures: int = 6,
 ) -> Bracket:
     """Largest multiple of `multiple_of` up to `max_batch` that compiles, below
     the smallest refused batch above it.
 
     Args:
-        compile_at: batch -> (compiled, bytes); one compile per new batch.
+        compile_at: batch -> (compiled, bytes), or None where the compile
+            failed for a reason other than memory; one compile per new batch.
         capacity: the bytes the compiler fits programs into; it places
             compiles, never decides.
         multiple_of, max_batch: the candidates.
         guess, per_example: an analytical estimate of the answer and its
             bytes per example; they place the first compiles.
+        max_failures: compiles that may fail before the search stops.
 
     Returns:
-        The bracket: `lo` compiled (None if the smallest candidate was
-        refused), `hi` was refused (None if `max_batch` compiled).
-        A KeyboardInterrupt returns what was proven so far, marked
-        interrupted.
+        The bracket: `lo` compiled (None if no candidate below `hi` did),
+        `hi` was refused (None if none was), and every candidate between
+        them failed (`failed`). A KeyboardInterrupt returns what was proven
+        so far, marked interrupted.
     """
     check_grid(multiple_of, max_batch)
     m = multiple_of
     top = max_batch // m * m
     fits: dict[int, int] = {}
     refused: dict[int, int] = {}
+    failed: set[int] = set()
 
     def compiles(batch: int) -> bool:
-        ok, size = compile_at(batch)
+        outcome = compile_at(batch)
+        if outcome is None:
+            failed.add(batch)
+            return False
+        ok, size = outcome
         (fits if ok else refused)[batch] = size
         return ok
 
     def bracket(interrupted: bool = False) -> Bracket:
         lo = max(fits, default=None)
         hi = min((b for b in refused if lo is None or b > lo), default=None)
-        return Bracket(lo, hi, interrupted=interrupted)
+        return Bracket(lo, hi, tuple(sorted(failed)), interrupted=interrupted)
+
+    def untried(aim: float, lo: int | None, hi: int | None) -> int | None:
+        """The candidate not compiled yet nearest to `aim` between `lo` and
+        `hi` (exclusive; None: the grid's ends); the lower on a tie."""
+        start, end = m if lo is None else lo + m, top if hi is None else hi - m
+        if start > end:
+            return None
+        centre = min(end, max(start, grid(aim, m)))
+        for step in range(0, (end - start) // m + 1):
+            for b in (centre - step * m, centre + step * m):
+                if start <= b <= end and b not in failed and b not in fits and b not in refused:
+                    return b
+        return None
 
     def done(b: Bracket) -> bool:
-        return b.lo == top or (
-            b.hi is not None
-            and (b.lo is None and b.hi == m or b.lo is not None and b.hi - b.lo == m)
-        )
+        return b.lo == top or untried(0, b.lo, b.hi) is None or len(failed) >= max_failures
 
     try:
         search_started()
@@ -101,30 +120,36 @@ def search_compiles(
             if fits and max(fits) < top:
                 lo = max(fits)
                 jump = grid(lo + (capacity - fits[lo]) / per_example, m, top)
-                if jump > lo:
+                hi = bracket().hi
+                if jump > lo and (hi is None or jump < hi) and jump not in failed:
                     compiles(jump)
-        if not fits:
-            if m in refused or not compiles(m) or top == m:
-                return bracket()
-            if not refused:
-                compiles(min(top, max(2 * m, int(guess or 0) // 4 // m * m)))
+        if not fits and not refused:
+            while not fits and not refused and not done(bracket()):
+                compiles(m if m not in failed else max(failed) + m)
+            if fits and not refused and not done(bracket()):
+                lo = max(fits)
+                nxt = untried(max(2 * m, int(guess or 0) // 4 // m * m), lo, None)
+                if nxt is not None:
+                    compiles(nxt)
         width = None
         misses = 0
         while True:
             proven = bracket()
             lo, hi = proven.lo, proven.hi
-            if lo == top or (hi is not None and hi - lo == m):
+            if done(proven):
                 answer_proven()
-                return bracket()
-            if hi is None:
+                return proven
+            if lo is None:  # refused, or failed, at the smallest candidates
+                nxt = untried(m, None, hi)
+            elif hi is None:
                 aim = _extrapolate(fits, lo, capacity)
                 if aim is None:
-                    nxt = min(top, 2 * lo)
+                    nxt = untried(min(top, 2 * lo), lo, None)
                 elif aim < lo + m:
-                    nxt = min(top, lo + m * 2**misses)
+                    nxt = untried(min(top, lo + m * 2**misses), lo, None)
                     misses += 1
                 else:
-                    nxt = grid(aim, m, top)
+                    nxt = untried(grid(aim, m, top), lo, None)
             else:
                 middle = lo + (hi - lo) // 2 // m * m
                 aim = crossing((lo, fits[lo]), (hi, refused[hi]), capacity)
@@ -132,6 +157,8 @@ def search_compiles(
                 if width is not None and 2 * (hi - lo) > width:
                     nxt = middle
                 width = hi - lo
+                nxt = untried(nxt, lo, hi)
+            assert nxt is not None  # `done` says when none is left
             compiles(nxt)
     except KeyboardInterrupt:
         if done(bracket()):  # the signal came once the answer was proven

@@ -35,6 +35,7 @@ class Grid:
     max_batch: int
     guess: int | None = None
     hint: Estimate | None = None  # an estimate with bytes per example
+    width: int = 1  # compiles per round of the search by need, however many run at once
 
     @property
     def top(self) -> int:
@@ -69,7 +70,7 @@ class _ByNeed:
             fixed=hint.fixed_bytes if hint else None,
             split=prober.fixed_bytes if split else None,
             room=_room(prober, budget, grid) if split else None,
-            width=lambda: prober.workers,
+            width=grid.width,
         )
 
 
@@ -78,9 +79,12 @@ class _ByCompiles:
         return first_batch(grid.multiple_of, grid.top, grid.guess, split=False)
 
     def run(self, prober: Prober, budget: int, grid: Grid) -> Bracket:
-        def compile_at(batch: int) -> tuple[bool, int]:
-            p = prober(batch)  # the bytes as the compiler counts them: with the code
-            return not p.refused, p.need_bytes + p.code_bytes
+        def compile_at(batch: int) -> tuple[bool, int] | None:
+            prober.measure([batch], lambda b, need: None)
+            p = prober.probes.get(batch)  # None: it failed, in `prober.failures`
+            if p is None:
+                return None
+            return not p.refused, p.need_bytes + p.code_bytes  # as the compiler counts: with code
 
         return search_compiles(
             compile_at,

@@ -247,32 +247,38 @@ def _look_above_dips(
     before answering: dips that fall on multiples of a power of two (XLA
     tiles such batches better) are searched along those multiples, whose
     need may grow while the rest is higher, and the bracket is then closed
-    around the largest that fits. The batches compiled depend on the dips
-    alone, not on how many compiles ran at once, so the answer is the same
-    on every run. Then a refusal at the smallest candidate is checked
-    against a larger one before it is called a floor."""
+    around the largest that fits. Every spacing from the coarsest a dip's
+    batch allows down to the candidates' is searched, so that a fall on the
+    candidates' own grid does not hide dips on the multiples of 512. The
+    batches compiled depend on the compiles alone, so the answer is the same
+    on every run. First, a refusal at the
+    smallest candidate is checked against a larger one before it is called
+    a floor."""
     if _check_the_floor(state, measure):
-        for batches in _rounds(state, _Hint(None, None, None), widths, max_failures, None, None):
-            measure(batches, state.record)
-    for _ in range(2):  # a spacing found along dips may show dips of its own
-        spacing = _dip_grid(state)
+        _close(state, measure, widths, max_failures)
+    searched: set[int] = set()
+    while True:  # a spacing searched may show dips of a coarser one
+        spacing = next((s for s in _dip_grids(state) if s not in searched), None)
         if spacing is None:
-            return
+            break
+        searched.add(spacing)
         sub = _State(state.budget, spacing, state.top // spacing * spacing)
         for b, n in state.needs.items():
             if b % spacing == 0:
                 sub.record(b, n)
         sub.failed = {b for b in state.failed if b % spacing == 0}
         if sub.lo is None or sub.proven():
-            return
-        before = state.lo
+            continue
         left = max_failures - len(state.failed - sub.failed)  # failures count once
         for batches in _rounds(sub, _Hint(None, None, None), widths, left, None, None):
             measure(batches, _both(state, sub))
-        if state.lo == before:
-            return
-        for batches in _rounds(state, _Hint(None, None, None), widths, max_failures, None, None):
-            measure(batches, state.record)
+    _close(state, measure, widths, max_failures)
+
+
+def _close(state: _State, measure: Measure, widths: Callable[[], int], max_failures: int) -> None:
+    """Prove the bracket around the largest batch that fits, from the compiles made."""
+    for batches in _rounds(state, _Hint(None, None, None), widths, max_failures, None, None):
+        measure(batches, state.record)
 
 
 def _both(state: _State, sub: _State) -> Record:
@@ -296,17 +302,18 @@ def _check_the_floor(state: _State, measure: Measure) -> bool:
     return state.lo is not None
 
 
-def _dip_grid(state: _State) -> int | None:
-    """The multiples the dips fall on: the largest power of two dividing
-    every batch whose need fell below the batch before it (with the
-    candidates' own multiple), if that is coarser than the candidates."""
+def _dip_grids(state: _State) -> list[int]:
+    """The multiples dips may fall on, the coarsest first: every power of
+    two (with the candidates' own multiple) coarser than the candidates, up
+    to the largest dividing a batch whose need fell below the batch before
+    it. A dip's batch may lie on a grid finer than its own power of two."""
     ordered = sorted(state.needs)
     dips = [b for a, b in zip(ordered, ordered[1:]) if state.needs[a] > state.needs[b]]
     if not dips:
-        return None
-    power = min((b & -b) for b in dips)
-    spacing = math.lcm(power, state.m)
-    return spacing if state.m < spacing <= state.top else None
+        return []
+    power = max(b & -b for b in dips)
+    spacings = {math.lcm(1 << k, state.m) for k in range(power.bit_length())}
+    return sorted((s for s in spacings if state.m < s <= state.top), reverse=True)
 
 
 def _rounds(

@@ -127,6 +127,12 @@ class Target(abc.ABC):
         shows to pay on this machine's cores (`autotune._compile.concurrency`)."""
         return None
 
+    def round_width(self) -> int:
+        """Compiles a round of the search holds: the target's alone, never
+        the machine's cores or a compile's timing, so that the batches
+        compiled, and the answer, are the same on every run."""
+        return 2
+
     def stops_at_assignment(self) -> bool:
         """Whether probes stop at buffer assignment: asked, and nothing
         against it (`full_compile_reason`)."""

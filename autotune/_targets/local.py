@@ -62,6 +62,9 @@ class LocalTarget(Target):
         # An accelerator's compiles run kernels to pick algorithms, on its memory.
         return None if self.on_host else 1
 
+    def round_width(self) -> int:
+        return super().round_width() if self.on_host else 1
+
     @property
     def on_host(self) -> bool:
         """The devices are this machine's CPU."""

@@ -13,6 +13,7 @@ from autotune._core.units import format_bytes
 from autotune._results.result import TuneResult
 from autotune._search.need import Bracket
 from autotune._targets.interface import Target
+from autotune._tune.programs import changes
 from autotune._workloads.estimate import Estimate
 
 
@@ -54,7 +55,19 @@ def answer_of(
         interrupted=bracket.interrupted,
         failures=tuple(prober.failures[b] for b in prober.order if b in prober.failures),
         contradictions=bracket.contradictions,
+        # After Ctrl-C, nothing more is lowered: the compiles' programs alone.
+        program_changes=changes(
+            prober,
+            answer.batch,
+            asked["multiple_of"],
+            answer.batch if bracket.interrupted else _top(asked),
+        ),
     )
+
+
+def _top(asked: Mapping[str, Any]) -> int:
+    """The largest candidate of the question."""
+    return asked["max_batch"] // asked["multiple_of"] * asked["multiple_of"]
 
 
 def no_answer(prober: Prober, budget: Budget, options: Mapping[str, Any]) -> str:

@@ -123,7 +123,9 @@ def find_max_batch(
         workers: compiles at once (default: the target's: one on a local
             accelerator, else as many as the first compile shows to pay on
             this machine's cores, see `autotune._compile.concurrency`; a TPU
-            target's search compiles one at a time).
+            target's search compiles one at a time). How many run at once
+            never changes which batches are compiled: a round's batches are
+            the target's (`Target.round_width`).
         why: also explain the answer's peak (`TuneResult.peak_breakdown`):
             the search dumps its compiles and the breakdown is read from the
             one at the answer; a cached answer costs one more compile.
@@ -164,7 +166,8 @@ def find_max_batch(
     _check_data_parallel(dp, multiple_of)
     estimate = workload.estimate
     hint = estimate if estimate and estimate.per_example_bytes > 0 else None
-    grid = Grid(multiple_of, max_batch, hint.max_batch(budget.bytes) if hint else None, hint)
+    guess = hint.max_batch(budget.bytes) if hint else None
+    grid = Grid(multiple_of, max_batch, guess, hint, tgt.round_width())
     _check_arguments_fit(prober, multiple_of, budget)
     asked = dict(
         budget=budget, target=tgt.name, target_description=tgt.description,
