@@ -99,7 +99,7 @@ def test_the_schema_page_and_a_written_report_hold_the_same_fields(tmp_path):
         budget_bytes=result.budget_bytes,
     )  # fmt: skip
     path = tmp_path / "tune.json"
-    autotune.write_json([result], path, autotune.recommend([result]), search.to_dict())
+    autotune.write_json([result], path, autotune.recommend([result]), plan_search=search.to_dict())
     written = set(_paths(json.loads(path.read_text())))
     bound = throughput_bound(result, autotune.get_target("a100-40gb").peak_flops, ("float32",))
     autotune.write_json([result], path, bounds=[bound])  # several targets: rows with bounds
