@@ -27,8 +27,8 @@ def _parser(flags: Sequence[WorkloadFlag] = (), spec: str = "", add_help: bool =
     p = argparse.ArgumentParser(
         prog="autotune",
         add_help=add_help,
-        # A workload's own flags join the parser late: no prefix of one may
-        # be taken for a flag of the command's (--remat for --remat-plan).
+        # A workload's own flags join the parser late: none may be taken for
+        # a longer flag of the command's that it is a prefix of.
         allow_abbrev=False,
         description="Find the largest batch of a train step that fits an accelerator, "
         "from XLA's memory analysis of the compiled step. The search runs nothing "

@@ -237,9 +237,9 @@ def test_a_report_that_cannot_be_written_after_the_search_is_one_line(
 
     real = _command.write_json
 
-    def folder_removed_meanwhile(*args):
+    def folder_removed_meanwhile(*args, **kwargs):
         out.parent.rmdir()
-        real(*args)
+        real(*args, **kwargs)
 
     monkeypatch.setattr(_command, "write_json", folder_removed_meanwhile)
     assert main([*TINY, "--remat", "none", "--json", str(out)]) == 1
