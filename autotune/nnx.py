@@ -30,7 +30,7 @@ from flax import nnx
 
 from autotune._core import checks as check
 from autotune._core.errors import TuneError
-from autotune._plans.plan import RematSpace
+from autotune._plans.plan import RematSpace, complete_plan
 from autotune._plans.policies import NONE, check_policy
 from autotune._workloads.build import (
     InputSpec,
@@ -154,7 +154,8 @@ def nnx_workload(
         return module, nnx.Optimizer(module, tx, wrt=wrt)
 
     if remat_plan is not None:
-        plan = _full_plan(remat_plan, _paths(_abstract(lambda: _construct(model, seed)), blocks))
+        blocks_of_model = _paths(_abstract(lambda: _construct(model, seed)), blocks)
+        plan = complete_plan(remat_plan, blocks_of_model, "remat_plan").to_dict()
     abstract = _abstract(build)
     if not jax.tree.leaves(nnx.state(abstract[0], wrt)):
         raise TuneError(f"`wrt` (={check.shown(wrt)}) selects no variable of the model to train")
@@ -288,21 +289,6 @@ def _outermost(model: nnx.Module, types: tuple[type, ...]) -> list[tuple[tuple, 
     ]
     paths = {path for path, _ in found}
     return [(p, m) for p, m in found if not any(p[:i] in paths for i in range(len(p)))]
-
-
-def _full_plan(plan: Any, blocks: tuple[str, ...]) -> dict[str, str]:
-    """`plan` with every block listed, in model order."""
-    if not isinstance(plan, Mapping):
-        raise TuneError(f"`remat_plan` (={check.shown(plan)}) must map block paths to policies")
-    unknown = [b for b in plan if b not in blocks]
-    if unknown:
-        raise TuneError(
-            f"`remat_plan` (={check.shown(plan)}) names {unknown[0]!r}, a block this model "
-            f"lacks; its blocks are {', '.join(blocks) or 'none'}"
-        )
-    for block, policy in plan.items():
-        check_policy(f"remat_plan[{block!r}]", policy)
-    return {b: plan.get(b, NONE) for b in blocks}
 
 
 def _apply_plan(model: nnx.Module, plan: Mapping[str, str]) -> int:

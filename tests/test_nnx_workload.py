@@ -270,7 +270,7 @@ def test_a_space_of_plans_names_each_block_by_its_path_and_trains_the_plan_tuned
         checkpoint_blocks(Net(nnx.Rngs(0)), {"blocks.9": "nothing_saveable"})
     with pytest.raises(TuneError, match=r"`policy` \(='dots_saveable'\) is given with a plan"):
         checkpoint_blocks(Net(nnx.Rngs(0)), {"blocks.0": "none"}, "dots_saveable")
-    with pytest.raises(TuneError, match="names 'blocks.7', a block this model lacks"):
+    with pytest.raises(TuneError, match="names 'blocks.7', a block this workload lacks"):
         make(remat_blocks=Block, remat_plan={"blocks.7": "nothing_saveable"})
     with pytest.raises(TuneError, match="needs `remat_blocks` and no `remat`"):
         make(remat_plan={"blocks.0": "nothing_saveable"})

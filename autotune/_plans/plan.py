@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from autotune._core import checks as check
 from autotune._core.errors import TuneError
@@ -126,16 +127,7 @@ class RematSpace:
 
     def plan(self, chosen: Mapping[str, str] | None = None) -> RematPlan:
         """The plan with `chosen` (block -> policy) and "none" elsewhere."""
-        chosen = dict(chosen or {})
-        unknown = [b for b in chosen if b not in self.blocks]
-        if unknown:
-            raise TuneError(
-                f"`plan` (={chosen!r}) names {unknown[0]!r}, a block this workload lacks; its "
-                f"blocks are {', '.join(self.blocks)}"
-            )
-        for block, policy in chosen.items():
-            check_policy(f"plan[{block!r}]", policy)
-        return RematPlan(tuple((b, chosen.get(b, NONE)) for b in self.blocks))
+        return complete_plan(chosen or {}, self.blocks)
 
     def everywhere(self, policy: str | None = None) -> RematPlan:
         """Every block under `policy` (default: the strongest)."""
@@ -164,6 +156,21 @@ class RematSpace:
             )
         label = f"{self.label or workload.label or 'step'} remat[{plan.text()}]"
         return dataclasses.replace(workload, label=label, remat_plan=plan.to_dict())
+
+
+def complete_plan(chosen: Any, blocks: Sequence[str], name: str = "plan") -> RematPlan:
+    """The plan over `blocks` with `chosen` (block -> policy) and "none" elsewhere."""
+    if not isinstance(chosen, Mapping):
+        raise TuneError(f"`{name}` (={check.shown(chosen)}) must map block names to policies")
+    unknown = [b for b in chosen if b not in blocks]
+    if unknown:
+        raise TuneError(
+            f"`{name}` (={check.shown(dict(chosen))}) names {unknown[0]!r}, a block this "
+            f"workload lacks; its blocks are {', '.join(blocks) or 'none'}"
+        )
+    for block, policy in chosen.items():
+        check_policy(f"{name}[{block!r}]", policy)
+    return RematPlan(tuple((b, chosen.get(b, NONE)) for b in blocks))
 
 
 def parse_plan(text: str) -> dict[str, str]:
