@@ -188,3 +188,12 @@ def test_a_tpu_compile_that_fails_is_recorded_and_the_search_goes_on():
     bracket = BY_COMPILES.run(prober, 40_000, Grid(8, 2_000))
     assert (bracket.lo, bracket.hi, bracket.failed) == (384, 400, (392,))
     assert set(prober.failures) == {392}
+
+
+def test_the_jump_after_a_refused_guess_stays_below_it():
+    """The guess refused and its quarter compiled: the line from the quarter
+    (a per-example estimate far too small) may not reach past the guess."""
+    compiler = Compiler(lambda b: b <= 400, lambda b: 100 * b)
+    bracket = search_compiles(compiler, CAPACITY, multiple_of=8, guess=1_000, per_example=10)
+    check_proof(compiler, bracket, 8)
+    assert compiler.calls[:3] == [1_000, 248, 992]
