@@ -420,22 +420,29 @@ def _report(
         print()
         for r in results:
             print(accumulation_line(r, job.accumulate_to))
+
+    def report() -> None:
+        write_json(results, job.json_path, best, plan_search=search.to_dict() if search else None)
+
+    def plot() -> None:
+        from autotune._results.plot import plot_results
+
+        plot_results(results, job.plot_path)
+
+    return write_files(job, report, plot)
+
+
+def write_files(job: Job, report: Callable[[], None], plot: Callable[[], None]) -> int:
+    """Writes the `--json` report and the `--plot` figure the job asks for;
+    1 if one was not written, else 0."""
     status = 0
     if job.json_path:
-        if written(
-            "--json",
-            job.json_path,
-            lambda: write_json(
-                results, job.json_path, best, plan_search=search.to_dict() if search else None
-            ),
-        ):
+        if written("--json", job.json_path, report):
             print(f"\nwrote {job.json_path}")
         else:
             status = 1
     if job.plot_path:
-        from autotune._results.plot import plot_results
-
-        if written("--plot", job.plot_path, lambda: plot_results(results, job.plot_path)):
+        if written("--plot", job.plot_path, plot):
             print(f"wrote {job.plot_path}")
         else:
             status = 1

@@ -18,7 +18,7 @@ from autotune._command.run import (
     progress,
     run,
     signal_status,
-    written,
+    write_files,
 )
 from autotune._core.errors import TuneError
 from autotune._core.signals import raising
@@ -130,21 +130,13 @@ def _report(comparison: TargetComparison, job: Job) -> int:
         print()
         for r in results:
             print(f"{r.target}: {accumulation_line(r, job.accumulate_to)}")
-    status = 0
-    if job.json_path:
 
-        def report() -> None:
-            write_json(results, job.json_path, bounds=comparison.bounds)
+    def report() -> None:
+        write_json(results, job.json_path, bounds=comparison.bounds)
 
-        if written("--json", job.json_path, report):
-            print(f"\nwrote {job.json_path}")
-        else:
-            status = 1
-    if job.plot_path:
+    def plot() -> None:
         from autotune._results.plot import plot_comparison
 
-        if written("--plot", job.plot_path, lambda: plot_comparison(comparison, job.plot_path)):
-            print(f"wrote {job.plot_path}")
-        else:
-            status = 1
-    return status
+        plot_comparison(comparison, job.plot_path)
+
+    return write_files(job, report, plot)
