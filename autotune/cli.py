@@ -194,9 +194,10 @@ def _parser(flags: Sequence[WorkloadFlag] = (), spec: str = "", add_help: bool =
     p.add_argument(
         "--stop-at-assignment",
         action="store_true",
-        help="end each compile of a described GPU once XLA has assigned its buffers, "
-        "in a worker process, and read its need from that assignment (the same "
-        "bytes, in a fraction of the time; not yet the default)",
+        help="end each compile once XLA has assigned its buffers, in a worker process: a "
+        "described GPU's need is read from that assignment (the same bytes, in a fraction "
+        "of the time); a TPU chip's verdict there (buffers placed within HBM, or refused) "
+        "places the search, and its answer is then compiled in full; not yet the default",
     )
     plans = p.add_argument_group(
         "remat plans (a workload that names its blocks: an autotune.RematSpace, or an "

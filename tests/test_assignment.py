@@ -9,7 +9,7 @@ from steps import mlp_args, mlp_step, padded_step
 from user_steps import deep_mlp, linen_cnn, nnx_cnn, plain_mlp
 
 import autotune
-from autotune._compile.assignment import read_assignment, whole_assignment
+from autotune._compile.assignment import placed_bytes, read_assignment, whole_assignment
 from autotune._compile.dump import DumpError, dump_options
 from autotune._compile.prober import Prober
 from autotune._compile.remat_pass import REMAT_PASS_OFF
@@ -115,3 +115,25 @@ def test_a_file_cut_short_or_in_another_memory_space_is_not_read(tmp_path):
     report.write_text("Total bytes: 256 (256B)\n")
     assigned, path = whole_assignment(tmp_path)
     assert assigned.total_bytes == 256 and Path(path).name.endswith("buffer-assignment.txt")
+
+
+REPORT = "module_0000.jit_step.after_optimizations-memory-usage-report.txt"
+TPU_REPORT = """Memory Space: default (color=0)
+Total bytes: 8389120 (8.00MiB)
+  cumulative_size;       size;       offset; used_by_n_values; shapes_list
+
+Memory Space: vmem (color=1)
+Total bytes: 8388608 (8.00MiB)
+"""
+
+
+def test_a_tpu_placement_is_the_default_memory_spaces_total_once_written(tmp_path):
+    assert placed_bytes(tmp_path) is None and placed_bytes(tmp_path / "absent") is None
+    report = tmp_path / REPORT
+    report.write_text(TPU_REPORT[: TPU_REPORT.index(" (8.00MiB)")])  # the number may be cut
+    assert placed_bytes(tmp_path) is None
+    report.write_text(TPU_REPORT)
+    assert placed_bytes(tmp_path) == 8_389_120  # HBM's, not VMEM's
+    (tmp_path / REPORT.replace("0000", "0001")).write_text(TPU_REPORT)
+    with pytest.raises(DumpError, match="2 modules"):
+        placed_bytes(tmp_path)

@@ -175,7 +175,7 @@ def test_the_command_fits_a_batch_and_writes_the_plan(tmp_path, capsys):
     assert "remat plan      nothing_saveable on stage1; none on stage2" in printed
     assert "searched 3 remat plans" in printed
     report = json.loads(out.read_text())
-    assert report["version"] == 4
+    assert report["version"] == 5
     assert report["plan_search"]["fit_batch"] == 128
     assert report["plan_search"]["plans_probed"] == len(report["plan_search"]["trials"])
     (row,) = read_json(out)

@@ -35,7 +35,7 @@ def test_round_trip(results, tmp_path):
     write_json(results, path, recommend(results))
     assert read_results(path) == results
     data = json.loads(path.read_text())
-    assert (data["schema"], data["version"]) == ("autotune.result", 4)
+    assert (data["schema"], data["version"]) == ("autotune.result", 5)
     assert "peak_breakdown" not in data["results"][0]  # only when asked for
     assert data["recommendation"]["label"] in ("small", "large")
     assert [p.name for p in tmp_path.iterdir()] == ["tune.json"]
@@ -104,10 +104,15 @@ def older_report(results, path, version):
     """`results` written as a report of schema `version`: without the fields
     that version lacked (1: failures, contradictions, the TPU fields and the
     remat plan and the programs; 2: the TPU fields, the plan and the programs;
-    3: the plan and the programs)."""
+    3: the plan and the programs; every version before 5: the probes'
+    `stopped` and `placed_bytes`)."""
     write_json(results, path)
     data = json.loads(path.read_text())
     for row in data["results"]:
+        for probe in row["probes"]:
+            del probe["stopped"], probe["placed_bytes"]
+        if version == 4:
+            continue
         del row["remat_plan"], row["program_changes"]
         for probe in row["probes"]:
             del probe["program"]
@@ -159,6 +164,16 @@ def test_a_version_3_report_without_a_remat_plan_is_read(results, tmp_path):
     assert read_results(path) == without_programs(results)
     path.write_text(json.dumps({**data, "version": 4}))
     with pytest.raises(TuneError, match="lacks the field '(remat_plan|program)'"):
+        read_results(path)
+
+
+def test_a_version_4_report_without_stopped_probes_is_read(results, tmp_path):
+    path = tmp_path / "tune.json"
+    data = older_report(results, path, 4)
+    path.write_text(json.dumps(data))
+    assert read_results(path) == results
+    path.write_text(json.dumps({**data, "version": 5}))
+    with pytest.raises(TuneError, match="lacks the field 'stopped'"):
         read_results(path)
 
 

@@ -9,6 +9,7 @@ whatever is accepted leaves the batch as it was.
 """
 
 import copy
+import dataclasses
 import json
 import re
 import warnings
@@ -16,7 +17,14 @@ import warnings
 import pytest
 from steps import CountingStep, mlp_args, mlp_step, need_at
 
-from autotune import ResultCache, TuneError, find_max_batch, load_batch_size, write_json
+from autotune import (
+    ResultCache,
+    TuneError,
+    find_max_batch,
+    get_target,
+    load_batch_size,
+    write_json,
+)
 
 SEARCH = dict(multiple_of=8, max_batch=256)
 HEADROOM = 100
@@ -97,9 +105,10 @@ def proof_paths(row, prefix):
     for i, probe in enumerate(row["probes"]):
         if probe["batch"] in (row["batch"], row["next_batch"]):
             # A program's code is part of the proof only where the peak counts
-            # it; what a refusing compiler said it had is its rounded message.
+            # it; what a refusing compiler said it had is its rounded message;
+            # a GPU's need is exact whether its compile stopped or not.
             loose = ("compile_seconds", "flops", "available_bytes")
-            loose += () if row["compiler_fits"] else ("code_bytes",)
+            loose += () if row["compiler_fits"] else ("code_bytes", "stopped")
             found |= {(*prefix, "probes", i, f) for f in probe if f not in loose}
         found.add((*prefix, "probes", i, "need_bytes"))
     return found
@@ -376,15 +385,19 @@ def test_a_label_that_names_two_rows_is_refused(report, tmp_path):
         load_batch_size(path, "mlp")
 
 
-def test_every_tampered_field_of_a_tpu_report_is_refused_or_harmless(tmp_path):
+@pytest.mark.parametrize("stop", [False, True], ids=["full", "placed"])
+def test_every_tampered_field_of_a_tpu_report_is_refused_or_harmless(tmp_path, stop):
     """A TPU row's proof (the answer compiled, the candidate above refused, the
-    code in the peak) holds against every tamper, as a GPU row's does."""
+    code in the peak) holds against every tamper, as a GPU row's does; with
+    probes stopped at their placement too."""
     pytest.importorskip("libtpu", reason="compiling for a described TPU needs libtpu")
+    target = dataclasses.replace(get_target("v5e:1x1"), stop_at_assignment=stop)
     result = find_max_batch(
-        mlp_step, mlp_args, target="v5e:1x1", budget_bytes=2 << 20, donate_argnums=0,
+        mlp_step, mlp_args, target=target, budget_bytes=2 << 20, donate_argnums=0,
         label="mlp", max_batch=1 << 14,
     )  # fmt: skip
     assert result.compiler_fits and result.exact
+    assert any(p.placed for p in result.probes) == stop
     good = tmp_path / "good.json"
     write_json([result], good)
     data = json.loads(good.read_text())

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from autotune._core.errors import TuneError
-from autotune._search.compiles import search_compiles
+from autotune._search.compiles import FITS, PLACED, REFUSED, search_compiles, search_placed
 from autotune._search.drivers import BY_COMPILES, Grid
 
 CAPACITY = 100_000
@@ -171,6 +171,8 @@ class FakeProber:
     """A prober as the TPU driver uses one: `measure` records each batch's
     probe, or its failure, for a compiler that fits below 400."""
 
+    places = False  # probes compile in full
+
     def __init__(self, broken):
         self.broken, self.probes, self.failures = set(broken), {}, {}
 
@@ -179,7 +181,9 @@ class FakeProber:
             if b in self.broken:
                 self.failures[b] = "INTERNAL: Couldn't find output tile sizes"
             else:
-                self.probes[b] = SimpleNamespace(refused=b >= 400, need_bytes=100 * b, code_bytes=0)
+                self.probes[b] = SimpleNamespace(
+                    refused=b >= 400, placed=False, need_bytes=100 * b, code_bytes=0
+                )
             record(b, None if b in self.broken else 100 * b)
 
 
@@ -197,3 +201,113 @@ def test_the_jump_after_a_refused_guess_stays_below_it():
     bracket = search_compiles(compiler, CAPACITY, multiple_of=8, guess=1_000, per_example=10)
     check_proof(compiler, bracket, 8)
     assert compiler.calls[:3] == [1_000, 248, 992]
+
+
+class Placer:
+    """A fake TPU compiler with probes stopped at buffer assignment: a batch's
+    buffers take `placed(b)` bytes, its code `code` more. Past the capacity
+    the buffers alone are refused at once; within it, they are placed (a
+    verdict), and a full compile refuses them if the code does not fit too."""
+
+    def __init__(self, placed, code, capacity, digits=None):
+        self.placed, self.code, self.capacity = placed, code, capacity
+        self.digits = digits  # a refusal's excess, to so many significant digits
+        self.calls = []
+
+    def fits(self, b):
+        return self.placed(b) + self.code <= self.capacity
+
+    def place(self, b):
+        self.calls.append(("place", b))
+        size = self.placed(b)
+        return (REFUSED, size + self.code) if size > self.capacity else (PLACED, size)
+
+    def prove(self, b):
+        self.calls.append(("prove", b))
+        size = self.placed(b) + self.code
+        if size <= self.capacity:
+            return FITS, size
+        excess = size - self.capacity
+        if self.digits is not None:
+            excess = float(f"{excess:.{self.digits}g}")
+        return REFUSED, self.capacity + int(excess)
+
+    def search(self, **grid):
+        return search_placed(self.place, self.prove, self.capacity, **grid)
+
+
+def check_placed_proof(placer, bracket, m):
+    """Both ends rest on the compiler's word: the answer compiled in full, the
+    next refused (at once, or in full); a batch is placed once and compiled in
+    full at most once; nothing at or above a proven refusal is tried."""
+    places = [b for kind, b in placer.calls if kind == "place"]
+    proves = [b for kind, b in placer.calls if kind == "prove"]
+    assert len(places) == len(set(places)) and len(proves) == len(set(proves))
+    assert bracket.lo is None or (bracket.lo in proves and placer.fits(bracket.lo))
+    if bracket.hi is not None:
+        assert not placer.fits(bracket.hi)
+        proven_refused = placer.placed(bracket.hi) > placer.capacity or bracket.hi in proves
+        assert proven_refused and (bracket.lo is None or bracket.hi == bracket.lo + m)
+    refused = []
+    for kind, b in placer.calls:
+        assert all(b < r for r in refused), f"{kind} {b} after {refused} were refused"
+        if not placer.fits(b) and (kind == "prove" or placer.placed(b) > placer.capacity):
+            refused.append(b)
+
+
+@pytest.mark.parametrize("code", [0, 50, 700, 5_000, 30_000])
+@pytest.mark.parametrize("guess", [None, 300, 900])
+def test_placements_find_the_answer_a_full_compile_proves(code, guess):
+    """Affine buffers, code known only in full: the largest batch whose
+    buffers and code fit, in one or two full compiles."""
+    placer = Placer(lambda b: 1_000 + 100 * b, code, CAPACITY)
+    bracket = placer.search(multiple_of=8, max_batch=20_000, guess=guess,
+                            per_example=100 if guess else None)  # fmt: skip
+    check_placed_proof(placer, bracket, 8)
+    assert bracket.lo == (CAPACITY - 1_000 - code) // 100 // 8 * 8
+    assert sum(kind == "prove" for kind, _ in placer.calls) <= 3, placer.calls
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_placements_of_a_non_monotone_compiler_still_end_proven(seed):
+    rng = random.Random(seed)
+    placer = Placer(wiggly(seed), rng.choice([0, 100, 3_000, 20_000]), CAPACITY)
+    guess = rng.choice([None, 50, 500, 5_000])
+    bracket = placer.search(multiple_of=8, max_batch=20_000, guess=guess,
+                            per_example=rng.uniform(5, 300) if guess else None)  # fmt: skip
+    check_placed_proof(placer, bracket, 8)
+
+
+def test_an_interrupt_in_a_full_compile_returns_the_bracket_interrupted():
+    placer = Placer(lambda b: 100 * b, 0, CAPACITY)
+
+    def prove(b):
+        raise KeyboardInterrupt
+
+    bracket = search_placed(placer.place, prove, CAPACITY, multiple_of=8, max_batch=20_000)
+    assert bracket.interrupted and bracket.lo is not None
+    assert all(kind == "place" for kind, _ in placer.calls)
+
+
+def test_a_full_compile_that_fails_is_one_candidate_left_out():
+    placer = Placer(lambda b: 100 * b, 0, CAPACITY)
+
+    def prove(b):
+        placer.calls.append(("prove", b))
+        return None if b == 1_000 else placer.prove(b)
+
+    bracket = search_placed(placer.place, prove, CAPACITY, multiple_of=8, max_batch=20_000)
+    assert (bracket.lo, bracket.hi, bracket.failed) == (992, 1_008, (1_000,))
+
+
+@pytest.mark.parametrize("digits", [None, 3, 2])
+@pytest.mark.parametrize("code", [1_500, 15_000])
+def test_code_larger_than_a_step_takes_few_full_compiles(digits, code):
+    """Slope 10 B per example and code of 150 or 1,500 examples' bytes, each
+    refusal's excess printed to a few digits: the answer in a few full
+    compiles, not one a candidate."""
+    placer = Placer(lambda b: 1_000 + 10 * b, code, CAPACITY, digits)
+    bracket = placer.search(multiple_of=8, max_batch=20_000)
+    check_placed_proof(placer, bracket, 8)
+    assert bracket.lo == (CAPACITY - 1_000 - code) // 10 // 8 * 8
+    assert sum(kind == "prove" for kind, _ in placer.calls) <= 4, placer.calls

@@ -1,7 +1,9 @@
-"""A TPU's verdict at buffer assignment is not its compiler's, so TPU probes
-compile in full even when asked to stop there (libtpu, small programs)."""
+"""A TPU's verdict at buffer assignment is not its compiler's: probes asked
+to stop there stop at a placement, and the answer is compiled in full
+(libtpu, small programs)."""
 
 import dataclasses
+import json
 import os
 import re
 import tempfile
@@ -14,10 +16,9 @@ from steps import mlp_args, mlp_step
 
 import autotune
 from autotune._compile import workers
-from autotune._compile.prober import Prober
 from autotune._compile.remat_pass import REMAT_PASS_OFF
+from autotune._core.errors import TuneError
 from autotune._targets.refusal import hbm_refusal
-from autotune._targets.tpu import MAX_HBM_OPTION
 
 pytest.importorskip(
     "libtpu", reason="compiling for a described TPU needs libtpu: pip install -e '.[tpu]'"
@@ -56,33 +57,76 @@ def test_buffers_placed_within_hbm_are_refused_once_the_code_is_counted(tmp_path
     assert refusal is not None and refusal.required_bytes > refusal.available_bytes
 
 
-def test_a_tpu_asked_to_stop_compiles_in_full(tmp_path, monkeypatch):
+def _search(target, budget=2 << 20, **kwargs):
+    w = autotune.Workload(mlp_step, mlp_args, donate_argnums=0)
+    return autotune.find_max_batch(w, target=target, budget_bytes=budget, max_batch=1 << 15,
+                                   compiler_options=REMAT_PASS_OFF, **kwargs)  # fmt: skip
+
+
+def test_placements_stop_the_compile_and_the_answer_is_compiled_in_full(tmp_path, monkeypatch):
+    """Asked to stop, a TPU probe stops once the compiler placed its buffers:
+    same answer, peak and next batch as compiles in full; the answer and the
+    refusal above it are the compiler's own word; no worker or folder left."""
     workers.stop_all()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     tpu = autotune.get_target("v5e:1x1")
     asked = dataclasses.replace(tpu, stop_at_assignment=True)
-    assert not asked.stops_at_assignment()
-    assert "benchmarks/tpu-verdicts.md" in asked.full_compile_reason()
-    options = {**REMAT_PASS_OFF, MAX_HBM_OPTION: 2}
-    w = autotune.Workload(mlp_step, mlp_args, donate_argnums=0)
-    stopped = Prober.for_target(w, asked, compiler_options=options)
-    full = Prober.for_target(w, tpu, compiler_options=options)
-    for batch in (8, 1 << 14):  # fits, refused
-        a, b = stopped(batch), full(batch)
-        assert not a.stopped and a.refused == b.refused == (batch > 8)
-        assert (a.need_bytes, a.code_bytes) == (b.need_bytes, b.code_bytes)
-    assert not list(tmp_path.glob(workers.FOLDER_PREFIX + "*")), "a worker was started"
+    assert asked.stops_at_assignment() and not tpu.stops_at_assignment()
+    placed, full = _search(asked), _search(tpu)
+    assert (placed.batch, placed.peak_bytes, placed.next_batch, placed.next_peak_bytes) == (
+        full.batch, full.peak_bytes, full.next_batch, full.next_peak_bytes
+    )  # fmt: skip
+    by_batch = {p.batch: p for p in placed.probes}
+    answer, nxt = by_batch[placed.batch], by_batch[placed.next_batch]
+    assert not answer.stopped and answer.code_bytes > 0 and nxt.refused and not nxt.stopped
+    stopped = [p for p in placed.probes if p.placed]
+    assert stopped and all(p.placed_bytes <= placed.budget.bytes for p in stopped)
+    assert all(p.need_bytes == p.placed_bytes and not p.code_bytes for p in stopped)
+    assert not any(p.stopped for p in full.probes)
+    assert "stopped once the compiler had placed their buffers" in placed.how()
+    workers.stop_all()
     assert not os.listdir(tmp_path)
 
 
-def test_the_command_says_why_tpu_probes_compile_in_full(monkeypatch, capsys):
+def test_a_report_with_placements_reads_back_and_a_placed_answer_is_refused(tmp_path):
+    result = _search(dataclasses.replace(autotune.get_target("v5e:1x1"), stop_at_assignment=True))
+    path = tmp_path / "r.json"
+    autotune.write_json([result], path)
+    (back,) = autotune.read_results(path)
+    assert back.probes == result.probes and any(p.placed for p in back.probes)
+    data = json.loads(path.read_text())
+    row = data["results"][0]
+    placement = next(p for p in row["probes"] if p["placed_bytes"] is not None)
+    answer = next(p for p in row["probes"] if p["batch"] == row["batch"])
+    sizes = ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", "code_bytes")
+    answer.update(dict.fromkeys(sizes, 0), stopped=True)
+    answer.update(placed_bytes=placement["need_bytes"], need_bytes=placement["need_bytes"])
+    path.write_text(json.dumps(data))
+    with pytest.raises(TuneError, match=r"results\[0\]\.batch.*only placed"):
+        autotune.read_results(path)
+
+
+def test_a_slice_asked_to_stop_compiles_in_full():
+    slice_ = dataclasses.replace(autotune.get_target("v5e:2x2"), stop_at_assignment=True)
+    assert not slice_.stops_at_assignment()
+    assert "several devices" in slice_.full_compile_reason()
+
+
+def test_the_command_says_why_a_slices_probes_compile_in_full(monkeypatch, capsys):
     from autotune._command import run as command
     from autotune.cli import main
 
     monkeypatch.setattr(command, "_tune", lambda *a: [])
     argv = ["--model", "vgg-tiny", "--image-size", "8", "--classes", "10", "--remat", "none",
-            "--target", "v5e:1x1", "--no-cache", "--quiet", "--stop-at-assignment"]  # fmt: skip
+            "--target", "v5e:2x2", "--no-cache", "--quiet", "--stop-at-assignment"]  # fmt: skip
     main(argv)
     printed = capsys.readouterr().err
     assert "probes: compiled in full, not stopped at buffer assignment" in printed
-    assert "benchmarks/tpu-verdicts.md" in printed
+    assert "several devices" in printed
+
+
+def test_an_answer_compiled_in_a_worker_keeps_its_cost_analysis():
+    asked = dataclasses.replace(autotune.get_target("v5e:1x1"), stop_at_assignment=True)
+    placed, full = _search(asked), _search(autotune.get_target("v5e:1x1"))
+    assert placed.flops_source == full.flops_source == "compiled program's cost analysis"
+    assert placed.flops_per_example == full.flops_per_example

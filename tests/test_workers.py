@@ -223,7 +223,7 @@ def test_stopped_probes_are_asked_for_never_assumed():
     assert not autotune.get_target("local").stops_at_assignment()
     assert not autotune.get_target("h100-sxm-80gb").stops_at_assignment()
     tpu = dataclasses.replace(autotune.get_target("v5e:1x1"), stop_at_assignment=True)
-    assert not tpu.stops_at_assignment()  # its verdict there is not the compiler's
+    assert tpu.stops_at_assignment()  # at a placement, its answer compiled in full
     assert STOPPING.stops_at_assignment()
 
 
@@ -248,3 +248,29 @@ def test_the_command_asks_for_stopped_probes(tiny, no_leftovers, monkeypatch, tm
     assert asked == [True, False]
     (a,), (b,) = (json.loads((tmp_path / f).read_text())["results"] for f in ("a.json", "b.json"))
     assert (a["batch"], a["peak_bytes"]) == (b["batch"], b["peak_bytes"])
+
+
+def test_ctrl_c_in_a_tpu_answers_full_compile_stops_its_worker(no_leftovers, monkeypatch):
+    pytest.importorskip("libtpu", reason="compiling for a described TPU needs libtpu")
+    tpu = dataclasses.replace(autotune.get_target("v5e:1x1"), stop_at_assignment=True)
+    pool = workers.pool_for(tpu, 1)
+    in_full = threading.Event()
+    real = Prober.compile_in_full
+
+    def compile_in_full(self, batch):
+        in_full.set()
+        return real(self, batch)
+
+    def interrupt_once_compiling_in_full():
+        in_full.wait()
+        while not any(w.child for w in list(pool._busy)):
+            time.sleep(0.01)
+        _thread.interrupt_main()
+
+    monkeypatch.setattr(Prober, "compile_in_full", compile_in_full)
+    threading.Thread(target=interrupt_once_compiling_in_full, daemon=True).start()
+    w = autotune.Workload(mlp_step, mlp_args, donate_argnums=0)
+    with pytest.raises(KeyboardInterrupt):
+        autotune.find_max_batch(w, target=tpu, budget_bytes=2 << 20, max_batch=1 << 15)
+    assert in_full.is_set()
+    # no_leftovers: no worker, no child, no folder

@@ -32,6 +32,9 @@ from autotune._compile.records import need
 ASSIGNMENT_SUFFIX = "after_optimizations-buffer-assignment.txt"
 REPORT_SUFFIX = "after_optimizations-memory-usage-report.txt"
 
+_DEFAULT_TOTAL = re.compile(
+    r"^Memory Space: default \(color=0\)\nTotal bytes: (\d+) \(", re.MULTILINE
+)
 _HEADER = re.compile(r"^allocation (\d+): size (\d+)(.*)$", re.MULTILINE)
 _TOTAL = re.compile(r"^Total bytes: (\d+)", re.MULTILINE)
 
@@ -108,3 +111,28 @@ def whole_assignment(directory: str | Path) -> tuple[Assigned, Path] | None:
             raise
         return None  # still being written
     return (assigned, assignment) if assigned.total_bytes == totals[0] else None
+
+
+def placed_bytes(directory: str | Path) -> int | None:
+    """The bytes the TPU compiler placed in HBM (its default memory space) for
+    the one module compiled into `directory`, once its memory-usage report
+    says so; None before then.
+
+    Not the need: the compiler adds the program's code, known once generated
+    (`benchmarks/tpu-verdicts.md`). What it decides is whether the buffers
+    fit the compiler's limit at all.
+    """
+    directory = Path(directory)
+    try:
+        reports = [p for p in directory.iterdir() if p.name.endswith(REPORT_SUFFIX)]
+    except OSError:
+        return None
+    if len(reports) > 1:
+        raise DumpError(f"the dump holds {len(reports)} modules' memory-usage reports")
+    if not reports:
+        return None
+    try:
+        found = _DEFAULT_TOTAL.search(reports[0].read_text(errors="replace"))
+    except OSError:
+        return None
+    return None if found is None else int(found.group(1))

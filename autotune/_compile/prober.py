@@ -103,6 +103,10 @@ class Prober:
             None compiles in this process. A step that cannot be shipped to
             a worker is compiled here, and `in_process` says why; so is a
             compile whose dump is kept (`keep_dumps`, the split's first).
+        placed_within: with `stop_at` a target whose compiler fits programs
+            (a TPU), its limit: a probe stops once the compiler has placed
+            its buffers within it (`Probe.placed`, a verdict), and
+            `compile_in_full` makes it good.
     """
 
     def __init__(
@@ -120,6 +124,7 @@ class Prober:
         dump_first: bool = False,
         kernel_cache: bool = False,
         stop_at: Target | None = None,
+        placed_within: int | None = None,
     ):
         self._jitted = jit_step(step, as_argnums(donate_argnums))
         self._args_for_batch = args_for_batch
@@ -140,13 +145,18 @@ class Prober:
         self.dumps: dict[int, Dump] = {}
         self._programs: dict[int, str] = {}  # each lowered program's fingerprint
         self._stop_at = stop_at
+        self._placed_within = placed_within
         # Why compiles run in this process though `stop_at` was given ("" if not).
         self.in_process = ""
 
     @classmethod
-    def for_target(cls, workload: Workload, target: Target, **options: Any) -> Prober:
-        """A prober of `workload` compiling for `target`'s devices; `options`
-        as the constructor's."""
+    def for_target(
+        cls, workload: Workload, target: Target, budget_bytes: int | None = None, **options: Any
+    ) -> Prober:
+        """A prober of `workload` compiling for `target`'s devices, against
+        `budget_bytes` where the target's compiler fits programs into it;
+        `options` as the constructor's."""
+        stops = target.stops_at_assignment()
         return cls(
             workload.step,
             workload.args_for_batch,
@@ -154,7 +164,8 @@ class Prober:
             donate_argnums=workload.donate_argnums,
             # A kernel file's path would be in every persistent cache key, never hit again.
             kernel_cache=target.shares_kernels and not persistent_cache_on(),
-            stop_at=target if target.stops_at_assignment() else None,
+            stop_at=target if stops else None,
+            placed_within=budget_bytes if stops and target.compiler_fits else None,
             **options,
         )
 
@@ -333,6 +344,48 @@ class Prober:
                 raise raised
             raise_if_interrupted()
 
+    @property
+    def places(self) -> bool:
+        """Whether probes stop at a verdict (`placed_within`), for
+        `compile_in_full` to make good."""
+        return self._stopping and self._placed_within is not None
+
+    def compile_in_full(self, batch: int) -> Probe | CompileFailure:
+        """`batch` compiled in full, in a worker where the program ships (a
+        Ctrl-C stops it); its probe, or its failure, replaces a placement's.
+        One made already in full is returned as it is."""
+        made = self.probes.get(batch) or self.failures.get(batch)
+        if made is not None and not (isinstance(made, Probe) and made.placed):
+            return made
+        if made is None:
+            self.order.append(batch)
+        try:
+            outcome = self._prove(batch)
+        except KeyboardInterrupt:
+            delivered()
+            _workers.stop_all()
+            raise
+        self.probes.pop(batch, None)
+        if isinstance(outcome, Probe):
+            outcome = dataclasses.replace(outcome, program=self.program(batch))
+            self.probes[batch] = outcome
+            if self._on_probe is not None:
+                self._on_probe(outcome)
+        else:
+            self.failures[batch] = outcome
+        return outcome
+
+    def _prove(self, batch: int) -> Probe | CompileFailure:
+        lowered = self.lower(batch)
+        shipped = self._ship(batch, lowered)
+        if shipped is None:
+            return self._compile(batch, lowered, False)
+        assert self._stop_at is not None
+        pool = _workers.pool_for(self._stop_at, self.workers)
+        with _IN_FLIGHT:
+            o = pool.compile(shipped, self._compiler_options, self._remat_pass, stop=False)
+        return _probe_of(batch, o)
+
     def _need(self, batch: int) -> int | None:
         probe = self.probes.get(batch)
         return None if probe is None else probe.need_bytes
@@ -389,22 +442,11 @@ class Prober:
         assert self._stop_at is not None
         pool = _workers.pool_for(self._stop_at, self.workers)
         with _IN_FLIGHT:
-            o = pool.compile(shipped, self._compiler_options, self._remat_pass)
-        if o.kind == "stopped":
-            a = o.assigned
-            assert a is not None
-            sizes = (a.argument_bytes, a.output_bytes, a.alias_bytes, a.temp_bytes)
-            return Probe(batch, *sizes, o.seconds, stopped=True)
-        if o.kind == "compiled":
-            assert o.sizes is not None
-            *sizes, code = o.sizes
-            return Probe(batch, *sizes, o.seconds, code_bytes=code)
-        if o.kind == "refused":
-            return Probe(
-                batch, 0, 0, 0, 0, o.seconds,
-                required_bytes=o.required, available_bytes=o.available,
+            o = pool.compile(
+                shipped, self._compiler_options, self._remat_pass,
+                placed_within=self._placed_within,
             )  # fmt: skip
-        return CompileFailure(batch, o.error, o.seconds)
+        return _probe_of(batch, o)
 
     def _compile_lowered(self, lowered: Any, batch: int, dump: bool) -> Any:
         if self._kernel_cache:
@@ -433,6 +475,27 @@ class Prober:
             lowered, options, recompile=self._keep_dumps
         )
         return compiled
+
+
+def _probe_of(batch: int, o: _workers.Outcome) -> Probe | CompileFailure:
+    """The record of a compile in a worker."""
+    if o.kind == "stopped":
+        a = o.assigned
+        assert a is not None
+        sizes = (a.argument_bytes, a.output_bytes, a.alias_bytes, a.temp_bytes)
+        return Probe(batch, *sizes, o.seconds, stopped=True)
+    if o.kind == "placed":
+        return Probe(batch, 0, 0, 0, 0, o.seconds, stopped=True, placed_bytes=o.placed)
+    if o.kind == "compiled":
+        assert o.sizes is not None
+        *sizes, code = o.sizes
+        return Probe(batch, *sizes, o.seconds, flops=o.flops, code_bytes=code)
+    if o.kind == "refused":
+        return Probe(
+            batch, 0, 0, 0, 0, o.seconds,
+            required_bytes=o.required, available_bytes=o.available,
+        )  # fmt: skip
+    return CompileFailure(batch, o.error, o.seconds)
 
 
 # Seconds between checks for Ctrl-C while compiles run.

@@ -40,6 +40,11 @@ class Probe:
     # sizes were read from that assignment (`autotune._compile.assignment`):
     # no code was generated.
     stopped: bool = False
+    # Set on a stopped TPU compile whose buffers the compiler placed within
+    # its limit: their bytes, by the compiler's memory-usage report. Only a
+    # verdict to be proven: the compiler counts the program's code too, known
+    # once generated, and may still refuse it. The four sizes are then 0.
+    placed_bytes: int | None = None
     # The lowered program's fingerprint, its batch left out
     # (`autotune._compile.fingerprint`); "" where unknown.
     program: str = ""
@@ -50,17 +55,23 @@ class Probe:
         return self.required_bytes is not None
 
     @property
+    def placed(self) -> bool:
+        """The compiler placed the buffers within its limit; not compiled in full."""
+        return self.placed_bytes is not None
+
+    @property
     def need_bytes(self) -> int:
         """Peak bytes the device needs to run the compiled step (a refused
-        program's: what the compiler said it required)."""
+        program's: what the compiler said it required; a placed one's: its
+        buffers' bytes)."""
         if self.required_bytes is not None:
             return self.required_bytes
+        if self.placed_bytes is not None:
+            return self.placed_bytes
         return need(self.argument_bytes, self.output_bytes, self.alias_bytes, self.temp_bytes)
 
     def to_dict(self) -> dict[str, Any]:
-        # `stopped` is not in the report's schema (version 3) yet: kept in memory only.
-        data = {k: v for k, v in dataclasses.asdict(self).items() if k != "stopped"}
-        return {**data, "need_bytes": self.need_bytes}
+        return {**dataclasses.asdict(self), "need_bytes": self.need_bytes}
 
 
 def program_changes(probes: Sequence[Probe]) -> tuple[tuple[int, int], ...]:

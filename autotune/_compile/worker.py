@@ -59,7 +59,8 @@ def _run(job: dict[str, Any], placement: Any) -> tuple[Any, ...]:
     try:
         with xla_remat_pass(job["remat_pass"]):
             lowered = unship(job["shipped"], placement)
-            options = {**job["options"], **dump_options(job["dump"])}
+            dump = dump_options(job["dump"]) if job["dump"] else {}  # None: runs to its end
+            options = {**job["options"], **dump}
             compiled = lowered.compile(compiler_options=options)
     except Exception as e:
         seconds = time.perf_counter() - start
@@ -78,7 +79,19 @@ def _run(job: dict[str, Any], placement: Any) -> tuple[Any, ...]:
         m.temp_size_in_bytes,
         getattr(m, "generated_code_size_in_bytes", 0) or 0,
     )
-    return ("compiled", *map(int, sizes), seconds)
+    return ("compiled", *map(int, sizes), _flops(compiled), seconds)
+
+
+def _flops(compiled: Any) -> float | None:
+    """The compiled program's FLOPs by its cost analysis, where it has one."""
+    try:
+        analysis = compiled.cost_analysis()
+    except Exception:
+        return None
+    if isinstance(analysis, (list, tuple)) and analysis:
+        analysis = analysis[0]
+    flops = analysis.get("flops") if isinstance(analysis, dict) else None
+    return None if flops is None else float(flops)
 
 
 def _child(job: dict[str, Any], target: Any, worker: int) -> None:
@@ -103,7 +116,9 @@ def main() -> None:
     child: list[int] = []
     parent = os.getppid()
     setup = read_message(inp)
-    if setup is None:
+    if setup is None:  # the parent died before it sent the set-up
+        if len(sys.argv) > 1 and Path(sys.argv[1]).name.startswith("autotune-worker-"):
+            shutil.rmtree(sys.argv[1], ignore_errors=True)
         return
     watch = (parent, child, setup["folder"])
     threading.Thread(target=_leave_when_orphaned, args=watch, daemon=True).start()
@@ -113,6 +128,7 @@ def main() -> None:
         if child:
             with contextlib.suppress(OSError):
                 os.kill(child[0], signal.SIGKILL)
+                os.waitpid(child[0], 0)  # dead, so it writes no more dump files
         shutil.rmtree(setup["folder"], ignore_errors=True)
 
 

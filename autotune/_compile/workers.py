@@ -8,9 +8,15 @@ process, so such a probe compiles in a worker process
 it is sent the program (`autotune._compile.shipped`), compiles it with XLA's
 dump into a private temporary folder, and this process polls that folder.
 Once the buffer assignment is written whole, its need is the probe's and
-the worker is killed. A compile that fails, or that the compiler refuses,
-says so before that; a worker that dies is that one probe's failure, with
-the end of what it printed.
+the worker is killed. On a TPU, where the buffer assignment is not the need
+(the compiler adds the program's code), what is read is the verdict: the
+buffers placed within the compiler's limit (the compile is stopped, a
+verdict a full compile must prove), or over it (the compiler refuses such a
+program itself, moments later: that refusal is the outcome). A compile may
+also run to its end in a worker (`stop=False`), to prove such a verdict
+where a Ctrl-C can still stop it. A compile that fails, or that the compiler
+refuses, says so before that; a worker that dies is that one probe's
+failure, with the end of what it printed.
 
 Workers are kept warm, one pool per target for the process (JAX imported),
 and used again: a worker forks a child per compile
@@ -39,7 +45,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from autotune._compile.assignment import Assigned, whole_assignment
+from autotune._compile.assignment import Assigned, placed_bytes, whole_assignment
 from autotune._compile.concurrency import MAX_WORKERS, cores
 from autotune._compile.dump import DumpError, DumpTexts, read_dump
 from autotune._compile.messages import read_message, write_message
@@ -65,14 +71,18 @@ class Outcome:
     """What one compile in a worker said.
 
     kind: "stopped" (buffers assigned, compile stopped: `assigned`),
-    "compiled" (it ended first: `sizes` from memory_analysis()), "refused"
-    (`required`/`available` bytes), "failed" (`error`).
+    "placed" (a TPU compiler placed the buffers within its limit, compile
+    stopped: `placed` bytes), "compiled" (it ended first: `sizes` from
+    memory_analysis()), "refused" (`required`/`available` bytes), "failed"
+    (`error`).
     """
 
     kind: str
     seconds: float
     assigned: Assigned | None = None
+    placed: int | None = None
     sizes: tuple[int, int, int, int, int] | None = None  # argument, output, alias, temp, code
+    flops: float | None = None  # compiled: its cost analysis's
     required: int | None = None
     available: int | None = None
     error: str = ""
@@ -88,7 +98,9 @@ class _Worker:
         self.log = self.folder / "worker.log"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "autotune._compile.worker"],
+                # The folder on the command line too: a worker whose parent died
+                # before it sent the set-up still removes it.
+                [sys.executable, "-m", "autotune._compile.worker", str(self.folder)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -209,9 +221,14 @@ class WorkerPool:
         options: Mapping[str, Any],
         remat_pass: bool,
         keep_texts: bool = False,
+        *,
+        placed_within: int | None = None,
+        stop: bool = True,
     ) -> Outcome:
         """One compile of `shipped`, stopped at buffer assignment where it
-        gets there; `keep_texts` also reads the dump's texts then."""
+        gets there (`stop`); `keep_texts` also reads the dump's texts then.
+        With `placed_within` (a TPU compiler's limit), the verdict is read
+        instead of the need: stopped where the buffers were placed within it."""
         worker = self._take()
         start = time.perf_counter()
         try:
@@ -221,7 +238,8 @@ class WorkerPool:
                 return Outcome("failed", time.perf_counter() - start, error=str(e))
             job = Path(tempfile.mkdtemp(prefix="job-", dir=worker.folder))
             try:
-                return self._run(worker, job, shipped, options, remat_pass, keep_texts)
+                reading = _Reading(stop, placed_within, keep_texts)
+                return self._run(worker, job, shipped, options, remat_pass, reading)
             finally:
                 shutil.rmtree(job, ignore_errors=True)
         finally:
@@ -235,19 +253,22 @@ class WorkerPool:
         shipped: Shipped,
         options: Mapping[str, Any],
         remat_pass: bool,
-        keep_texts: bool,
+        reading: _Reading,
     ) -> Outcome:
         dump, answer, since = job / "dump", job / "answer.pkl", worker.log_size()
+        keep_texts = reading.keep_texts
         start = time.perf_counter()
         worker.send(
             {"shipped": shipped, "options": dict(options), "remat_pass": remat_pass,
-             "dump": str(dump), "answer": str(answer)}
+             "dump": str(dump) if reading.stop or keep_texts else None,
+             "answer": str(answer)}
         )  # fmt: skip
         forked = worker.next(START_TIMEOUT_S)
         if not forked or forked[0] != "forked":
             return _died(worker, start, None, since)
         worker.child = forked[1]
-        exact = True
+        exact = reading.stop and reading.placed_within is None
+        verdict = reading.stop and reading.placed_within is not None
         while True:
             found = None
             if exact:
@@ -255,6 +276,19 @@ class WorkerPool:
                     found = whole_assignment(dump)
                 except DumpError:  # not to be read exactly: the compile's own end decides
                     exact = False
+            if verdict:
+                try:
+                    placed = placed_bytes(dump)
+                except DumpError:
+                    placed, verdict = None, False
+                if placed is not None:
+                    verdict = False  # over the limit: the compiler's own refusal follows
+                    assert reading.placed_within is not None
+                    if placed <= reading.placed_within:
+                        seconds = time.perf_counter() - start
+                        worker.kill_child()
+                        worker.next(START_TIMEOUT_S)  # ("ended", -9)
+                        return Outcome("placed", seconds, placed=placed)
             if found is not None:
                 seconds = time.perf_counter() - start
                 texts, error = _texts(dump) if keep_texts else (None, "")
@@ -281,6 +315,15 @@ class WorkerPool:
             worker.kill()
 
 
+@dataclasses.dataclass(frozen=True)
+class _Reading:
+    """What a compile in a worker is watched for."""
+
+    stop: bool  # stopped once its memory is known
+    placed_within: int | None  # a TPU compiler's limit: read the verdict, not the need
+    keep_texts: bool
+
+
 def _texts(dump: Path) -> tuple[DumpTexts | None, str]:
     try:
         return read_dump(dump), ""
@@ -291,8 +334,10 @@ def _texts(dump: Path) -> tuple[DumpTexts | None, str]:
 def _outcome(answer: tuple[Any, ...], texts: DumpTexts | None, dump_error: str) -> Outcome:
     kind, *rest = answer
     if kind == "compiled":
-        *sizes, seconds = rest
-        return Outcome("compiled", seconds, sizes=tuple(sizes), texts=texts, dump_error=dump_error)
+        *sizes, flops, seconds = rest
+        return Outcome(
+            "compiled", seconds, sizes=tuple(sizes), flops=flops, texts=texts, dump_error=dump_error
+        )
     if kind == "refused":
         required, available, seconds = rest
         return Outcome("refused", seconds, required=required, available=available)

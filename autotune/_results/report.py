@@ -28,11 +28,11 @@ from autotune._results.validate import (
 )
 
 SCHEMA = "autotune.result"
-VERSION = 4
+VERSION = 5
 # Versions this reader takes; those before 4 lack `remat_plan`,
 # `program_changes` and the probes' `program`, those before 3 also the TPU
 # fields, those before 2 also `failures` and `contradictions`.
-READABLE = (1, 2, 3, 4)
+READABLE = (1, 2, 3, 4, 5)
 
 
 def to_json(

@@ -125,12 +125,20 @@ class TuneResult:
         batches = ", ".join(str(p.batch) for p in self.probes)
         if self.failures:
             batches += "; did not compile: " + ", ".join(str(f.batch) for f in self.failures)
-        stopped = [str(p.batch) for p in self.probes if p.stopped]
+        stopped = [str(p.batch) for p in self.probes if p.stopped and not p.placed]
+        placed = [str(p.batch) for p in self.probes if p.placed]
         if stopped:
             batches += (
                 f"; {', '.join(stopped)} stopped once XLA had assigned their buffers, "
-                "no code generated; the others compiled in full"
+                "no code generated"
             )
+        if placed:
+            batches += (
+                f"; {', '.join(placed)} stopped once the compiler had placed their buffers "
+                "within its limit, a verdict with no code generated"
+            )
+        if stopped or placed:
+            batches += "; the others compiled in full"
         remat = "on" if self.xla_settings.get("remat_pass") else "off"
         cached = "from the cache: " if self.from_cache else ""
         return (

@@ -83,13 +83,14 @@ def result_from_dict(
     data: Any,
     where: str = "result",
     expect: Mapping[str, Any] | None = None,
-    version: int = 4,
+    version: int = 5,
 ) -> TuneResult:
     """`data` as a `TuneResult`, once every field and the proof check out.
 
     `expect` maps fields to the values the caller asked for (a cache hit must
     answer the question asked: the same budget, grid, target and settings).
-    `version`: the report schema the row was written in; rows before 4 had
+    `version`: the report schema the row was written in; rows before 5 had
+    no probes' `stopped` nor `placed_bytes`, rows before 4
     no `remat_plan`, `program_changes` nor probes' `program`, rows before 3
     no TPU fields, rows before 2 no `failures` and `contradictions`.
     Raises `TuneError` naming the first field that fails, and the rule.
@@ -110,6 +111,8 @@ def result_from_dict(
     peak = row.integer("peak_bytes", 0)
     if batch not in probes or probes[batch].refused:
         raise row.fail("batch", f"is not among the batches compiled ({_batches(probes)})")
+    if probes[batch].placed:
+        raise row.fail("batch", "was only placed, not compiled in full: it is no answer")
     code = row.integer("code_in_peak_bytes", 0)
     if code != (probes[batch].code_bytes if fits_by_compiling else 0):
         raise row.fail(
@@ -223,10 +226,13 @@ def check_plan_search(data: Any, where: str) -> None:
 
 def _upgraded(data: Any, version: int) -> Any:
     """A row of an older schema with the fields it lacked, as it meant them."""
-    if not isinstance(data, dict) or version >= 4:
+    if not isinstance(data, dict) or version >= 5:
         return data
-    old: dict[str, Any] = {"remat_plan": None, "program_changes": []}
-    blank: dict[str, Any] = {"program": ""}
+    old: dict[str, Any] = {}
+    blank: dict[str, Any] = {"stopped": False, "placed_bytes": None}
+    if version < 4:
+        old |= {"remat_plan": None, "program_changes": []}
+        blank |= {"program": ""}
     if version < 3:
         old |= {"compiler_fits": False, "code_in_peak_bytes": 0}
         blank |= {"code_bytes": 0, "required_bytes": None, "available_bytes": None}
@@ -273,9 +279,17 @@ def _probes(row: _Fields, m: int, top: int, fits_by_compiling: bool) -> dict[int
             required_bytes=fields.optional_integer("required_bytes"),
             available_bytes=fields.optional_integer("available_bytes"),
             code_bytes=fields.integer("code_bytes", 0),
+            stopped=fields.boolean("stopped"),
+            placed_bytes=fields.optional_integer("placed_bytes", 0),
             program=fields.string("program"),
         )
-        if probe.refused:
+        if probe.placed:
+            _placement(fields, probe, fits_by_compiling)
+        elif probe.stopped and fits_by_compiling:
+            raise fields.fail(
+                "stopped", "must be false but for a placement: a TPU's need is known in full"
+            )
+        elif probe.refused:
             _refusal(fields, probe, fits_by_compiling)
         elif probe.available_bytes is not None:
             raise fields.fail("available_bytes", "must be null for a compile not refused")
@@ -295,6 +309,20 @@ def _compiler_limit(row: _Fields, budget: Budget) -> None:
     check_stored_limit(row.string("target"), budget.bytes, options.data, options.where)
 
 
+def _placement(fields: _Fields, probe: Probe, fits_by_compiling: bool) -> None:
+    """A TPU compile stopped once its buffers were placed: a verdict alone."""
+    if not fits_by_compiling:
+        raise fields.fail(
+            "placed_bytes", "must be null: only a compiler that fits programs places them"
+        )
+    if not probe.stopped or probe.refused:
+        raise fields.fail("placed_bytes", "must be null unless the compile was stopped, unrefused")
+    for name in (*_PROBE_BYTES, "code_bytes"):
+        if getattr(probe, name):
+            raise fields.fail(name, "must be 0 for a placement")
+    fields.equal("need_bytes", probe.need_bytes, "placed_bytes, for a placement")
+
+
 def _refusal(fields: _Fields, probe: Probe, fits_by_compiling: bool) -> None:
     """A compile the compiler refused: what it said was required, above what
     it had, and no buffers."""
@@ -303,8 +331,9 @@ def _refusal(fields: _Fields, probe: Probe, fits_by_compiling: bool) -> None:
             "required_bytes", "must be null: only a compiler that fits programs refuses them"
         )
     available = probe.available_bytes
-    if available is None or available < 1 or probe.required_bytes <= available:
-        raise fields.fail("required_bytes", "must exceed a positive available_bytes")
+    # Sizes as the compiler prints them, rounded: "(2.00M) exceeds available HBM (2.00M)".
+    if available is None or available < 1 or probe.required_bytes < available:
+        raise fields.fail("required_bytes", "must be at least a positive available_bytes")
     for name in (*_PROBE_BYTES, "code_bytes"):
         if getattr(probe, name):
             raise fields.fail(name, "must be 0 for a refused compile")

@@ -22,6 +22,16 @@ quarter of it as on GPU, and the quarter only if the guess is refused: far
 above the limit the compiler refuses in seconds (VGG16 on v5e: 2-4 s),
 while a compile that fits costs the whole compile (390-575 s there).
 
+Probes that stop at buffer assignment (`search_placed`) make the search
+cheap: there the compiler has placed a program's buffers within its limit,
+or refused it, in seconds, where the whole compile takes minutes. A
+placement is a verdict, not a proof (the compiler counts the program's
+code too, known once generated, and may still refuse it), so the search
+runs on the verdicts, then compiles in full each end of its bracket that
+rests on one, and searches again with what that showed, until both ends
+rest on the compiler's own word: the answer compiled in full, the next
+candidate refused.
+
 What it does not prove: that no batch above a refusal compiles. No batch at
 or above a refused one is compiled, as on GPU; where the compiler's fitting
 is not monotone, a larger batch might compile, unseen.
@@ -29,7 +39,9 @@ is not monotone, a larger batch might compile, unseen.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from autotune._core.signals import answer_proven, search_started
 from autotune._search.lines import crossing, grid
@@ -38,6 +50,10 @@ from autotune._search.need import Bracket, check_grid
 # (compiled, bytes): a compile's need, or the bytes a refusal said it required;
 # None: the compile failed for a reason other than memory.
 Outcome = tuple[bool, int] | None
+# (kind, bytes), kind one of FITS, REFUSED, PLACED (the buffers' bytes, not
+# compiled in full); None: it failed.
+Verdict = tuple[str, int] | None
+FITS, REFUSED, PLACED = "fits", "refused", "placed"
 
 
 def search_compiles(
@@ -49,6 +65,7 @@ def search_compiles(
     guess: int | None = None,
     per_example: float | None = None,
     max_failures: int = 6,
+    known: Mapping[int, Outcome] | None = None,
 ) -> Bracket:
     """Largest multiple of `multiple_of` up to `max_batch` that compiles, below
     the smallest refused batch above it.
@@ -62,6 +79,10 @@ def search_compiles(
         guess, per_example: an analytical estimate of the answer and its
             bytes per example; they place the first compiles.
         max_failures: compiles that may fail before the search stops.
+        known: outcomes already compiled, by batch; the search goes on from
+            them (the guess is not used then; below a refusal with none that
+            compiled, it steps down by the refusal's excess over
+            `per_example`).
 
     Returns:
         The bracket: `lo` compiled (None if no candidate below `hi` did),
@@ -75,6 +96,11 @@ def search_compiles(
     fits: dict[int, int] = {}
     refused: dict[int, int] = {}
     failed: set[int] = set()
+    for batch, outcome in (known or {}).items():
+        if outcome is None:
+            failed.add(batch)
+        else:
+            (fits if outcome[0] else refused)[batch] = outcome[1]
 
     def compiles(batch: int) -> bool:
         outcome = compile_at(batch)
@@ -108,7 +134,9 @@ def search_compiles(
 
     try:
         search_started()
-        if guess and per_example and per_example > 0:
+        if known:
+            pass  # on from what was compiled
+        elif guess and per_example and per_example > 0:
             # Try the guess itself, and a quarter of it only if the guess is refused
             # (the GPU search starts at the quarter): far above the limit a refusal
             # comes in seconds, while a compile that fits costs the whole compile.
@@ -132,6 +160,7 @@ def search_compiles(
                 if nxt is not None:
                     compiles(nxt)
         width = None
+        confirmed = 0
         misses = 0
         while True:
             proven = bracket()
@@ -139,7 +168,11 @@ def search_compiles(
             if done(proven):
                 answer_proven()
                 return proven
-            if lo is None:  # refused, or failed, at the smallest candidates
+            if lo is None and known and hi in refused and per_example and per_example > 0:
+                # On from full compiles that were refused: a step down by the excess.
+                aim = hi - (refused[hi] - capacity) / per_example
+                nxt = untried(min(hi - m, grid(aim, m)), None, hi)
+            elif lo is None:  # refused, or failed, at the smallest candidates
                 nxt = untried(m, None, hi)
             elif hi is None:
                 aim = _extrapolate(fits, lo, capacity)
@@ -154,8 +187,14 @@ def search_compiles(
                 middle = lo + (hi - lo) // 2 // m * m
                 aim = crossing((lo, fits[lo]), (hi, refused[hi]), capacity)
                 nxt = middle if aim is None else max(lo + m, grid(aim, m, hi - m))
-                if width is not None and 2 * (hi - lo) > width:
+                # A step that did not halve the bracket is followed by one that
+                # does, unless the line puts the boundary right above `lo`: that
+                # candidate is compiled first, twice in a row at most (a line
+                # through sizes printed rounded falls a candidate short).
+                confirming = aim is not None and grid(aim, m) <= lo and confirmed < 2
+                if width is not None and 2 * (hi - lo) > width and not confirming:
                     nxt = middle
+                confirmed = confirmed + 1 if confirming else 0
                 width = hi - lo
                 nxt = untried(nxt, lo, hi)
             assert nxt is not None  # `done` says when none is left
@@ -165,6 +204,76 @@ def search_compiles(
             answer_proven()
             return bracket()
         return bracket(interrupted=True)
+
+
+def search_placed(
+    place_at: Callable[[int], Verdict],
+    compile_at: Callable[[int], Verdict],
+    capacity: int,
+    *,
+    per_example: float | None = None,
+    **grid: Any,
+) -> Bracket:
+    """`search_compiles` on placements, then on full compiles where needed.
+
+    `place_at` compiles a batch until the compiler has placed its buffers
+    (or refused it, or compiled it); `compile_at` compiles a batch in full.
+    `grid`: `search_compiles`' other keywords.
+
+    1. The search runs on placements: a placed batch counts as fitting. Its
+       next candidate is refused by the compiler itself, a proof.
+    2. Its answer is compiled in full. Compiled: the answer, proven.
+    3. Refused (its code did not fit beside its buffers): the search goes on
+       by full compiles below it, from every refusal seen, the first a step
+       down by the excess the refusal printed over the bytes per example of
+       the placements.
+
+    A KeyboardInterrupt returns the last bracket, marked interrupted; its
+    lower end may then be a placement (the tuner answers with what compiled
+    in full).
+    """
+    known: dict[int, Verdict] = {}
+
+    def placing(batch: int) -> Outcome:
+        known[batch] = verdict = place_at(batch)
+        return None if verdict is None else (verdict[0] != REFUSED, verdict[1])
+
+    bracket = search_compiles(placing, capacity, per_example=per_example, **grid)
+    lo = bracket.lo
+    if bracket.interrupted or lo is None or known.get(lo, (FITS, 0))[0] != PLACED:
+        return bracket
+    placed = {b: v[1] for b, v in known.items() if v is not None and v[0] == PLACED}
+    full: dict[int, Outcome] = {
+        b: (v[0] == FITS, v[1]) for b, v in known.items() if v is not None and v[0] != PLACED
+    }
+    full |= {b: None for b in bracket.failed}
+
+    def compiling(batch: int) -> Outcome:
+        verdict = compile_at(batch)
+        full[batch] = outcome = None if verdict is None else (verdict[0] == FITS, verdict[1])
+        return outcome
+
+    try:
+        search_started()  # a full compile takes minutes: a signal raises in it
+        outcome = compiling(lo)
+        if outcome is not None and outcome[0]:
+            answer_proven()
+            return bracket
+    except KeyboardInterrupt:
+        return dataclasses.replace(bracket, interrupted=True)
+    slope = _slope(placed, lo) or per_example
+    return search_compiles(compiling, capacity, per_example=slope, known=full, **grid)
+
+
+def _slope(placed: Mapping[int, int], lo: int) -> float | None:
+    """Bytes per example of the placements: between `lo` and the one farthest
+    below it; None without two that rise."""
+    below = [b for b in placed if b < lo]
+    if not below:
+        return None
+    far = min(below)
+    slope = (placed[lo] - placed[far]) / (lo - far)
+    return slope if slope > 0 else None
 
 
 def _extrapolate(fits: dict[int, int], lo: int, capacity: int) -> float | None:

@@ -15,11 +15,19 @@ A target names its driver (`Target.search`); the tuner only calls it.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from autotune._core.errors import TuneError
 from autotune._explain.unfused import MARGIN
-from autotune._search.compiles import search_compiles
+from autotune._search.compiles import (
+    FITS,
+    PLACED,
+    REFUSED,
+    Outcome,
+    Verdict,
+    search_compiles,
+    search_placed,
+)
 from autotune._search.need import Bracket, calibration_batch, first_batch, search
 
 if TYPE_CHECKING:
@@ -79,21 +87,41 @@ class _ByCompiles:
         return first_batch(grid.multiple_of, grid.top, grid.guess, split=False)
 
     def run(self, prober: Prober, budget: int, grid: Grid) -> Bracket:
-        def compile_at(batch: int) -> tuple[bool, int] | None:
-            prober.measure([batch], lambda b, need: None)
+        def verdict(batch: int) -> Verdict:
             p = prober.probes.get(batch)  # None: it failed, in `prober.failures`
             if p is None:
                 return None
-            return not p.refused, p.need_bytes + p.code_bytes  # as the compiler counts: with code
+            if p.placed:
+                return PLACED, p.need_bytes
+            if p.refused and prober.places and p.available_bytes:
+                # The limit and the excess the compiler printed: it prints the
+                # limit rounded (at 16 GB, to 10 MB), the excess to 3 digits.
+                return REFUSED, budget + p.need_bytes - p.available_bytes
+            # As the compiler counts: with the program's code.
+            return (REFUSED if p.refused else FITS), p.need_bytes + p.code_bytes
 
-        return search_compiles(
-            compile_at,
-            budget,
+        def place_at(batch: int) -> Verdict:
+            prober.measure([batch], lambda b, need: None)
+            return verdict(batch)
+
+        def in_full(batch: int) -> Verdict:
+            prober.compile_in_full(batch)
+            return verdict(batch)
+
+        keywords: dict[str, Any] = dict(
             multiple_of=grid.multiple_of,
             max_batch=grid.max_batch,
             guess=grid.guess,
             per_example=grid.hint.per_example_bytes if grid.hint else None,
         )
+        if prober.places:
+            return search_placed(place_at, in_full, budget, **keywords)
+
+        def compile_at(batch: int) -> Outcome:
+            v = place_at(batch)
+            return None if v is None else (v[0] == FITS, v[1])
+
+        return search_compiles(compile_at, budget, **keywords)
 
 
 BY_NEED: Driver = _ByNeed()

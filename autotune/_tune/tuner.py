@@ -232,6 +232,7 @@ def prepare(
     prober = Prober.for_target(
         laid_out,
         tgt,
+        budget.bytes,
         xla_remat_pass=xla_remat_pass,
         compiler_options=options,
         on_probe=on_probe,
