@@ -18,6 +18,7 @@ from autotune._targets.gpu import DUMP_BYTES_LIMIT, DUMP_MEM_FRACTION, local_gpu
 from autotune._targets.local import resolve_mem_fraction
 from autotune._targets.refusal import hbm_refusal
 from autotune._targets.tpu_specs import GENERATIONS
+from autotune._workloads.layout import on_target
 
 __all__ = [
     "DUMP_BYTES_LIMIT",
@@ -35,6 +36,7 @@ __all__ = [
     "forget_shared_kernels",
     "hbm_refusal",
     "local_gpu_config",
+    "on_target",
     "resolve_mem_fraction",
     "verify_workload",
 ]

@@ -55,8 +55,7 @@ def tune(target: str, remat: tuple[str, ...], stop: bool) -> tuple[autotune.Tune
 
 def one_full_compile(r: autotune.TuneResult) -> float:
     """Seconds to lower and compile the step at the answer, in this process."""
-    from autotune._workloads.layout import on_target
-    from autotune.internal import Prober
+    from autotune.internal import Prober, on_target
 
     (workload,) = VGGConfig("vgg16", remat=(r.label.split("remat=")[1],)).workloads()
     target = autotune.get_target(r.target)

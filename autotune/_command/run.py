@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from autotune._command.live import LINE
 from autotune._command.preflight import check_environment, check_output_dir, check_output_path
 from autotune._command.verify import WorkloadSource, verify_result
 from autotune._compile.prober import Probe
@@ -115,7 +116,7 @@ def run(job: Job) -> int:
               f"{target.full_compile_reason()}", file=sys.stderr)  # fmt: skip
     search = None
     try:
-        with raising():
+        with raising(), LINE:
             if space is not None and job.remat_plan is None:
                 search = _search_plans(space, target, job)
                 results = search.results
@@ -357,22 +358,19 @@ def _check_runnable(workloads: Sequence[Workload], target: Target) -> None:
 
 
 def progress(probe: Probe) -> None:
-    verb = "refused " if probe.refused else "compiled"
-    print(
-        f"  {verb} batch {probe.batch:>6}: needs {format_bytes(probe.need_bytes):>9}"
-        f"  ({probe.compile_seconds:.1f} s)",
-        file=sys.stderr,
-        flush=True,
+    verb = "refused " if probe.refused else "placed  " if probe.placed else "compiled"
+    needs = "buffers placed" if probe.placed else "needs"
+    LINE.print(
+        f"  {verb} batch {probe.batch:>6}: {needs} {format_bytes(probe.need_bytes):>9}"
+        f"  ({probe.compile_seconds:.1f} s)"
     )
 
 
 def _trial_progress(trial: PlanTrial) -> None:
     verdict = "fits" if trial.fits else "does not fit"
-    print(
+    LINE.print(
         f"  plan {trial.plan.text()} at batch {trial.batch}: {verdict} "
-        f"({format_bytes(trial.need_bytes)})",
-        file=sys.stderr,
-        flush=True,
+        f"({format_bytes(trial.need_bytes)})"
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 
+from autotune._command.live import LINE
 from autotune._command.preflight import check_gpu_client_env
 from autotune._command.run import (
     REMAT_PASS_SETTINGS,
@@ -55,7 +56,7 @@ def run_targets(job: Job, names: tuple[str, ...]) -> int:
     if cache is not None:
         cache.writable()
     try:
-        with raising():
+        with raising(), LINE:
             comparison = compare_targets(
                 workloads,
                 targets,

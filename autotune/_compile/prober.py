@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -382,7 +382,7 @@ class Prober:
             return self._compile(batch, lowered, False)
         assert self._stop_at is not None
         pool = _workers.pool_for(self._stop_at, self.workers)
-        with _IN_FLIGHT:
+        with _IN_FLIGHT(batch):
             o = pool.compile(shipped, self._compiler_options, self._remat_pass, stop=False)
         return _probe_of(batch, o)
 
@@ -406,7 +406,7 @@ class Prober:
         clock = self._first if first else contextlib.nullcontext()
         start = time.perf_counter()
         try:
-            with _IN_FLIGHT, xla_remat_pass(self._remat_pass), clock:
+            with _IN_FLIGHT(batch), xla_remat_pass(self._remat_pass), clock:
                 compiled = self._compile_lowered(lowered, batch, dump=first and self._dump_first)
         except Exception as e:
             seconds = time.perf_counter() - start
@@ -441,7 +441,7 @@ class Prober:
         """One compile in a worker process, stopped at buffer assignment."""
         assert self._stop_at is not None
         pool = _workers.pool_for(self._stop_at, self.workers)
-        with _IN_FLIGHT:
+        with _IN_FLIGHT(batch):
             o = pool.compile(
                 shipped, self._compiler_options, self._remat_pass,
                 placed_within=self._placed_within,
@@ -502,28 +502,47 @@ def _probe_of(batch: int, o: _workers.Outcome) -> Probe | CompileFailure:
 _POLL_S = 0.1
 
 
-class _Counter:
-    """How many compiles run now, in any thread."""
+class _InFlight:
+    """The compiles running now, in any thread: each one's batch and start."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self._running: dict[int, tuple[int, float]] = {}
         self._lock = threading.Lock()
 
-    def __enter__(self) -> None:
+    @contextlib.contextmanager
+    def __call__(self, batch: int) -> Iterator[None]:
+        token = object()
         with self._lock:
-            self.count += 1
+            self._running[id(token)] = (batch, time.monotonic())
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._running[id(token)]
 
-    def __exit__(self, *exc: object) -> None:
+    @property
+    def count(self) -> int:
+        return len(self._running)
+
+    def now(self) -> list[tuple[int, float]]:
+        """(batch, seconds it has compiled) of each compile running, the longest first."""
+        now = time.monotonic()
         with self._lock:
-            self.count -= 1
+            running = list(self._running.values())
+        return sorted(((b, now - t) for b, t in running), key=lambda r: -r[1])
 
 
-_IN_FLIGHT = _Counter()
+_IN_FLIGHT = _InFlight()
 
 
 def compiles_in_flight() -> bool:
     """Whether a compile is running in a worker thread now."""
     return _IN_FLIGHT.count > 0
+
+
+def compiles_now() -> list[tuple[int, float]]:
+    """(batch, seconds so far) of the compiles running now, the longest first."""
+    return _IN_FLIGHT.now()
 
 
 def _program(lowered: Any) -> str:
