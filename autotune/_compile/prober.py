@@ -30,6 +30,7 @@ from autotune._compile.records import (
     CompilerOptions,
     Probe,
     compile_failures_text,
+    program_flops,
 )
 from autotune._compile.remat_pass import afresh_if_the_pass_flips, xla_remat_pass
 from autotune._compile.shipped import ShipError, Shipped, ship
@@ -56,19 +57,6 @@ def _as_struct(leaf: Any, sharding: Any) -> jax.ShapeDtypeStruct:
     if isinstance(leaf, jax.ShapeDtypeStruct) and (own is not None or sharding is None):
         return leaf
     return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=own or sharding)
-
-
-def _flops(program: Any) -> float | None:
-    """FLOPs from a compiled or lowered program's cost analysis, if it has one."""
-    try:
-        analysis = program.cost_analysis()
-    except Exception:
-        return None
-    if isinstance(analysis, Sequence) and analysis:
-        analysis = analysis[0]
-    if not isinstance(analysis, Mapping) or "flops" not in analysis:
-        return None
-    return float(analysis["flops"])
 
 
 class Prober:
@@ -233,7 +221,7 @@ class Prober:
         try:
             flops = _host_flops(self.lower(batch))
             if flops is None:  # lower again, for the host
-                flops = _flops(self._jitted.lower(*self._args_for_batch(batch)))
+                flops = program_flops(self._jitted.lower(*self._args_for_batch(batch)))
             return flops
         except Exception:  # an estimate of cost, never required
             return None
@@ -433,7 +421,7 @@ class Prober:
             alias_bytes=int(analysis.alias_size_in_bytes),
             temp_bytes=int(analysis.temp_size_in_bytes),
             compile_seconds=seconds,
-            flops=_flops(compiled),
+            flops=program_flops(compiled),
             code_bytes=int(getattr(analysis, "generated_code_size_in_bytes", 0) or 0),
         )
 

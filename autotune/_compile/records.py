@@ -99,6 +99,19 @@ def compiled_need(compiled: Any) -> int | None:
     )
 
 
+def program_flops(program: Any) -> float | None:
+    """FLOPs from a compiled or lowered program's cost analysis, if it has one."""
+    try:
+        analysis = program.cost_analysis()
+    except Exception:
+        return None
+    if isinstance(analysis, Sequence) and analysis:
+        analysis = analysis[0]
+    if not isinstance(analysis, Mapping) or "flops" not in analysis:
+        return None
+    return float(analysis["flops"])
+
+
 @dataclasses.dataclass(frozen=True)
 class CompileFailure:
     """A compile that failed for a reason other than memory: XLA's message."""

@@ -51,6 +51,7 @@ def _leave_when_orphaned(parent: int, child: list[int], folder: str = "") -> Non
 
 def _run(job: dict[str, Any], placement: Any) -> tuple[Any, ...]:
     from autotune._compile.dump import dump_options
+    from autotune._compile.records import program_flops
     from autotune._compile.remat_pass import xla_remat_pass
     from autotune._compile.shipped import unship
     from autotune._targets.refusal import hbm_refusal
@@ -79,19 +80,7 @@ def _run(job: dict[str, Any], placement: Any) -> tuple[Any, ...]:
         m.temp_size_in_bytes,
         getattr(m, "generated_code_size_in_bytes", 0) or 0,
     )
-    return ("compiled", *map(int, sizes), _flops(compiled), seconds)
-
-
-def _flops(compiled: Any) -> float | None:
-    """The compiled program's FLOPs by its cost analysis, where it has one."""
-    try:
-        analysis = compiled.cost_analysis()
-    except Exception:
-        return None
-    if isinstance(analysis, (list, tuple)) and analysis:
-        analysis = analysis[0]
-    flops = analysis.get("flops") if isinstance(analysis, dict) else None
-    return None if flops is None else float(flops)
+    return ("compiled", *map(int, sizes), program_flops(compiled), seconds)
 
 
 def _child(job: dict[str, Any], target: Any, worker: int) -> None:

@@ -29,7 +29,8 @@ from autotune._results.validate import (
 
 SCHEMA = "autotune.result"
 VERSION = 5
-# Versions this reader takes; those before 4 lack `remat_plan`,
+# Versions this reader takes; those before 5 lack the probes' `stopped` and
+# `placed_bytes`, those before 4 `remat_plan`,
 # `program_changes` and the probes' `program`, those before 3 also the TPU
 # fields, those before 2 also `failures` and `contradictions`.
 READABLE = (1, 2, 3, 4, 5)

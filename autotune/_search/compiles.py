@@ -27,10 +27,10 @@ cheap: there the compiler has placed a program's buffers within its limit,
 or refused it, in seconds, where the whole compile takes minutes. A
 placement is a verdict, not a proof (the compiler counts the program's
 code too, known once generated, and may still refuse it), so the search
-runs on the verdicts, then compiles in full each end of its bracket that
-rests on one, and searches again with what that showed, until both ends
-rest on the compiler's own word: the answer compiled in full, the next
-candidate refused.
+runs on the verdicts, then compiles its answer in full, and where that is
+refused searches on below by full compiles: both ends rest on the
+compiler's own word, the answer compiled in full, the next candidate
+refused.
 
 What it does not prove: that no batch above a refusal compiles. No batch at
 or above a refused one is compiled, as on GPU; where the compiler's fitting
@@ -134,9 +134,7 @@ def search_compiles(
 
     try:
         search_started()
-        if known:
-            pass  # on from what was compiled
-        elif guess and per_example and per_example > 0:
+        if not known and guess and per_example and per_example > 0:
             # Try the guess itself, and a quarter of it only if the guess is refused
             # (the GPU search starts at the quarter): far above the limit a refusal
             # comes in seconds, while a compile that fits costs the whole compile.
@@ -240,9 +238,9 @@ def search_placed(
 
     bracket = search_compiles(placing, capacity, per_example=per_example, **grid)
     lo = bracket.lo
-    if bracket.interrupted or lo is None or known.get(lo, (FITS, 0))[0] != PLACED:
-        return bracket
     placed = {b: v[1] for b, v in known.items() if v is not None and v[0] == PLACED}
+    if bracket.interrupted or lo is None or lo not in placed:  # compiled in full already
+        return bracket
     full: dict[int, Outcome] = {
         b: (v[0] == FITS, v[1]) for b, v in known.items() if v is not None and v[0] != PLACED
     }
