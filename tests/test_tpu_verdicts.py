@@ -106,19 +106,33 @@ def test_a_report_with_placements_reads_back_and_a_placed_answer_is_refused(tmp_
         autotune.read_results(path)
 
 
-def test_a_slice_asked_to_stop_compiles_in_full():
-    slice_ = dataclasses.replace(autotune.get_target("v5e:2x2"), stop_at_assignment=True)
-    assert not slice_.stops_at_assignment()
-    assert "several devices" in slice_.full_compile_reason()
+def test_a_slices_probes_stop_too_and_answer_as_in_full(tmp_path, monkeypatch):
+    """Over v5e:2x2 each leaf ships with its layout over the 4 devices: the
+    same answer and peak as compiles in full, the answer compiled in full."""
+    workers.stop_all()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    slice_ = autotune.get_target("v5e:2x2")
+    asked = dataclasses.replace(slice_, stop_at_assignment=True)
+    assert asked.stops_at_assignment()
+    placed, full = _search(asked, budget=4 << 20), _search(slice_, budget=4 << 20)
+    assert (placed.batch, placed.peak_bytes, placed.next_batch) == (
+        full.batch, full.peak_bytes, full.next_batch
+    )  # fmt: skip
+    assert placed.data_parallel_size == 4 and any(p.placed for p in placed.probes)
+    assert not {p.batch: p for p in placed.probes}[placed.batch].stopped
+    workers.stop_all()
+    assert not os.listdir(tmp_path)
 
 
-def test_the_command_says_why_a_slices_probes_compile_in_full(monkeypatch, capsys):
+def test_the_command_says_why_a_gpu_meshs_probes_compile_in_full(monkeypatch, capsys):
+    pytest.importorskip("jax_plugins.xla_cuda13", reason="needs the CUDA plugin ([deviceless])")
     from autotune._command import run as command
     from autotune.cli import main
 
     monkeypatch.setattr(command, "_tune", lambda *a: [])
     argv = ["--model", "vgg-tiny", "--image-size", "8", "--classes", "10", "--remat", "none",
-            "--target", "v5e:2x2", "--no-cache", "--quiet", "--stop-at-assignment"]  # fmt: skip
+            "--target", "h100-sxm-80gb", "--mesh", "2", "--no-cache", "--quiet",
+            "--stop-at-assignment"]  # fmt: skip
     main(argv)
     printed = capsys.readouterr().err
     assert "probes: compiled in full, not stopped at buffer assignment" in printed

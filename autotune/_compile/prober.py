@@ -285,7 +285,9 @@ class Prober:
             return None
         assert self._stop_at is not None
         try:
-            return ship(self._jitted, self.abstract_args(batch), lowered, self._stop_at.platform)
+            target = self._stop_at
+            devices = target.devices() if target.device_count > 1 else ()
+            return ship(self._jitted, self.abstract_args(batch), lowered, target.platform, devices)
         except ShipError as e:
             self.in_process = f"the step cannot be shipped to a compile worker: {e}"
             return None

@@ -49,7 +49,7 @@ def _leave_when_orphaned(parent: int, child: list[int], folder: str = "") -> Non
     os._exit(0)
 
 
-def _run(job: dict[str, Any], placement: Any) -> tuple[Any, ...]:
+def _run(job: dict[str, Any], target: Any) -> tuple[Any, ...]:
     from autotune._compile.dump import dump_options
     from autotune._compile.records import program_flops
     from autotune._compile.remat_pass import xla_remat_pass
@@ -59,7 +59,7 @@ def _run(job: dict[str, Any], placement: Any) -> tuple[Any, ...]:
     start = time.perf_counter()
     try:
         with xla_remat_pass(job["remat_pass"]):
-            lowered = unship(job["shipped"], placement)
+            lowered = unship(job["shipped"], target)
             dump = dump_options(job["dump"]) if job["dump"] else {}  # None: runs to its end
             options = {**job["options"], **dump}
             compiled = lowered.compile(compiler_options=options)
@@ -87,7 +87,7 @@ def _child(job: dict[str, Any], target: Any, worker: int) -> None:
     """In the forked child: compile, write the answer, exit."""
     threading.Thread(target=_leave_when_orphaned, args=(worker, []), daemon=True).start()
     try:
-        answer = _run(job, target.placement())
+        answer = _run(job, target)
     except BaseException as e:  # the devices, or the program, did not load
         answer = ("failed", f"{type(e).__name__}: {e}", 0.0)
     answer_file = Path(job["answer"])

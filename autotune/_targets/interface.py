@@ -142,7 +142,10 @@ class Target(abc.ABC):
         """Why this target's probes compile in full even when asked to stop
         at buffer assignment; "" where they may stop."""
         if self.device_count > 1:
-            return "a program for several devices compiles in this process, in full"
+            return (
+                "a program for several devices compiles in this process, in full: the need "
+                "read from its buffer assignment is not yet checked against memory_analysis()"
+            )
         return ""
 
     @property

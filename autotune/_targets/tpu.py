@@ -121,6 +121,11 @@ class TpuTarget(Target):
         )
         return Budget(rounded, reserve, source), {MAX_HBM_OPTION: aim_mib}
 
+    def full_compile_reason(self) -> str:
+        # A slice's probes may stop too: a placement only places the search,
+        # and its answer is compiled in full whatever the placements read.
+        return ""
+
     def fits(self, probe: Probe, budget: Budget) -> bool:
         # A placement is a verdict that a full compile has not proven.
         return not probe.refused and not probe.placed
