@@ -7,7 +7,9 @@
   and split into the bytes that follow the batch and the rest.
 - `BY_COMPILES`: the compiler fits programs itself and refuses what it
   cannot (TPUs): a batch fits when it compiles, and need is not assumed to
-  grow (`autotune._search.compiles`).
+  grow (`autotune._search.compiles`). Where probes stop once the compiler
+  has placed the buffers (`Prober.places`), the search runs on those
+  placements and its answer is then compiled in full (`search_placed`).
 
 A target names its driver (`Target.search`); the tuner only calls it.
 """
