@@ -200,7 +200,8 @@ def test_a_step_that_cannot_be_shipped_compiles_in_process(no_leftovers):
     prober = Prober(
         step, mlp_args, stop_at=STOPPING, donate_argnums=0, compiler_options=REMAT_PASS_OFF
     )
-    probe = prober(8)
+    with pytest.warns(UserWarning, match="probes compile in this process, in full.*cannot be"):
+        probe = prober(8)
     assert "cannot be shipped" in prober.in_process and not probe.stopped
     assert probe.need_bytes == need_at(step, mlp_args, 8)
 

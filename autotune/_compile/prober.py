@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -290,6 +291,11 @@ class Prober:
             return ship(self._jitted, self.abstract_args(batch), lowered, target.platform, devices)
         except ShipError as e:
             self.in_process = f"the step cannot be shipped to a compile worker: {e}"
+            warnings.warn(
+                f"probes compile in this process, in full, not stopped at buffer "
+                f"assignment: {self.in_process}",
+                stacklevel=2,
+            )
             return None
 
     def _measure(self, batches: Sequence[int], record: Callable[[int, int | None], None]) -> None:
