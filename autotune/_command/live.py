@@ -68,10 +68,7 @@ class LiveLine:
         running = [(b, s) for b, s in self._running() if s >= SHOW_AFTER_S]
         with self._lock:
             if not running:
-                if self._shown:
-                    self._stream.write(_CLEAR)
-                    self._stream.flush()
-                    self._shown = False
+                self._clear()
                 return
             batch, seconds = running[0]
             more = f" (and {len(running) - 1} more)" if len(running) > 1 else ""
@@ -90,10 +87,14 @@ class LiveLine:
         if self._thread is not None:
             self._thread.join()
         with self._lock:
-            if self._shown:
-                self._stream.write(_CLEAR)
-                self._stream.flush()
-                self._shown = False
+            self._clear()
+
+    def _clear(self) -> None:
+        """Erase the live line, if shown; the lock held."""
+        if self._shown:
+            self._stream.write(_CLEAR)
+            self._stream.flush()
+            self._shown = False
 
     def _run(self) -> None:
         while not self._stop.wait(REDRAW_S):

@@ -85,19 +85,13 @@ def whole_assignment(directory: str | Path) -> tuple[Assigned, Path] | None:
     """The assignment of the one module compiled into `directory` once XLA
     has written it whole, and its file; None before then."""
     directory = Path(directory)
-    try:
-        names = [p.name for p in directory.iterdir()]
-    except OSError:
+    found = _report(directory)
+    if found is None:
         return None
-    reports = [n for n in names if n.endswith(REPORT_SUFFIX)]
-    if len(reports) != 1:
-        if len(reports) > 1:
-            raise DumpError(f"the dump holds {len(reports)} modules' buffer assignments")
-        return None
-    stem = reports[0][: -len(REPORT_SUFFIX)]
+    stem = found.name[: -len(REPORT_SUFFIX)]
     assignment = directory / (stem + ASSIGNMENT_SUFFIX)
     try:
-        report = (directory / reports[0]).read_text(errors="replace")
+        report = found.read_text(errors="replace")
         text = assignment.read_text(errors="replace")
     except OSError:
         return None
@@ -122,17 +116,23 @@ def placed_bytes(directory: str | Path) -> int | None:
     (`benchmarks/tpu-verdicts.md`). What it decides is whether the buffers
     fit the compiler's limit at all.
     """
-    directory = Path(directory)
+    report = _report(Path(directory))
+    if report is None:
+        return None
+    try:
+        found = _DEFAULT_TOTAL.search(report.read_text(errors="replace"))
+    except OSError:
+        return None
+    return None if found is None else int(found.group(1))
+
+
+def _report(directory: Path) -> Path | None:
+    """The memory-usage report of the one module compiled into `directory`;
+    None before it is written; DumpError where several modules wrote one."""
     try:
         reports = [p for p in directory.iterdir() if p.name.endswith(REPORT_SUFFIX)]
     except OSError:
         return None
     if len(reports) > 1:
         raise DumpError(f"the dump holds {len(reports)} modules' memory-usage reports")
-    if not reports:
-        return None
-    try:
-        found = _DEFAULT_TOTAL.search(reports[0].read_text(errors="replace"))
-    except OSError:
-        return None
-    return None if found is None else int(found.group(1))
+    return reports[0] if reports else None
