@@ -85,7 +85,7 @@ def test_a_stopped_probe_is_the_full_compile(tiny, no_leftovers):
 
 def test_a_compile_whose_dump_is_kept_runs_in_process(tiny, no_leftovers):
     """The dump of a shipped program names the flat leaves, not the user's
-    arguments: `--why` and the split compile here, and read the dump as today."""
+    arguments: `--why` compiles here, and reads the dump as today."""
     from autotune._tune.why import breakdown_at
 
     prober = _prober(tiny, keep_dumps=True)
@@ -275,3 +275,17 @@ def test_ctrl_c_in_a_tpu_answers_full_compile_stops_its_worker(no_leftovers, mon
         autotune.find_max_batch(w, target=tpu, budget_bytes=2 << 20, max_batch=1 << 15)
     assert in_full.is_set()
     # no_leftovers: no worker, no child, no folder
+
+
+def test_the_splits_first_compile_stops_with_its_dumps_texts(tiny, no_leftovers):
+    """The split reads shapes only: a stopped compile's dump gives the fixed
+    bytes a full compile's dump gives."""
+    stopped = _prober(tiny, dump_first=True)
+    probe = stopped(16)
+    assert probe.stopped and stopped.dumps[16].texts is not None
+    full = Prober(
+        tiny.step, tiny.args_for_batch, donate_argnums=tiny.donate_argnums,
+        compiler_options=REMAT_PASS_OFF, dump_first=True,
+    )  # fmt: skip
+    assert not full(16).stopped
+    assert stopped.fixed_bytes(16) == full.fixed_bytes(16) is not None

@@ -91,7 +91,8 @@ class Prober:
             XLA has assigned the program's buffers (`autotune._compile.workers`);
             None compiles in this process. A step that cannot be shipped to
             a worker is compiled here, and `in_process` says why; so is a
-            compile whose dump is kept (`keep_dumps`, the split's first).
+            compile whose dump is kept (`keep_dumps`). The split's first
+            (`dump_first`) stops with its dump's texts, save on a TPU.
         placed_within: with `stop_at` a target whose compiler fits programs
             (a TPU), its limit: a probe stops once the compiler has placed
             its buffers within it (`Probe.placed`, a verdict), and
@@ -137,6 +138,7 @@ class Prober:
         self._placed_within = placed_within
         # Why compiles run in this process though `stop_at` was given ("" if not).
         self.in_process = ""
+        self._idle_work: list[Callable[[], Any]] = []
 
     @classmethod
     def for_target(
@@ -157,6 +159,12 @@ class Prober:
             placed_within=budget_bytes if stops and target.compiler_fits else None,
             **options,
         )
+
+    def when_idle(self, work: Callable[[], Any]) -> None:
+        """Run `work` once while this process waits for compiles, off the
+        search's critical path: lowering a batch the answer will ask about,
+        say. Work that fails is dropped; whoever needs its result does it again."""
+        self._idle_work.append(work)
 
     def dump_first_compile(self) -> None:
         """Dump the first compile, for `fixed_bytes`, unless the user dumps
@@ -301,6 +309,9 @@ class Prober:
     def _measure(self, batches: Sequence[int], record: Callable[[int, int | None], None]) -> None:
         # The round is the search's; how many of its compiles run at once is this machine's.
         pool = _pool(self.workers)
+        if self._stopping:  # the workers start while this process traces
+            assert self._stop_at is not None
+            _workers.pool_for(self._stop_at, self.workers).warm()
         pending = {}
         for batch in batches:
             if batch in self.probes or batch in self.failures:
@@ -310,13 +321,20 @@ class Prober:
             lowered = self.lower(batch)
             self.program(batch)
             first = not self.order
-            # A dump read for the split or `--why` names the step's arguments
-            # as the user does: a shipped program's are the flat leaves'.
-            dumped = self._keep_dumps or (first and self._dump_first)
-            shipped = None if dumped else self._ship(batch, lowered)
-            pending[pool.submit(self._compile, batch, lowered, first, shipped)] = batch
+            # A dump read for `--why` names the step's arguments as the user
+            # does: a shipped program's are the flat leaves'. The split reads
+            # shapes only, from a compile stopped once they are written, save
+            # on a TPU, whose probes stop at the placement.
+            texts = first and self._dump_first and self._placed_within is None
+            in_here = self._keep_dumps or (first and self._dump_first and not texts)
+            shipped = None if in_here else self._ship(batch, lowered)
+            job = (self._compile, batch, lowered, first, shipped, texts)
+            pending[pool.submit(*job)] = batch
             self.order.append(batch)
         while pending:
+            if self._idle_work:
+                with contextlib.suppress(Exception):
+                    self._idle_work.pop(0)()
             done, _ = concurrent.futures.wait(
                 pending, timeout=_POLL_S, return_when=concurrent.futures.FIRST_COMPLETED
             )
@@ -394,11 +412,17 @@ class Prober:
         return self.probes[batch]
 
     def _compile(
-        self, batch: int, lowered: Any, first: bool, shipped: Shipped | None = None
+        self,
+        batch: int,
+        lowered: Any,
+        first: bool,
+        shipped: Shipped | None = None,
+        texts: bool = False,
     ) -> Probe | CompileFailure:
-        """One compile, in a worker thread; the prober's first is timed."""
+        """One compile, in a worker thread; the prober's first is timed.
+        `texts`: a stopped compile keeps its dump's texts (`dumps`)."""
         if shipped is not None:
-            return self._compile_stopped(batch, shipped)
+            return self._compile_stopped(batch, shipped, texts)
         clock = self._first if first else contextlib.nullcontext()
         start = time.perf_counter()
         try:
@@ -433,15 +457,19 @@ class Prober:
             code_bytes=int(getattr(analysis, "generated_code_size_in_bytes", 0) or 0),
         )
 
-    def _compile_stopped(self, batch: int, shipped: Shipped) -> Probe | CompileFailure:
+    def _compile_stopped(
+        self, batch: int, shipped: Shipped, texts: bool = False
+    ) -> Probe | CompileFailure:
         """One compile in a worker process, stopped at buffer assignment."""
         assert self._stop_at is not None
         pool = _workers.pool_for(self._stop_at, self.workers)
         with _IN_FLIGHT(batch):
             o = pool.compile(
-                shipped, self._compiler_options, self._remat_pass,
+                shipped, self._compiler_options, self._remat_pass, texts,
                 placed_within=self._placed_within,
             )  # fmt: skip
+        if texts:
+            self.dumps[batch] = Dump(o.texts, o.dump_error, out_paths=())
         return _probe_of(batch, o)
 
     def _compile_lowered(self, lowered: Any, batch: int, dump: bool) -> Any:
