@@ -217,6 +217,8 @@ def test_the_search_answers_as_in_process(tiny, no_leftovers):
     stopped_batches = [str(p.batch) for p in stopped.probes if p.stopped]
     assert stopped_batches and f"{', '.join(stopped_batches)} stopped once XLA" in stopped.render()
     assert "stopped once XLA" not in local.render()
+    some_in_full = len(stopped_batches) < len(stopped.probes)
+    assert ("the others compiled in full" in stopped.render()) == some_in_full
     assert jnp.isfinite(stopped.peak_bytes)
 
 

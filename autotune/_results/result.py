@@ -137,7 +137,7 @@ class TuneResult:
                 f"; {', '.join(placed)} stopped once the compiler had placed their buffers "
                 "within its limit, a verdict with no code generated"
             )
-        if stopped or placed:
+        if (stopped or placed) and len(stopped) + len(placed) < len(self.probes):
             batches += "; the others compiled in full"
         remat = "on" if self.xla_settings.get("remat_pass") else "off"
         cached = "from the cache: " if self.from_cache else ""
