@@ -24,6 +24,8 @@ Checks, by priority (each one's failure is recorded, the rest go on):
    on-device need.
 3. The deviceless tuner's answer for that target at the device's real
    `bytes_limit`, run for real.
+   Then the same deviceless tune with probes stopped at buffer assignment
+   (`stop_at_assignment`): the same answer and peaks, and both ways' seconds.
 
 Every JAX computation runs in a child process; this process never starts
 the GPU backend. A process holding device memory would shrink the next
@@ -41,6 +43,7 @@ each step the time it needs is estimated; what would not fit before
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -87,6 +90,8 @@ def worker_tune(p: Mapping[str, Any]) -> dict[str, Any]:
     from autotune.models import vgg_workloads
 
     target = get_target(p["target"])
+    if p.get("stop_at_assignment"):
+        target = dataclasses.replace(target, stop_at_assignment=True)
     device = jax.devices()[0]
     stats = device.memory_stats() or {}
     (workload,) = vgg_workloads(**_vgg_config(p))
@@ -250,6 +255,7 @@ class Checker:
         self.dry = args.dry_run
         self.tunes: dict[str, dict[str, Any]] = {}
         self.verified: dict[tuple[str, int], Any] = {}
+        self.deviceless: tuple[int, dict[str, Any]] | None = None  # check 3's budget and answer
         self.deviceless_env = {**DEVICE_ENV, "JAX_PLATFORMS": "cpu"}
 
     @property
@@ -434,7 +440,32 @@ class Checker:
         else:
             head += " (the answer of check 1, run there)"
         status = "pass" if done.ok else "fail"
+        self.deviceless = (budget, r)
         return status, f"{head}; {done.render(budget)}", {"tune": r, "verification": done.to_dict()}
+
+    def stopped_probes(self) -> tuple[str, str, dict[str, Any]]:
+        if self.deviceless is None:
+            raise Skipped("needs check 3's deviceless tune, which failed or was skipped")
+        budget, full = self.deviceless
+        timeout = self.timeout(30.0, "the deviceless tune with stopped probes")
+        out, _ = call_worker(
+            "tune",
+            {**self.setup, "remat": "none", "target": self.args.target, "budget_bytes": budget,
+             "stop_at_assignment": True},
+            timeout_s=timeout,
+            env=self.deviceless_env,
+        )  # fmt: skip
+        r = out["result"]
+        keys = ("batch", "peak_bytes", "next_peak_bytes")
+        same = all(r[k] == full[k] for k in keys)
+        stopped = sum(bool(p["stopped"]) for p in r["probes"])
+        summary = (
+            f"batch {r['batch']}, peak {r['peak_bytes']:,} B, "
+            f"{'the same as' if same else 'NOT the same as'} in process; "
+            f"{len(r['probes'])} probes, {stopped} stopped: {r['seconds']:.1f} s, "
+            f"against {full['seconds']:.1f} s in process ({len(full['probes'])} probes)"
+        )
+        return ("pass" if same and stopped else "fail"), summary, {"tune": r}
 
     def _tuned(self, remat: str) -> dict[str, Any]:
         if remat not in self.tunes:
@@ -454,6 +485,7 @@ class Checker:
         self._check_one(first)
         self.run("2 deviceless vs on-device need", self.deviceless_needs)
         self.run("3 deviceless answer run for real", self.deviceless_answer)
+        self.run("3 deviceless tune, probes stopped at buffer assignment", self.stopped_probes)
         for remat in rest:
             self._check_one(remat)
 
