@@ -469,7 +469,8 @@ class Prober:
                 placed_within=self._placed_within,
             )  # fmt: skip
         if texts:
-            self.dumps[batch] = Dump(o.texts, o.dump_error, out_paths=())
+            error = o.dump_error or ("" if o.texts else f"no dump was read: the compile {o.kind}")
+            self.dumps[batch] = Dump(o.texts, error, out_paths=())
         return _probe_of(batch, o)
 
     def _compile_lowered(self, lowered: Any, batch: int, dump: bool) -> Any:
