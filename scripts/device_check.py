@@ -417,14 +417,7 @@ class Checker:
         budget = DRY_BUDGET_BYTES if self.dry else limit
         if budget is None:
             raise RuntimeError("no bytes_limit: check 1 (remat none) did not report one")
-        timeout = self.timeout(30.0, "the deviceless tune")
-        out, _ = call_worker(
-            "tune",
-            {**self.setup, "remat": "none", "target": self.args.target, "budget_bytes": budget},
-            timeout_s=timeout,
-            env=self.deviceless_env,
-        )
-        r = out["result"]
+        r = self._deviceless_tune(budget, "the deviceless tune")
         head = f"{self.args.target} at budget {budget:,} B: batch {r['batch']}"
         done = self.verified.get(("none", r["batch"]))
         if done is None:
@@ -447,15 +440,9 @@ class Checker:
         if self.deviceless is None:
             raise Skipped("needs check 3's deviceless tune, which failed or was skipped")
         budget, full = self.deviceless
-        timeout = self.timeout(30.0, "the deviceless tune with stopped probes")
-        out, _ = call_worker(
-            "tune",
-            {**self.setup, "remat": "none", "target": self.args.target, "budget_bytes": budget,
-             "stop_at_assignment": True},
-            timeout_s=timeout,
-            env=self.deviceless_env,
-        )  # fmt: skip
-        r = out["result"]
+        r = self._deviceless_tune(
+            budget, "the deviceless tune with stopped probes", stop_at_assignment=True
+        )
         keys = ("batch", "peak_bytes", "next_peak_bytes")
         same = all(r[k] == full[k] for k in keys)
         stopped = sum(bool(p["stopped"]) for p in r["probes"])
@@ -466,6 +453,17 @@ class Checker:
             f"against {full['seconds']:.1f} s in process ({len(full['probes'])} probes)"
         )
         return ("pass" if same and stopped else "fail"), summary, {"tune": r}
+
+    def _deviceless_tune(self, budget: int, what: str, **options: Any) -> dict[str, Any]:
+        """The deviceless tune of remat=none for the described target at `budget`."""
+        out, _ = call_worker(
+            "tune",
+            {**self.setup, "remat": "none", "target": self.args.target, "budget_bytes": budget,
+             **options},
+            timeout_s=self.timeout(30.0, what),
+            env=self.deviceless_env,
+        )  # fmt: skip
+        return out["result"]
 
     def _tuned(self, remat: str) -> dict[str, Any]:
         if remat not in self.tunes:
