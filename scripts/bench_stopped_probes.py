@@ -53,6 +53,14 @@ def load(name: str) -> autotune.Workload:
     return workload
 
 
+def jitted(workload):
+    """The step jitted as a user's job jits it: one jitted already keeps its donation."""
+    donate = workload.donate_argnums
+    donate = (donate,) if isinstance(donate, int) else tuple(donate)
+    step = workload.step
+    return step if hasattr(step, "lower") and not donate else jax.jit(step, donate_argnums=donate)
+
+
 def one_compile(workload, target, batch, options):
     """(seconds, need) of one full compile at `batch`, as a user's job makes it."""
     jax.clear_caches()
@@ -63,11 +71,7 @@ def one_compile(workload, target, batch, options):
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
         workload.args_for_batch(batch),
     )
-    donate = workload.donate_argnums
-    donate = (donate,) if isinstance(donate, int) else tuple(donate)
-    step = workload.step
-    jitted = step if hasattr(step, "lower") and not donate else jax.jit(step, donate_argnums=donate)
-    compiled = jitted.lower(*args).compile(compiler_options={**REMAT_PASS_OFF, **options})
+    compiled = jitted(workload).lower(*args).compile(compiler_options={**REMAT_PASS_OFF, **options})
     return time.perf_counter() - start, compiled_need(compiled)
 
 

@@ -19,7 +19,7 @@ import autotune
 from autotune.internal import REMAT_PASS_OFF, Prober, compiled_need
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_stopped_probes import MODELS, load
+from bench_stopped_probes import MODELS, jitted, load
 
 
 def symbolic(args_at, batch: int) -> list[jax.ShapeDtypeStruct]:
@@ -41,15 +41,12 @@ def needs(name: str, batch: int) -> tuple[int | None, int | None]:
     options = {**REMAT_PASS_OFF, **MODELS[name][2]}
     args = placed(batch)
     leaves, treedef = jax.tree.flatten(tuple(args))
-    donate = workload.donate_argnums
-    donate = (donate,) if isinstance(donate, int) else tuple(donate)
-    step = workload.step  # a step jitted already keeps its own donation, as a training job's
-    jitted = step if hasattr(step, "lower") and not donate else jax.jit(step, donate_argnums=donate)
-    own = jitted.lower(*args)
+    step = jitted(workload)
+    own = step.lower(*args)
     donated = tuple(i for i, info in enumerate(jax.tree.leaves(own.args_info)) if info.donated)
 
     def flat(*flat_leaves):
-        return jax.tree.leaves(jitted(*jax.tree.unflatten(treedef, flat_leaves)))
+        return jax.tree.leaves(step(*jax.tree.unflatten(treedef, flat_leaves)))
 
     exported = jax.export.export(jax.jit(flat, donate_argnums=donated), platforms=("cuda",))(
         *symbolic(placed, batch)
