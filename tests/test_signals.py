@@ -1,6 +1,7 @@
 """Ctrl-C and SIGTERM during a search, as a user presses them: the command
 writes what was proven and exits 130 or 143, never with a crash."""
 
+import contextlib
 import json
 import os
 import random
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 USER_STEPS = Path(__file__).parent / "user_steps"
+fcntl = pytest.importorskip("fcntl", reason="POSIX pipes")
 
 pytestmark = pytest.mark.skipif(
     not hasattr(signal, "SIGTERM") or sys.platform == "win32",
@@ -208,23 +210,77 @@ def test_a_signal_at_any_moment_exits_by_it_and_keeps_what_was_proven(tmp_path):
             assert "interrupted before any batch was proven to fit" in err
 
 
+def test_a_signal_once_an_answer_is_proven_waits_for_the_next_search():
+    """In process: a signal raises at once during a search, but once its
+    answer is proven it is only recorded, and raises when the next starts."""
+    from autotune._core.signals import answer_proven, as_interrupts, raising, search_started
+
+    with as_interrupts(raise_at_once=False) as received, raising():
+        search_started()
+        answer_proven()
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler has run: the signal is recorded
+        except KeyboardInterrupt:
+            pytest.fail("a signal once the answer was proven raised at once")
+        assert received.signum == signal.SIGTERM and received.exit_status == 143
+        with pytest.raises(KeyboardInterrupt):
+            search_started()
+    with as_interrupts(raise_at_once=False), raising(), pytest.raises(KeyboardInterrupt):
+        search_started()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+
+
+def _full_pipe() -> tuple[int, int, int]:
+    """A pipe (read end, write end) whose buffer is already full, and the
+    bytes it holds: a process writing to it waits until they are read."""
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    os.set_blocking(write_end, False)
+    held = 0
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            held += os.write(write_end, b"#" * 4096)
+    os.set_blocking(write_end, True)
+    return read_end, write_end, held
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_SETPIPE_SZ"), reason="sizes a pipe (Linux)")
 @pytest.mark.parametrize(
     "signum, cache", [(signal.SIGINT, True), (signal.SIGTERM, True), (signal.SIGTERM, False)]
 )
 def test_a_signal_once_the_answer_is_proven_reports_it_whole(tmp_path, signum, cache):
-    """The signal lands while the answer is completed (its proof hashed and
-    stored in the cache), reported and written: all of it happens."""
+    """The signal lands once the answer is proven: while it is completed (its
+    proof hashed and stored in the cache) or while it is printed. All of it
+    happens. The command's stdout is a full pipe, so it cannot print its
+    answer, and exit, before the signal has landed."""
     shutil.copy(USER_STEPS / "plain_mlp.py", tmp_path / "plain_mlp.py")
     report = tmp_path / "report.json"
     caching = ["--cache-dir", str(tmp_path / "cache")] if cache else ["--no-cache"]
-    process = _command(tmp_path, [*QUICK, *caching, "--json", str(report)])
+    read_end, write_end, held = _full_pipe()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "autotune", *QUICK, *caching, "--json", str(report)],
+        cwd=tmp_path,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"},
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(write_end)
     err = []
     for line in process.stderr:  # the search's one compile is its last
         err.append(line)
         if "compiled batch" in line:
             break
     process.send_signal(signum)
-    out, rest = process.communicate(timeout=300)
+    with ThreadPoolExecutor(1) as pool, open(read_end, encoding="utf-8") as stdout:
+        out = pool.submit(stdout.read)
+        rest = process.stderr.read()
+        process.wait(timeout=300)
+        out = out.result(timeout=60)
+    assert out[:held] == "#" * held
+    out = out[held:]
     _assert_clean_exit(process.returncode, 128 + signum, out, "".join(err) + rest)
     assert "batch 16" in out or "16*" in out
     (row,) = json.loads(report.read_text())["results"]

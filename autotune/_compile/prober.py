@@ -138,6 +138,7 @@ class Prober:
         self._placed_within = placed_within
         # Why compiles run in this process though `stop_at` was given ("" if not).
         self.in_process = ""
+        self._idle_work: list[Callable[[], Any]] = []
 
     @classmethod
     def for_target(
@@ -158,6 +159,12 @@ class Prober:
             placed_within=budget_bytes if stops and target.compiler_fits else None,
             **options,
         )
+
+    def when_idle(self, work: Callable[[], Any]) -> None:
+        """Run `work` once while this process waits for compiles, off the
+        search's critical path: lowering a batch the answer will ask about,
+        say. Work that fails is dropped; whoever needs its result does it again."""
+        self._idle_work.append(work)
 
     def dump_first_compile(self) -> None:
         """Dump the first compile, for `fixed_bytes`, unless the user dumps
@@ -325,6 +332,9 @@ class Prober:
             pending[pool.submit(*job)] = batch
             self.order.append(batch)
         while pending:
+            if self._idle_work:
+                with contextlib.suppress(Exception):
+                    self._idle_work.pop(0)()
             done, _ = concurrent.futures.wait(
                 pending, timeout=_POLL_S, return_when=concurrent.futures.FIRST_COMPLETED
             )

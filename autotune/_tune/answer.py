@@ -60,12 +60,12 @@ def answer_of(
             prober,
             answer.batch,
             asked["multiple_of"],
-            answer.batch if bracket.interrupted else _top(asked),
+            answer.batch if bracket.interrupted else top_candidate(asked),
         ),
     )
 
 
-def _top(asked: Mapping[str, Any]) -> int:
+def top_candidate(asked: Mapping[str, Any]) -> int:
     """The largest candidate of the question."""
     return asked["max_batch"] // asked["multiple_of"] * asked["multiple_of"]
 

@@ -31,7 +31,7 @@ from autotune._search.drivers import Grid
 from autotune._search.need import Bracket, check_grid
 from autotune._targets.interface import Target
 from autotune._targets.registry import as_target
-from autotune._tune.answer import answer_of, no_answer
+from autotune._tune.answer import answer_of, no_answer, top_candidate
 from autotune._tune.why import breakdown_at
 from autotune._workloads.estimate import Estimate
 from autotune._workloads.layout import on_target
@@ -183,6 +183,7 @@ def find_max_batch(
                 hit, label=label, from_cache=True, seconds=time.perf_counter() - start
             )
             return _explained(hit, prober) if why else hit
+    prober.when_idle(lambda: prober.program(top_candidate(asked)))  # for `changes`
     bracket = _proven(tgt.search.run(prober, budget.bytes, grid), prober, tgt, budget)
     if bracket.lo is None:
         raise TuneError(no_answer(prober, budget, options))
