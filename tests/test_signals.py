@@ -141,12 +141,14 @@ def _child_processes(pid: int) -> list[str]:
         return []
 
 
-def _command(directory: Path, args: list[str]) -> subprocess.Popen:
+def _command(
+    directory: Path, args: list[str], stdout: int = subprocess.PIPE, **env: str
+) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "autotune", *args],
         cwd=directory,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-        stdout=subprocess.PIPE,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", **env},
+        stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -259,14 +261,8 @@ def test_a_signal_once_the_answer_is_proven_reports_it_whole(tmp_path, signum, c
     report = tmp_path / "report.json"
     caching = ["--cache-dir", str(tmp_path / "cache")] if cache else ["--no-cache"]
     read_end, write_end, held = _full_pipe()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "autotune", *QUICK, *caching, "--json", str(report)],
-        cwd=tmp_path,
-        env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"},
-        stdout=write_end,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    args = [*QUICK, *caching, "--json", str(report)]
+    process = _command(tmp_path, args, stdout=write_end, PYTHONUNBUFFERED="1")
     os.close(write_end)
     err = []
     for line in process.stderr:  # the search's one compile is its last
