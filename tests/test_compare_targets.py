@@ -280,7 +280,12 @@ def test_several_choices_give_a_row_per_target_and_choice(user, tuned):
     assert both.render().count("\n  a100-40gb: NVIDIA A100 datasheet") == 1
 
 
-def test_ctrl_c_reports_the_targets_tuned_before_it(user, capsys, monkeypatch):
+@pytest.mark.parametrize("in_full", [False, True])
+def test_ctrl_c_reports_the_targets_tuned_before_it(user, capsys, monkeypatch, in_full):
+    """Ctrl-C at the TPU's second probe: the GPU's row stands; the TPU's is
+    there, marked partial, where a probe compiled in full proved a batch. A
+    placement proves none (its code was not generated), so stopped probes
+    leave the TPU no row."""
     from autotune._command import targets as command
 
     announced, shown = [], []
@@ -295,11 +300,17 @@ def test_ctrl_c_reports_the_targets_tuned_before_it(user, capsys, monkeypatch):
     monkeypatch.setattr(command, "progress", ctrl_c_on_the_second_target)
     out = user / "partial.json"
     argv = _argv(user, "--target", "a100-40gb,v5e:1x1", "--no-cache", "--json", str(out))
+    argv += ["--no-stop-at-assignment"] * in_full
     assert main([a for a in argv if a != "--quiet"]) == 130
     captured = capsys.readouterr()
     assert "INTERRUPTED" in captured.err
-    first, second = json.loads(out.read_text())["results"]
+    first, *rest = json.loads(out.read_text())["results"]
     assert (first["target"], first["interrupted"]) == ("a100-40gb", False)
+    assert any(p["stopped"] for p in first["probes"]) is not in_full
+    if not in_full:
+        assert rest == []
+        return
+    (second,) = rest
     assert (second["target"], second["interrupted"], second["compiles"]) == ("v5e:1x1", True, 2)
     assert captured.out.strip().splitlines()[3].split()[:3] == [
         "v5e:1x1",

@@ -5,6 +5,7 @@ with the shardings built here: the answer compiles and the next candidate
 is refused by the compiler.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -127,8 +128,10 @@ def test_a_budget_below_hbm_is_the_compilers_limit():
 def test_a_tpu_answer_is_read_back_from_a_report_and_the_cache(tmp_path):
     """A TPU row's proof (compiled, next refused, code in the peak) checks out
     when read back; the GPU rules would refuse it, so a row that claims to be a
-    GPU's, or a next candidate that was not refused, is refused."""
-    kwargs = dict(target="v5e:1x1", budget_bytes=2 * MIB, donate_argnums=0, max_batch=1 << 14)
+    GPU's, or a next candidate that was not refused, is refused. Every probe
+    compiles in full here (placements read back: `test_tpu_verdicts.py`)."""
+    in_full = dataclasses.replace(get_target("v5e:1x1"), stop_at_assignment=False)
+    kwargs = dict(target=in_full, budget_bytes=2 * MIB, donate_argnums=0, max_batch=1 << 14)
     cache = ResultCache(tmp_path / "cache")
     result = find_max_batch(mlp_step, mlp_args, cache=cache, **kwargs)
     assert result.compiler_fits and result.exact

@@ -64,15 +64,15 @@ def _search(target, budget=2 << 20, **kwargs):
 
 
 def test_placements_stop_the_compile_and_the_answer_is_compiled_in_full(tmp_path, monkeypatch):
-    """Asked to stop, a TPU probe stops once the compiler placed its buffers:
+    """A TPU probe stops once the compiler placed its buffers:
     same answer, peak and next batch as compiles in full; the answer and the
     refusal above it are the compiler's own word; no worker or folder left."""
     workers.stop_all()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     tpu = autotune.get_target("v5e:1x1")
-    asked = dataclasses.replace(tpu, stop_at_assignment=True)
-    assert asked.stops_at_assignment() and not tpu.stops_at_assignment()
-    placed, full = _search(asked), _search(tpu)
+    in_full = dataclasses.replace(tpu, stop_at_assignment=False)
+    assert tpu.stops_at_assignment() and not in_full.stops_at_assignment()
+    placed, full = _search(tpu), _search(in_full)
     assert (placed.batch, placed.peak_bytes, placed.next_batch, placed.next_peak_bytes) == (
         full.batch, full.peak_bytes, full.next_batch, full.next_peak_bytes
     )  # fmt: skip
@@ -89,7 +89,7 @@ def test_placements_stop_the_compile_and_the_answer_is_compiled_in_full(tmp_path
 
 
 def test_a_report_with_placements_reads_back_and_a_placed_answer_is_refused(tmp_path):
-    result = _search(dataclasses.replace(autotune.get_target("v5e:1x1"), stop_at_assignment=True))
+    result = _search(autotune.get_target("v5e:1x1"))
     path = tmp_path / "r.json"
     autotune.write_json([result], path)
     (back,) = autotune.read_results(path)
@@ -112,9 +112,9 @@ def test_a_slices_probes_stop_too_and_answer_as_in_full(tmp_path, monkeypatch):
     workers.stop_all()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     slice_ = autotune.get_target("v5e:2x2")
-    asked = dataclasses.replace(slice_, stop_at_assignment=True)
-    assert asked.stops_at_assignment()
-    placed, full = _search(asked, budget=4 << 20), _search(slice_, budget=4 << 20)
+    in_full = dataclasses.replace(slice_, stop_at_assignment=False)
+    assert slice_.stops_at_assignment()
+    placed, full = _search(slice_, budget=4 << 20), _search(in_full, budget=4 << 20)
     assert (placed.batch, placed.peak_bytes, placed.next_batch) == (
         full.batch, full.peak_bytes, full.next_batch
     )  # fmt: skip
@@ -131,16 +131,17 @@ def test_the_command_says_why_a_gpu_meshs_probes_compile_in_full(monkeypatch, ca
 
     monkeypatch.setattr(command, "_tune", lambda *a: [])
     argv = ["--model", "vgg-tiny", "--image-size", "8", "--classes", "10", "--remat", "none",
-            "--target", "h100-sxm-80gb", "--mesh", "2", "--no-cache", "--quiet",
-            "--stop-at-assignment"]  # fmt: skip
+            "--target", "h100-sxm-80gb", "--mesh", "2", "--no-cache", "--quiet"]  # fmt: skip
     main(argv)
     printed = capsys.readouterr().err
     assert "probes: compiled in full, not stopped at buffer assignment" in printed
     assert "several devices" in printed
+    main([*argv, "--no-stop-at-assignment"])  # asked for: nothing to explain
+    assert "probes: compiled in full" not in capsys.readouterr().err
 
 
 def test_an_answer_compiled_in_a_worker_keeps_its_cost_analysis():
-    asked = dataclasses.replace(autotune.get_target("v5e:1x1"), stop_at_assignment=True)
-    placed, full = _search(asked), _search(autotune.get_target("v5e:1x1"))
+    tpu = autotune.get_target("v5e:1x1")
+    placed, full = _search(tpu), _search(dataclasses.replace(tpu, stop_at_assignment=False))
     assert placed.flops_source == full.flops_source == "compiled program's cost analysis"
     assert placed.flops_per_example == full.flops_per_example

@@ -26,7 +26,8 @@ from autotune.models import vgg_setup
 
 pytest.importorskip("flatbuffers", reason="jax.export serializes with flatbuffers")
 
-STOPPING = dataclasses.replace(autotune.get_target("local"), stop_at_assignment=True)
+IN_PROCESS = autotune.get_target("local")
+STOPPING = dataclasses.replace(IN_PROCESS, stop_at_assignment=True)
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +210,7 @@ def test_a_step_that_cannot_be_shipped_compiles_in_process(no_leftovers):
 def test_the_search_answers_as_in_process(tiny, no_leftovers):
     budget = 30_000_000
     stopped = autotune.find_max_batch(tiny, target=STOPPING, budget_bytes=budget)
-    local = autotune.find_max_batch(tiny, target="local", budget_bytes=budget)
+    local = autotune.find_max_batch(tiny, target=IN_PROCESS, budget_bytes=budget)
     assert (stopped.batch, stopped.peak_bytes, stopped.next_peak_bytes) == (
         local.batch, local.peak_bytes, local.next_peak_bytes
     )  # fmt: skip
@@ -222,15 +223,18 @@ def test_the_search_answers_as_in_process(tiny, no_leftovers):
     assert jnp.isfinite(stopped.peak_bytes)
 
 
-def test_stopped_probes_are_asked_for_never_assumed():
-    assert not autotune.get_target("local").stops_at_assignment()
-    assert not autotune.get_target("h100-sxm-80gb").stops_at_assignment()
-    tpu = dataclasses.replace(autotune.get_target("v5e:1x1"), stop_at_assignment=True)
-    assert tpu.stops_at_assignment()  # at a placement, its answer compiled in full
+def test_a_described_devices_probes_stop_by_default_the_local_devices_when_asked():
+    for name in ("h100-sxm-80gb", "v5e:1x1"):  # a TPU's answer then compiles in full
+        target = autotune.get_target(name)
+        assert target.stops_at_assignment(), name
+        assert not dataclasses.replace(target, stop_at_assignment=False).stops_at_assignment()
+    assert not IN_PROCESS.stops_at_assignment()  # its answer warms the persistent cache
     assert STOPPING.stops_at_assignment()
 
 
-def test_the_command_asks_for_stopped_probes(tiny, no_leftovers, monkeypatch, tmp_path):
+def test_the_command_stops_the_local_devices_probes_when_asked(
+    tiny, no_leftovers, monkeypatch, tmp_path
+):
     import json
 
     from autotune._command import run as command
@@ -248,14 +252,14 @@ def test_the_command_asks_for_stopped_probes(tiny, no_leftovers, monkeypatch, tm
             "--target", "local", "--budget", "30MB", "--no-cache", "--quiet"]  # fmt: skip
     assert main([*argv, "--stop-at-assignment", "--json", str(tmp_path / "a.json")]) == 0
     assert main([*argv, "--json", str(tmp_path / "b.json")]) == 0
-    assert asked == [True, False]
+    assert asked == [True, False]  # the local device's default: in full, in process
     (a,), (b,) = (json.loads((tmp_path / f).read_text())["results"] for f in ("a.json", "b.json"))
     assert (a["batch"], a["peak_bytes"]) == (b["batch"], b["peak_bytes"])
 
 
 def test_ctrl_c_in_a_tpu_answers_full_compile_stops_its_worker(no_leftovers, monkeypatch):
     pytest.importorskip("libtpu", reason="compiling for a described TPU needs libtpu")
-    tpu = dataclasses.replace(autotune.get_target("v5e:1x1"), stop_at_assignment=True)
+    tpu = autotune.get_target("v5e:1x1")
     pool = workers.pool_for(tpu, 1)
     in_full = threading.Event()
     real = Prober.compile_in_full

@@ -69,7 +69,7 @@ class Job:
     verify_timeout: float = 600.0
     quiet: bool = False
     why: bool = False  # explain each answer's peak, buffer by buffer
-    stop_at_assignment: bool = False  # probes end at buffer assignment, where the target allows
+    stop_at_assignment: bool | None = None  # probes end at buffer assignment; None: the target's
     fit_batch: int | None = None  # the cheapest remat plan that fits this batch
     remat_frontier: bool = False  # max batch against recompute, over remat plans
     remat_plan: str | None = None  # tune this plan: "stage1=nothing_saveable,..."
@@ -107,11 +107,11 @@ def run(job: Job) -> int:
     elif space is None:
         workloads = load_workloads(job.spec, job.kwargs)
     target = get_target(job.target, mem_fraction=job.mem_fraction, devices=job.mesh)
-    if job.stop_at_assignment:
-        target = dataclasses.replace(target, stop_at_assignment=True)
+    if job.stop_at_assignment is not None:
+        target = dataclasses.replace(target, stop_at_assignment=job.stop_at_assignment)
     check_accumulation(job, target.device_count)
     print(f"target: {target.description}", file=sys.stderr)
-    if job.stop_at_assignment and not target.stops_at_assignment():
+    if target.stop_at_assignment and not target.stops_at_assignment():
         print(f"probes: compiled in full, not stopped at buffer assignment: "
               f"{target.full_compile_reason()}", file=sys.stderr)  # fmt: skip
     search = None

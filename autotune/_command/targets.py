@@ -48,8 +48,9 @@ def run_targets(job: Job, names: tuple[str, ...]) -> int:
         check_gpu_client_env()
     targets = get_targets(names, name="--target", mem_fraction=job.mem_fraction)
     workloads = load_workloads(job.spec, job.kwargs)
-    if job.stop_at_assignment:
-        targets = tuple(dataclasses.replace(t, stop_at_assignment=True) for t in targets)
+    if job.stop_at_assignment is not None:
+        stop = job.stop_at_assignment
+        targets = tuple(dataclasses.replace(t, stop_at_assignment=stop) for t in targets)
     for target in targets:
         check_accumulation(job, target.device_count)
     cache = ResultCache(job.cache_dir) if job.cache else None

@@ -66,10 +66,11 @@ class Target(abc.ABC):
     budget_source: str = "unknown"
     device_count: int = 1
     # Probes compile in worker processes and stop once XLA has assigned the
-    # program's buffers (`autotune._compile.workers`), where that gives the
-    # need exactly (`stops_at_assignment`); asked with `dataclasses.replace`
-    # or the command's --stop-at-assignment, not yet the default.
-    stop_at_assignment: bool = False
+    # program's buffers (`autotune._compile.workers`), where nothing is against
+    # it (`stops_at_assignment`); the default for a described device. False:
+    # every probe compiles in full, in this process (`dataclasses.replace`, or
+    # the command's --no-stop-at-assignment).
+    stop_at_assignment: bool = True
     # One device's dense peak FLOP/s by dtype, where a public figure is known
     # (the bound on samples/s beside an answer); None elsewhere.
     peak_flops: PeakFlops | None = None
@@ -134,13 +135,13 @@ class Target(abc.ABC):
         return 2
 
     def stops_at_assignment(self) -> bool:
-        """Whether probes stop at buffer assignment: asked, and nothing
-        against it (`full_compile_reason`)."""
+        """Whether probes stop at buffer assignment: not turned off, and
+        nothing against it (`full_compile_reason`)."""
         return self.stop_at_assignment and not self.full_compile_reason()
 
     def full_compile_reason(self) -> str:
-        """Why this target's probes compile in full even when asked to stop
-        at buffer assignment; "" where they may stop."""
+        """Why this target's probes compile in full though `stop_at_assignment`
+        is on; "" where they may stop."""
         if self.device_count > 1:
             return (
                 "a program for several devices compiles in this process, in full: the need "

@@ -28,6 +28,10 @@ class LocalTarget(Target):
     """The first `device_count` of `jax.devices()`."""
 
     budget: MemoryBudget | None = None
+    # The local device compiles each probe in full, in this process, unless
+    # asked: its compile at the answer is the one the training job finds in
+    # JAX's persistent cache, and its cost analysis gives the FLOPs.
+    stop_at_assignment: bool = False
 
     deviceless: ClassVar[bool] = False
 

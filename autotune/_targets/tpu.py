@@ -23,7 +23,7 @@ What differs from a GPU:
   compiled held L MiB less its 114 KiB of code; at or above the compiler's
   own HBM the option changes nothing (`benchmarks/tpu-hbm.md`);
 - a slice is a mesh over all its devices, so batches are global;
-- a probe asked to stop at buffer assignment stops at a verdict, not at the
+- a probe stopped at buffer assignment stops at a verdict, not at the
   need: the compiler placed the buffers within its limit, or refused the
   program. The compiler counts the program's code too, known only once
   generated, and refuses after codegen some programs whose buffers it placed
