@@ -90,8 +90,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out")
     a = parser.parse_args()
-    before = autotune.get_target(a.target)
-    after = dataclasses.replace(before, stop_at_assignment=True)
+    after = autotune.get_target(a.target)
+    before = dataclasses.replace(after, stop_at_assignment=False)
     from autotune.models import VGGConfig
 
     (warm,) = VGGConfig("vgg-tiny", image_size=32, num_classes=10).workloads()

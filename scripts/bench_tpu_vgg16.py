@@ -9,9 +9,10 @@ batch) without remat. Prints a Markdown report: the answers, their proof
 
 `--cases v5e:4x4/none,v5p:1x1x1/none` runs some of them; the report is
 rewritten after each answer, so a stopped run keeps what it found.
-`--stop-at-assignment` stops each probe once the compiler has placed its
-buffers, and compiles the answer in full (`autotune._search.compiles.
-search_placed`); `--full-compile` then times one full compile of the step at
+Each probe stops once the compiler has placed its buffers, and the answer is
+compiled in full (`autotune._search.compiles.search_placed`);
+`--no-stop-at-assignment` compiles every probe in full, in this process.
+`--full-compile` times one full compile of the step at
 the answer in this process (XLA's dump off, no persistent cache), against
 which the search's wall is read.
 """
@@ -107,11 +108,12 @@ def main() -> None:
     parser.add_argument("--cases", default=",".join(f"{t}/{r}" for t, rs in CASES for r in rs),
                         help="TARGET/REMAT pairs, comma-separated")  # fmt: skip
     parser.add_argument("--out", type=Path, help="rewritten after each answer")
-    parser.add_argument("--stop-at-assignment", action="store_true")
+    parser.add_argument("--stop-at-assignment", action=argparse.BooleanOptionalAction,
+                        default=True)  # fmt: skip
     parser.add_argument("--full-compile", action="store_true")
     args = parser.parse_args()
     argv = "" if args.cases == parser.get_default("cases") else f" --cases {args.cases}"
-    argv += " --stop-at-assignment" * args.stop_at_assignment
+    argv += " --no-stop-at-assignment" * (not args.stop_at_assignment)
     argv += " --full-compile" * args.full_compile
     start = time.perf_counter()
     results: list[autotune.TuneResult] = []

@@ -23,9 +23,10 @@ Checks, by priority (each one's failure is recorded, the rest go on):
    check 1 compiled on the device (or `--batches`): within 0.1% of the
    on-device need.
 3. The deviceless tuner's answer for that target at the device's real
-   `bytes_limit`, run for real.
+   `bytes_limit`, every probe compiled in full in process
+   (`stop_at_assignment=False`), run for real.
    Then the same deviceless tune with probes stopped at buffer assignment
-   (`stop_at_assignment`): the same answer and peaks, and both ways' seconds.
+   (the default): the same answer and peaks, and both ways' seconds.
 
 Every JAX computation runs in a child process; this process never starts
 the GPU backend. A process holding device memory would shrink the next
@@ -90,8 +91,7 @@ def worker_tune(p: Mapping[str, Any]) -> dict[str, Any]:
     from autotune.models import vgg_workloads
 
     target = get_target(p["target"])
-    if p.get("stop_at_assignment"):
-        target = dataclasses.replace(target, stop_at_assignment=True)
+    target = dataclasses.replace(target, stop_at_assignment=p.get("stop_at_assignment", True))
     device = jax.devices()[0]
     stats = device.memory_stats() or {}
     (workload,) = vgg_workloads(**_vgg_config(p))
@@ -417,7 +417,7 @@ class Checker:
         budget = DRY_BUDGET_BYTES if self.dry else limit
         if budget is None:
             raise RuntimeError("no bytes_limit: check 1 (remat none) did not report one")
-        r = self._deviceless_tune(budget, "the deviceless tune")
+        r = self._deviceless_tune(budget, "the deviceless tune", stop_at_assignment=False)
         head = f"{self.args.target} at budget {budget:,} B: batch {r['batch']}"
         done = self.verified.get(("none", r["batch"]))
         if done is None:
