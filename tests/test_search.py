@@ -207,6 +207,32 @@ def test_affine_need_takes_two_rounds_of_two(budget):
     assert measure.rounds[-1] == [bracket.lo, bracket.hi]
 
 
+@pytest.mark.parametrize("need", CURVES, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("guess", [None, 100, 900])
+def test_what_is_prepared_decides_nothing(need, guess):
+    plain, told = Recorder(need), Recorder(need)
+    prepared = []
+    keywords = dict(multiple_of=8, max_batch=4096, guess=guess, width=2)
+    bracket = search(plain, 50_000, **keywords)
+    assert search(told, 50_000, **keywords, prepare=prepared.append) == bracket
+    assert told.rounds == plain.rounds and prepared
+
+
+def test_the_next_round_is_prepared_while_its_forerunner_compiles():
+    budget = affine(360) + 10  # 360 fits, 368 does not
+    prepared = []
+    measure = Recorder(affine)
+    search(
+        measure, budget, multiple_of=8, max_batch=4096, guess=200, per_example=137, fixed=1_000,
+        width=2, prepare=prepared.append,
+    )  # fmt: skip
+    assert measure.rounds == [[200, 208], [360, 368]]
+    # After 200, with 208 in flight, the estimate's line through 200 puts the
+    # boundary at 360; after 360, with 368 in flight and predicted not to fit,
+    # the answer would be proven: nothing to prepare.
+    assert prepared == [[360, 368], []]
+
+
 def test_a_round_never_compiles_above_a_batch_known_not_to_fit():
     for need in CURVES:
         measure = Recorder(need)

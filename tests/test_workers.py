@@ -207,6 +207,31 @@ def test_a_step_that_cannot_be_shipped_compiles_in_process(no_leftovers):
     assert probe.need_bytes == need_at(step, mlp_args, 8)
 
 
+@pytest.mark.parametrize("stop_at", [STOPPING, None], ids=["stopped", "in-process"])
+def test_a_prepared_batch_is_made_ready_while_a_compile_runs(stop_at, no_leftovers, monkeypatch):
+    from autotune._compile import prober as prober_module
+
+    traced, shipped = [], []
+    real_ship = prober_module.ship
+    monkeypatch.setattr(prober_module, "ship", lambda *a: shipped.append(a) or real_ship(*a))
+
+    def step(params, x, y):
+        traced.append(x.shape[0])
+        return mlp_step(params, x, y)
+
+    prober = Prober(
+        step, mlp_args, stop_at=stop_at, donate_argnums=0, compiler_options=REMAT_PASS_OFF
+    )
+    prober.prepare([16])
+    prober.measure([8], lambda b, need: None)
+    assert traced == [8, 16]  # 16 traced while 8 compiled
+    ships = len(shipped)
+    assert ships == (2 if stop_at else 0)
+    prober.measure([16], lambda b, need: None)
+    assert traced == [8, 16] and len(shipped) == ships  # nothing done again
+    assert prober.probes[16].need_bytes == need_at(step, mlp_args, 16)
+
+
 def test_the_search_answers_as_in_process(tiny, no_leftovers):
     budget = 30_000_000
     stopped = autotune.find_max_batch(tiny, target=STOPPING, budget_bytes=budget)

@@ -139,6 +139,8 @@ class Prober:
         # Why compiles run in this process though `stop_at` was given ("" if not).
         self.in_process = ""
         self._idle_work: list[Callable[[], Any]] = []
+        self._next: list[int] = []  # batches to make ready while compiles run
+        self._shipped: dict[int, Shipped] = {}
 
     @classmethod
     def for_target(
@@ -165,6 +167,18 @@ class Prober:
         search's critical path: lowering a batch the answer will ask about,
         say. Work that fails is dropped; whoever needs its result does it again."""
         self._idle_work.append(work)
+
+    def prepare(self, batches: Sequence[int]) -> None:
+        """Lower `batches` (and ship them to workers) while this process waits
+        for compiles, ahead of the round that will ask for them; the search's
+        `prepare`. Each call replaces the batches the last one named."""
+        self._next = [b for b in batches if b not in self.probes and b not in self.failures]
+
+    def _ready(self, batch: int) -> None:
+        lowered = self.lower(batch)
+        self.program(batch)
+        if not self._keep_dumps:  # a kept dump compiles here
+            self._ship(batch, lowered)
 
     def dump_first_compile(self) -> None:
         """Dump the first compile, for `fixed_bytes`, unless the user dumps
@@ -292,11 +306,15 @@ class Prober:
         """The program at `batch` for a worker; None compiles it here."""
         if not self._stopping:
             return None
+        if batch in self._shipped:
+            return self._shipped[batch]
         assert self._stop_at is not None
         try:
             target = self._stop_at
             devices = target.devices() if target.device_count > 1 else ()
-            return ship(self._jitted, self.abstract_args(batch), lowered, target.platform, devices)
+            args = self.abstract_args(batch)
+            self._shipped[batch] = ship(self._jitted, args, lowered, target.platform, devices)
+            return self._shipped[batch]
         except ShipError as e:
             self.in_process = f"the step cannot be shipped to a compile worker: {e}"
             warnings.warn(
@@ -332,7 +350,10 @@ class Prober:
             pending[pool.submit(*job)] = batch
             self.order.append(batch)
         while pending:
-            if self._idle_work:
+            if self._next:
+                with contextlib.suppress(Exception):
+                    self._ready(self._next.pop(0))
+            elif self._idle_work:
                 with contextlib.suppress(Exception):
                     self._idle_work.pop(0)()
             done, _ = concurrent.futures.wait(

@@ -81,6 +81,7 @@ class _ByNeed:
             split=prober.fixed_bytes if split else None,
             room=_room(prober, budget, grid) if split else None,
             width=grid.width,
+            prepare=prober.prepare,
         )
 
 

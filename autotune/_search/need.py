@@ -38,6 +38,11 @@ ever compiled, and none is compiled twice.
 
 Need is assumed to grow with the batch; compiles that contradict it (a
 larger batch needing less) are reported, and such an answer is not exact.
+
+While a round's last compiles run, the caller may be told (`prepare`) the
+round that would follow should they come out as the line through the
+compiles nearest them predicts, to trace those batches meanwhile: a guess,
+which never decides which batches are compiled.
 """
 
 from __future__ import annotations
@@ -110,6 +115,7 @@ def search(
     room: float | None = None,
     width: int | Callable[[], int] = 1,
     max_failures: int = 6,
+    prepare: Callable[[Sequence[int]], None] | None = None,
 ) -> Bracket:
     """Largest multiple of `multiple_of` up to `max_batch` with need <= budget.
 
@@ -130,6 +136,9 @@ def search(
             the largest calibration batch at or below it.
         width: compiles per round, or a callable asked before each round.
         max_failures: compiles that may fail before the search stops.
+        prepare: told, while compiles of a round are still in flight, the
+            batches the next round will likely compile (as the compiles
+            ended so far place it), to make them ready while it waits.
 
     Returns:
         The bracket proven by compiles. A KeyboardInterrupt returns what was
@@ -141,14 +150,17 @@ def search(
     multiple_of, max_batch = check_grid(multiple_of, max_batch)
     widths = width if callable(width) else lambda: width
     check.integer("width", widths(), minimum=1)
-    state = _State(budget, multiple_of, max_batch // multiple_of * multiple_of)
+    hint = _Hint(guess, per_example, fixed)
+    state = _State(budget, multiple_of, max_batch // multiple_of * multiple_of, hint)
+    rounds = measure
+    if prepare is not None:
+        rounds = _preparing(measure, state, widths, max_failures, prepare)
     ended = False
     try:
         search_started()
-        hint = _Hint(guess, per_example, fixed)
         first = first_batch(multiple_of, state.top, guess, split is not None, room)
-        for batches in _rounds(state, hint, widths, max_failures, split, first):
-            measure(batches, state.record)
+        for batches in _rounds(state, widths, max_failures, split, first):
+            rounds(batches, state.record)
         _look_above_dips(state, measure, widths, max_failures)
         ended = True
         answer_proven()
@@ -160,12 +172,20 @@ def search(
 
 
 class _State:
-    """The compiles made so far and what they prove."""
+    """The compiles made so far and what they prove, and the hint that
+    places the next ones (the estimate, or once the first compile is split,
+    the split's line)."""
 
-    def __init__(self, budget: int, m: int, top: int):
+    def __init__(self, budget: int, m: int, top: int, hint: _Hint | None = None):
         self.budget, self.m, self.top = budget, m, top
+        self.hint = _NO_HINT if hint is None else hint
         self.needs: dict[int, int] = {}
         self.failed: set[int] = set()
+
+    def copy(self) -> _State:
+        copied = _State(self.budget, self.m, self.top, self.hint)
+        copied.needs, copied.failed = dict(self.needs), set(self.failed)
+        return copied
 
     def record(self, batch: int, need: Need) -> None:
         if need is None:
@@ -240,6 +260,51 @@ class _Hint:
         return self.fixed, (need - self.fixed) / batch
 
 
+_NO_HINT = _Hint(None, None, None)
+
+
+def _preparing(
+    measure: Measure,
+    state: _State,
+    widths: Callable[[], int],
+    max_failures: int,
+    prepare: Callable[[Sequence[int]], None],
+) -> Measure:
+    """`measure`, and once a compile ends while others of its round are in
+    flight, `prepare` told the round that would follow if those came out as
+    the compiles ended so far predict: a guess, which decides nothing."""
+
+    def measured(batches: Sequence[int], record: Record) -> None:
+        in_flight = {b for b in batches if b not in state.needs and b not in state.failed}
+
+        def recorded(batch: int, need: Need) -> None:
+            record(batch, need)
+            in_flight.discard(batch)
+            if in_flight:
+                guessed = state.copy()
+                for b in in_flight:
+                    predicted = _predicted(state, b)
+                    if predicted is not None:
+                        guessed.record(b, predicted)
+                likely = next(_rounds(guessed, widths, max_failures, None, None), [])
+                prepare([b for b in likely if b not in in_flight])
+
+        measure(batches, recorded)
+
+    return measured
+
+
+def _predicted(s: _State, batch: int) -> int | None:
+    """The need at `batch` on the line through the two compiles nearest to
+    it, or with one, through it and the hint's fixed bytes; None without."""
+    near = sorted(s.needs, key=lambda b: abs(b - batch))[:2]
+    if len(near) == 2:
+        (b0, n0), (b1, n1) = sorted((b, s.needs[b]) for b in near)
+        return round(n0 + (n1 - n0) * (batch - b0) / (b1 - b0))
+    line = s.hint.line(near[0], s.needs[near[0]]) if near else None
+    return None if line is None else round(line[0] + line[1] * batch)
+
+
 def _look_above_dips(
     state: _State, measure: Measure, widths: Callable[[], int], max_failures: int
 ) -> None:
@@ -254,6 +319,7 @@ def _look_above_dips(
     on every run. First, a refusal at the
     smallest candidate is checked against a larger one before it is called
     a floor."""
+    state.hint = _NO_HINT  # from here on, compiles alone place compiles
     if _check_the_floor(state, measure):
         _close(state, measure, widths, max_failures)
     searched: set[int] = set()
@@ -270,14 +336,14 @@ def _look_above_dips(
         if sub.lo is None or sub.proven():
             continue
         left = max_failures - len(state.failed - sub.failed)  # failures count once
-        for batches in _rounds(sub, _Hint(None, None, None), widths, left, None, None):
+        for batches in _rounds(sub, widths, left, None, None):
             measure(batches, _both(state, sub))
     _close(state, measure, widths, max_failures)
 
 
 def _close(state: _State, measure: Measure, widths: Callable[[], int], max_failures: int) -> None:
     """Prove the bracket around the largest batch that fits, from the compiles made."""
-    for batches in _rounds(state, _Hint(None, None, None), widths, max_failures, None, None):
+    for batches in _rounds(state, widths, max_failures, None, None):
         measure(batches, state.record)
 
 
@@ -318,7 +384,6 @@ def _dip_grids(state: _State) -> list[int]:
 
 def _rounds(
     s: _State,
-    hint: _Hint,
     widths: Callable[[], int],
     max_failures: int,
     split: Split | None,
@@ -330,12 +395,12 @@ def _rounds(
     width = widths()
     if first is None:
         pass
-    elif hint.guess and hint.guess > 0:
+    elif s.hint.guess and s.hint.guess > 0:
         yield [first] if width == 1 else _spread(first, first + m, m, s.top)
     elif split is not None:
         yield [first]
         if first in s.needs:
-            hint = _Hint(None, None, split(first))
+            s.hint = _Hint(None, None, split(first))
     else:
         yield _spread(m, 4 * m, m, s.top)[:width] if width > 1 else [m]
     misses = 0
@@ -344,7 +409,7 @@ def _rounds(
     while not s.proven() and len(s.failed) < max_failures:
         lo, hi = s.lo, s.hi
         if lo is not None and hi is None:
-            target = _extend(s, lo, hint)
+            target = _extend(s, lo)
             if target <= lo + m / 2:
                 target = lo + m * 2**misses
                 misses += 1
@@ -363,7 +428,7 @@ def _rounds(
                 target = lo + (hi - lo) / 2
             width_before = hi - lo
         elif hi is not None:
-            target = _shrink(s, hi, hint)
+            target = _shrink(s, hi)
         else:
             target = m  # every compile so far failed: try the smallest candidates
         batches = s.unknown_near(target, check.integer("width", widths(), minimum=1))
@@ -407,7 +472,7 @@ def _spread(first: int, second: int, m: int, top: int) -> list[int]:
     return [first] if second > top or second == first else [first, second]
 
 
-def _extend(s: _State, lo: int, hint: _Hint) -> float:
+def _extend(s: _State, lo: int) -> float:
     """Where the boundary lies above `lo`, the largest batch that fits."""
     fits = sorted(b for b, n in s.needs.items() if n <= s.budget)
     if len(fits) >= 2:
@@ -415,6 +480,7 @@ def _extend(s: _State, lo: int, hint: _Hint) -> float:
         boundary = crossing((below, s.needs[below]), (lo, s.needs[lo]), s.budget)
         # Need that did not rise (a stair): twice `lo`, not the largest candidate.
         return 2 * lo if boundary is None else boundary
+    hint = s.hint
     line = hint.line(lo, s.needs[lo])
     if line is not None:
         return (s.budget - line[0]) / line[1]
@@ -433,13 +499,14 @@ def _interpolate(s: _State, lo: int, hi: int) -> float:
     return lo + (hi - lo) / 2 if boundary is None else boundary
 
 
-def _shrink(s: _State, hi: int, hint: _Hint) -> float:
+def _shrink(s: _State, hi: int) -> float:
     """Where the boundary lies below `hi`, when nothing compiled fits yet."""
     over = sorted(s.needs)
     if len(over) >= 2:
         boundary = crossing((over[0], s.needs[over[0]]), (over[1], s.needs[over[1]]), s.budget)
         if boundary is not None:
             return boundary
+    hint = s.hint
     line = hint.line(hi, s.needs[hi])
     if line is not None and s.budget > line[0]:
         return (s.budget - line[0]) / line[1]
