@@ -232,6 +232,21 @@ def test_a_prepared_batch_is_made_ready_while_a_compile_runs(stop_at, no_leftove
     assert prober.probes[16].need_bytes == need_at(step, mlp_args, 16)
 
 
+def test_a_stopped_probes_flops_are_the_lowerings_and_made_once(no_leftovers, monkeypatch):
+    from autotune._compile import prober as prober_module
+
+    analyses = []
+    real = prober_module._host_flops
+    monkeypatch.setattr(
+        prober_module, "_host_flops", lambda lowered: analyses.append(1) or real(lowered)
+    )
+    prober = Prober(mlp_step, mlp_args, stop_at=STOPPING, donate_argnums=0)
+    assert prober(8).stopped and prober(8).flops is None  # no compiled cost analysis
+    flops = prober.flops(8)
+    assert flops == real(prober.lower(8)) and flops > 0
+    assert prober.flops(8) == flops and len(analyses) == 1
+
+
 def test_the_search_answers_as_in_process(tiny, no_leftovers):
     budget = 30_000_000
     stopped = autotune.find_max_batch(tiny, target=STOPPING, budget_bytes=budget)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import threading
 import time
 import warnings
@@ -141,6 +142,7 @@ class Prober:
         self._idle_work: list[Callable[[], Any]] = []
         self._next: list[int] = []  # batches to make ready while compiles run
         self._shipped: dict[int, Shipped] = {}
+        self._flops: dict[int, float | None] = {}
 
     @classmethod
     def for_target(
@@ -241,13 +243,15 @@ class Prober:
         """FLOPs of the program lowered for `batch`, before XLA's
         optimizations, by the host's cost analysis: for targets whose
         compiled program has none (described GPUs)."""
-        try:
-            flops = _host_flops(self.lower(batch))
-            if flops is None:  # lower again, for the host
-                flops = program_flops(self._jitted.lower(*self._args_for_batch(batch)))
-            return flops
-        except Exception:  # an estimate of cost, never required
-            return None
+        if batch not in self._flops:
+            try:
+                flops = _host_flops(self.lower(batch))
+                if flops is None:  # lower again, for the host
+                    flops = program_flops(self._jitted.lower(*self._args_for_batch(batch)))
+            except Exception:  # an estimate of cost, never required
+                flops = None
+            self._flops[batch] = flops
+        return self._flops[batch]
 
     def unfused_boundary(self, batch: int, budget: int) -> float | None:
         """The batch at which the step's jaxpr traced at `batch`, every value
@@ -349,16 +353,20 @@ class Prober:
             job = (self._compile, batch, lowered, first, shipped, texts)
             pending[pool.submit(*job)] = batch
             self.order.append(batch)
+            if shipped is not None:  # no compiled cost analysis: the lowering's, ahead
+                self.when_idle(functools.partial(self.flops, batch))
         while pending:
-            if self._next:
+            if self._next:  # tracing, which lets the compiles' threads run between its steps
                 with contextlib.suppress(Exception):
                     self._ready(self._next.pop(0))
-            elif self._idle_work:
-                with contextlib.suppress(Exception):
-                    self._idle_work.pop(0)()
             done, _ = concurrent.futures.wait(
                 pending, timeout=_POLL_S, return_when=concurrent.futures.FIRST_COMPLETED
             )
+            if not done and not self._next and self._idle_work:
+                # Only after a wait: the round's compiles have started, and a
+                # cost analysis that holds the interpreter delays none of them.
+                with contextlib.suppress(Exception):
+                    self._idle_work.pop(0)()
             raised = None  # every compile that ended is kept before one that raised
             for future in done:
                 batch = pending.pop(future)
