@@ -195,14 +195,11 @@ def _parser(flags: Sequence[WorkloadFlag] = (), spec: str = "", add_help: bool =
         "--stop-at-assignment",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="end each compile once XLA has assigned its buffers, in a worker process "
-        "(the default for a described device): a described GPU's or the CPU's need is read "
-        "from that assignment (the same bytes, in a fraction of the time); a TPU's placement "
-        "(buffers placed within HBM, or refused) places the search, and its answer is then "
-        "compiled in full. A local accelerator and a program for several devices compile in "
-        "full. The local device compiles in full unless asked, so that the training job "
-        "finds the answer's compile in JAX's persistent cache. --no-stop-at-assignment "
-        "compiles every probe in full, in this process",
+        help="end each compile once XLA has assigned its buffers, in a worker process: "
+        "the default for a described GPU or TPU, where it gives the same bytes in a fraction "
+        "of the time (a TPU's answer is then compiled in full); the local device compiles "
+        "in full unless asked. --no-stop-at-assignment compiles every probe in full, in this "
+        "process. See docs/search.md",
     )
     plans = p.add_argument_group(
         "remat plans (a workload that names its blocks: an autotune.RematSpace, or an "

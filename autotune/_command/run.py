@@ -74,6 +74,13 @@ class Job:
     remat_frontier: bool = False  # max batch against recompute, over remat plans
     remat_plan: str | None = None  # tune this plan: "stage1=nothing_saveable,..."
 
+    def probing(self, target: Target) -> Target:
+        """`target`, its probes stopped at buffer assignment or not as asked
+        (`stop_at_assignment`); as it is where nothing was asked."""
+        if self.stop_at_assignment is None:
+            return target
+        return dataclasses.replace(target, stop_at_assignment=self.stop_at_assignment)
+
     @property
     def runs_steps(self) -> bool:
         return self.verify or self.verify_boundary or self.time
@@ -106,9 +113,7 @@ def run(job: Job) -> int:
         workloads = (space.workload(space.plan(parse_plan(job.remat_plan))),)
     elif space is None:
         workloads = load_workloads(job.spec, job.kwargs)
-    target = get_target(job.target, mem_fraction=job.mem_fraction, devices=job.mesh)
-    if job.stop_at_assignment is not None:
-        target = dataclasses.replace(target, stop_at_assignment=job.stop_at_assignment)
+    target = job.probing(get_target(job.target, mem_fraction=job.mem_fraction, devices=job.mesh))
     check_accumulation(job, target.device_count)
     print(f"target: {target.description}", file=sys.stderr)
     if target.stop_at_assignment and not target.stops_at_assignment():

@@ -4,7 +4,6 @@ samples/s, then each answer with its proof."""
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 from autotune._command.live import LINE
@@ -47,10 +46,8 @@ def run_targets(job: Job, names: tuple[str, ...]) -> int:
     if any(name in ("local", "auto") for name in names):
         check_gpu_client_env()
     targets = get_targets(names, name="--target", mem_fraction=job.mem_fraction)
+    targets = tuple(job.probing(t) for t in targets)
     workloads = load_workloads(job.spec, job.kwargs)
-    if job.stop_at_assignment is not None:
-        stop = job.stop_at_assignment
-        targets = tuple(dataclasses.replace(t, stop_at_assignment=stop) for t in targets)
     for target in targets:
         check_accumulation(job, target.device_count)
     cache = ResultCache(job.cache_dir) if job.cache else None
