@@ -297,6 +297,28 @@ def test_the_command_stops_the_local_devices_probes_when_asked(
     assert (a["batch"], a["peak_bytes"]) == (b["batch"], b["peak_bytes"])
 
 
+@pytest.mark.parametrize("asked", [[], ["--no-stop-at-assignment"], ["--why"]])
+def test_the_command_starts_its_workers_before_it_builds_the_model(
+    asked, no_leftovers, monkeypatch, tmp_path
+):
+    from autotune._command import run as command
+    from autotune.cli import main
+
+    started = []
+    real = command.load_workloads
+
+    def load_workloads(*args, **kwargs):
+        started.append(len(_descendants()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(command, "load_workloads", load_workloads)
+    argv = ["--model", "vgg-tiny", "--image-size", "8", "--classes", "10", "--remat", "none",
+            "--target", "h100-sxm-80gb", "--budget", "30MB", "--no-cache", "--quiet"]  # fmt: skip
+    before = len(_descendants())
+    assert main([*argv, *asked]) == 0
+    assert (started[0] > before) == (not asked)  # nothing to start for compiles in process
+
+
 def test_ctrl_c_in_a_tpu_answers_full_compile_stops_its_worker(no_leftovers, monkeypatch):
     pytest.importorskip("libtpu", reason="compiling for a described TPU needs libtpu")
     tpu = autotune.get_target("v5e:1x1")

@@ -18,7 +18,7 @@ from typing import Any
 from autotune._command.live import LINE
 from autotune._command.preflight import check_environment, check_output_dir, check_output_path
 from autotune._command.verify import WorkloadSource, verify_result
-from autotune._compile.prober import Probe
+from autotune._compile.prober import Probe, start_workers
 from autotune._core import checks as check
 from autotune._core.errors import TuneError
 from autotune._core.signals import raising, received
@@ -108,12 +108,14 @@ def run(job: Job) -> int:
     passes = REMAT_PASS_SETTINGS[job.xla_remat_pass]
     # Imports and backends start with signals held (raising inside an
     # extension's import or start can abort the process); the search takes them.
+    target = job.probing(get_target(job.target, mem_fraction=job.mem_fraction, devices=job.mesh))
+    if not job.why:  # a dump read for --why compiles in this process
+        start_workers(target)  # while the model is built
     space = load_space(job.spec, job.kwargs, job.plan_flag) if job.plan_flag else None
     if space is not None and job.remat_plan is not None:
         workloads = (space.workload(space.plan(parse_plan(job.remat_plan))),)
     elif space is None:
         workloads = load_workloads(job.spec, job.kwargs)
-    target = job.probing(get_target(job.target, mem_fraction=job.mem_fraction, devices=job.mesh))
     check_accumulation(job, target.device_count)
     print(f"target: {target.description}", file=sys.stderr)
     if target.stop_at_assignment and not target.stops_at_assignment():

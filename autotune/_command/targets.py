@@ -20,6 +20,7 @@ from autotune._command.run import (
     signal_status,
     write_files,
 )
+from autotune._compile.prober import start_workers
 from autotune._core.errors import TuneError
 from autotune._core.signals import raising
 from autotune._explain.table import render_breakdown
@@ -47,6 +48,8 @@ def run_targets(job: Job, names: tuple[str, ...]) -> int:
         check_gpu_client_env()
     targets = get_targets(names, name="--target", mem_fraction=job.mem_fraction)
     targets = tuple(job.probing(t) for t in targets)
+    if not job.why:
+        start_workers(targets[0])  # while the model is built; the others' when they come
     workloads = load_workloads(job.spec, job.kwargs)
     for target in targets:
         check_accumulation(job, target.device_count)

@@ -61,6 +61,15 @@ def _as_struct(leaf: Any, sharding: Any) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=own or sharding)
 
 
+def start_workers(target: Target) -> None:
+    """Start the worker processes a search for `target` compiles in, where
+    its probes stop at buffer assignment: their start (importing JAX, making
+    the target's devices) then runs beside the caller's own work before the
+    search, such as building the model."""
+    if target.stops_at_assignment():
+        _workers.pool_for(target, _workers.workers_bound()).warm()
+
+
 class Prober:
     """Compiles `step` at batch sizes on demand and remembers every result.
 
