@@ -96,6 +96,7 @@ class _Worker:
     def __init__(self, target: Any):
         self.folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
         self.log = self.folder / "worker.log"
+        self.environment = dict(os.environ)  # XLA reads its flags from it once, at start
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 # The folder on the command line too: a worker whose parent died
@@ -104,7 +105,7 @@ class _Worker:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**self.environment, "PYTHONUNBUFFERED": "1"},
                 close_fds=True,
                 bufsize=0,  # `select` sees every message: none waits in a buffer
                 # Signals to the tuner's process group (a terminal's, `timeout`'s)
@@ -140,6 +141,12 @@ class _Worker:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def current(self) -> bool:
+        """Alive, and started with this process's environment as it is now:
+        one set since (`XLA_FLAGS`, by the workload's own module, say) needs
+        a new worker."""
+        return self.alive() and self.environment == dict(os.environ)
 
     def log_size(self) -> int:
         try:
@@ -195,12 +202,23 @@ class WorkerPool:
         self._busy: set[_Worker] = set()
 
     def warm(self) -> None:
-        """Start workers until `size` are idle, busy or starting."""
+        """Start workers until `size` are idle, busy or starting, in place
+        of idle ones the environment has changed under."""
+        for stale in self._drop_stale():
+            stale.kill()
         with self._lock:
             while len(self._idle) + len(self._busy) < self.size:
                 self._idle.append(_Worker(self._target))
 
+    def _drop_stale(self) -> list[_Worker]:
+        with self._lock:
+            stale = [w for w in self._idle if not w.current()]
+            self._idle = [w for w in self._idle if w not in stale]
+        return stale
+
     def _take(self) -> _Worker:
+        for stale in self._drop_stale():
+            stale.kill()
         with self._lock:
             worker = self._idle.pop(0) if self._idle else _Worker(self._target)
             self._busy.add(worker)
@@ -210,7 +228,7 @@ class WorkerPool:
         with self._lock:
             was_busy = worker in self._busy
             self._busy.discard(worker)
-            if was_busy and worker.alive() and len(self._idle) < self.size:
+            if was_busy and worker.current() and len(self._idle) < self.size:
                 self._idle.append(worker)
                 return
         worker.kill()
