@@ -214,22 +214,51 @@ def test_a_prepared_batch_is_made_ready_while_a_compile_runs(stop_at, no_leftove
     traced, shipped = [], []
     real_ship = prober_module.ship
     monkeypatch.setattr(prober_module, "ship", lambda *a: shipped.append(a) or real_ship(*a))
+    ready = threading.Event()  # the compile of 8 ends only once 16 is traced
+    real_compile = Prober._compile
+
+    def compile_once_ready(self, batch, *rest):
+        assert ready.wait(60)
+        return real_compile(self, batch, *rest)
+
+    monkeypatch.setattr(Prober, "_compile", compile_once_ready)
 
     def step(params, x, y):
         traced.append(x.shape[0])
+        if x.shape[0] == 16:
+            ready.set()
         return mlp_step(params, x, y)
 
     prober = Prober(
         step, mlp_args, stop_at=stop_at, donate_argnums=0, compiler_options=REMAT_PASS_OFF
     )
-    prober.prepare([16])
+    prober.prepare([16, 24])
     prober.measure([8], lambda b, need: None)
-    assert traced == [8, 16]  # 16 traced while 8 compiled
+    assert traced[:2] == [8, 16]  # 16 traced while 8 compiled
     ships = len(shipped)
-    assert ships == (2 if stop_at else 0)
+    assert ships == len(traced) * (1 if stop_at else 0)
+    before = list(traced)  # 24 too, if the compile of 8 had not ended yet
     prober.measure([16], lambda b, need: None)
-    assert traced == [8, 16] and len(shipped) == ships  # nothing done again
+    prober.measure([32], lambda b, need: None)
+    assert traced == [*before, 32]  # nothing traced again, no guess left over traced later
+    assert len(shipped) == ships + (1 if stop_at else 0)
     assert prober.probes[16].need_bytes == need_at(step, mlp_args, 16)
+
+
+def test_workers_started_before_the_environment_changed_are_not_used(
+    tiny, no_leftovers, monkeypatch
+):
+    """The command starts workers before the workload's module is imported,
+    which may set XLA_FLAGS: the compiles must see it."""
+    from autotune._compile.prober import start_workers
+
+    start_workers(STOPPING)
+    monkeypatch.setenv("AUTOTUNE_TEST_MARK", "set after the workers started")
+    prober = _prober(tiny)
+    assert prober(8).stopped
+    pool = workers.pool_for(STOPPING, 1)
+    environments = [Path(f"/proc/{w.process.pid}/environ").read_bytes() for w in pool._idle]
+    assert environments and all(b"AUTOTUNE_TEST_MARK=set after" in e for e in environments)
 
 
 def test_a_stopped_probes_flops_are_the_lowerings_and_made_once(no_leftovers, monkeypatch):

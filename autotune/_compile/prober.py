@@ -152,6 +152,7 @@ class Prober:
         self._next: list[int] = []  # batches to make ready while compiles run
         self._shipped: dict[int, Shipped] = {}
         self._flops: dict[int, float | None] = {}
+        self._args: dict[int, tuple[Any, ...]] = {}
 
     @classmethod
     def for_target(
@@ -218,7 +219,12 @@ class Prober:
         return tuple(self.probes[b] for b in self.order if b in self.probes)
 
     def abstract_args(self, batch: int) -> tuple[Any, ...]:
-        """The step's arguments for `batch`, as placed structs."""
+        """The step's arguments for `batch`, as placed structs (made once)."""
+        if batch not in self._args:
+            self._args[batch] = self._make_args(batch)
+        return self._args[batch]
+
+    def _make_args(self, batch: int) -> tuple[Any, ...]:
         try:
             args = self._args_for_batch(batch)
         except TuneError:
@@ -365,13 +371,15 @@ class Prober:
             if shipped is not None:  # no compiled cost analysis: the lowering's, ahead
                 self.when_idle(functools.partial(self.flops, batch))
         while pending:
-            if self._next:  # tracing, which lets the compiles' threads run between its steps
+            done, _ = concurrent.futures.wait(
+                pending,
+                timeout=0 if self._next else _POLL_S,
+                return_when=concurrent.futures.FIRST_COMPLETED,
+            )
+            if not done and self._next:  # tracing lets the compiles' threads run between its steps
                 with contextlib.suppress(Exception):
                     self._ready(self._next.pop(0))
-            done, _ = concurrent.futures.wait(
-                pending, timeout=_POLL_S, return_when=concurrent.futures.FIRST_COMPLETED
-            )
-            if not done and not self._next and self._idle_work:
+            elif not done and self._idle_work:
                 # Only after a wait: the round's compiles have started, and a
                 # cost analysis that holds the interpreter delays none of them.
                 with contextlib.suppress(Exception):
@@ -395,6 +403,7 @@ class Prober:
             if raised is not None:
                 raise raised
             raise_if_interrupted()
+        self._next = []  # guesses for this round's successor: it is asked now
 
     @property
     def places(self) -> bool:
