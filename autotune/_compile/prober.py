@@ -186,11 +186,13 @@ class Prober:
         `prepare`. Each call replaces the batches the last one named."""
         self._next = [b for b in batches if b not in self.probes and b not in self.failures]
 
-    def _ready(self, batch: int) -> None:
+    def _ready(self, batch: int, here: bool = False) -> tuple[Any, Shipped | None]:
+        """`batch` lowered, its fingerprint taken, and unless it compiles
+        `here` (or keeps its dump, read here), shipped to a worker."""
         lowered = self.lower(batch)
         self.program(batch)
-        if not self._keep_dumps:  # a kept dump compiles here
-            self._ship(batch, lowered)
+        here = here or self._keep_dumps
+        return lowered, None if here else self._ship(batch, lowered)
 
     def dump_first_compile(self) -> None:
         """Dump the first compile, for `fixed_bytes`, unless the user dumps
@@ -355,16 +357,13 @@ class Prober:
                 record(batch, self._need(batch))
                 continue
             raise_if_interrupted()
-            lowered = self.lower(batch)
-            self.program(batch)
             first = not self.order
             # A dump read for `--why` names the step's arguments as the user
             # does: a shipped program's are the flat leaves'. The split reads
             # shapes only, from a compile stopped once they are written, save
             # on a TPU, whose probes stop at the placement.
             texts = first and self._dump_first and self._placed_within is None
-            in_here = self._keep_dumps or (first and self._dump_first and not texts)
-            shipped = None if in_here else self._ship(batch, lowered)
+            lowered, shipped = self._ready(batch, here=first and self._dump_first and not texts)
             job = (self._compile, batch, lowered, first, shipped, texts)
             pending[pool.submit(*job)] = batch
             self.order.append(batch)
