@@ -204,21 +204,21 @@ class WorkerPool:
     def warm(self) -> None:
         """Start workers until `size` are idle, busy or starting, in place
         of idle ones the environment has changed under."""
-        for stale in self._drop_stale():
-            stale.kill()
+        self._kill_stale()
         with self._lock:
             while len(self._idle) + len(self._busy) < self.size:
                 self._idle.append(_Worker(self._target))
 
-    def _drop_stale(self) -> list[_Worker]:
+    def _kill_stale(self) -> None:
+        """Kill the idle workers that are not `current`."""
         with self._lock:
             stale = [w for w in self._idle if not w.current()]
             self._idle = [w for w in self._idle if w not in stale]
-        return stale
+        for worker in stale:  # outside the lock: a kill waits for the process
+            worker.kill()
 
     def _take(self) -> _Worker:
-        for stale in self._drop_stale():
-            stale.kill()
+        self._kill_stale()
         with self._lock:
             worker = self._idle.pop(0) if self._idle else _Worker(self._target)
             self._busy.add(worker)
